@@ -1,0 +1,45 @@
+"""The public, stable API of seedkl_jax. Everything else is an implementation detail.
+
+    load(model, revision=None, *, dtype="float32", cache_dir=None) -> Model
+        One GPT-NeoX checkpoint (local HF dir or hub id[@revision]) as a Flax params pytree,
+        cached with orbax. `Model.logits(ids[B,T]) -> [B,T,V]` for small inputs.
+    load_tokenizer(source) -> Tokenizer
+    compare(models, input_ids, *, reference_logprobs=None, vocab_size=None, window=2048,
+            overlap=1024, vocab_chunk=None, mesh=None) -> dict[str, np.ndarray]
+        Per-position KL between every ordered pair of seeds (kl [P,S,S]), surprisal, entropy,
+        KL to uniform and unigram ([P,S]); P = N-1 predictions for an N-token text.
+    compare_stacked(...)  the same on params already stacked on a leading seed axis.
+    Suite, StudyConfig, run_study(config) -> Path     the whole study (`seedkl run`).
+    demo(...)                                         `seedkl demo`.
+
+Names resolve lazily so `import seedkl_jax.api` stays cheap (no jax import until used).
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "Model": "seedkl_jax.convert.loader",
+    "load": "seedkl_jax.convert.loader",
+    "Tokenizer": "seedkl_jax.data.tokenizer",
+    "load_tokenizer": "seedkl_jax.data.tokenizer",
+    "stack_params": "seedkl_jax.kernels.compare",
+    "compare": "seedkl_jax.kernels.compare",
+    "compare_stacked": "seedkl_jax.kernels.compare",
+    "Suite": "seedkl_jax.study.suite",
+    "StudyConfig": "seedkl_jax.study.run",
+    "run_study": "seedkl_jax.study.run",
+    "DemoConfig": "seedkl_jax.demo",
+    "demo": "seedkl_jax.demo",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'seedkl_jax.api' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__():
+    return __all__
