@@ -30,20 +30,27 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in COMMANDS:
         print(f"seedkl: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    from absl import app
+    from absl import app, flags, logging
 
     from seedkl_jax.errors import SeedKLError
 
     module = importlib.import_module(COMMANDS[cmd][0])
+    # absl's --help lists the flags of the module named by argv[0]: name it after the command.
+    prog = f"seedkl {cmd}"
+    sys.argv[0] = prog
+    for flag in flags.FLAGS.get_flags_for_module(module.__name__):
+        flags.FLAGS.register_flag_by_module(prog, flag)
 
     def guarded(args):
+        if not flags.FLAGS["verbosity"].present:  # orbax/XLA log every save step at INFO
+            logging.set_verbosity(logging.WARNING)
         try:
             return module.main(args)
         except SeedKLError as e:  # bad input: one line, no traceback
             print(f"seedkl {cmd}: error: {e}", file=sys.stderr)
             sys.exit(2)
 
-    app.run(guarded, argv=[f"seedkl {cmd}"] + argv[2:])
+    app.run(guarded, argv=[prog] + argv[2:])
     return 0
 
 

@@ -1,0 +1,155 @@
+"""Shared pytest helpers for seedkl_jax: every test file may use these (keep this file small).
+
+Environment, set here before any test imports jax or huggingface_hub:
+    JAX_PLATFORMS=cpu, JAX_DEFAULT_MATMUL_PRECISION=highest   exact float32 matmuls on CPU
+    HF_HUB_OFFLINE=1   no test touches the network (a test that needs a dead hub sets its own env)
+    SEEDKL_CACHE       a fresh directory per test (autouse fixture), never ~/.cache/seedkl;
+                       pass cache_dir=... explicitly to share a cache across a test's loads
+
+Names:
+    SHARED                  Path of ../shared beside the project root (may be absent)
+    shared_or_skip          fixture -> SHARED, or skips the test when ../shared is absent
+    shared_path(rel)        -> SHARED / rel, or pytest.skip when that file is missing
+    TINY, PYTHIA_14M        transformers.GPTNeoXConfig kwargs: a tiny shape (vocab 512, width 64,
+                            2 layers) and the pythia-14m shape (vocab 50,304, width 128, 6 layers)
+    hf_checkpoint           session fixture -> make(seed=0, *, fmt="safetensors", tokenizer=None,
+                            **config) -> Path of a HF checkpoint dir:
+        a random-init transformers.GPTNeoXForCausalLM (torch.manual_seed(seed); config = TINY
+        updated by **config, e.g. make(**PYTHIA_14M) or make(use_parallel_residual=False))
+        saved with save_pretrained. Same seed and config -> same weights in every fmt:
+          "safetensors"  model.safetensors (float32)
+          "sharded"      model-0000k-of-0000n.safetensors + model.safetensors.index.json
+          "bin"          pytorch_model.bin (torch.save, plus old Pythia's rotary/mask buffers)
+          "fp16", "bf16" model.safetensors in that dtype (config says so too)
+        tokenizer: None | "tiny" (tiny_tokenizer) | "neox" (../shared's NeoX tokenizer.json; skips
+        when absent) | a tokenizer.json path to copy. Built once per session per arguments:
+        treat the directory as read-only (copy it to modify).
+    torch_logits(ckpt, ids, attention_mask=None) -> np.ndarray [B,T,V]
+        the oracle: transformers' GPTNeoXForCausalLM from `ckpt`, float32, eval mode
+    tiny_tokenizer(path, words=TINY_WORDS) -> Path
+        writes a word-level tokenizer.json: <|endoftext|> = 0, <unk> = 1, then `words`
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+TINY = dict(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=256, rotary_pct=0.25, max_position_embeddings=512)
+PYTHIA_14M = dict(vocab_size=50304, hidden_size=128, num_hidden_layers=6, num_attention_heads=4,
+                  intermediate_size=512, rotary_pct=0.25, max_position_embeddings=2048)
+TINY_WORDS = ("the a cat dog sat ran on under mat log and . ,").split()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEEDKL_CACHE", str(tmp_path / "seedkl-cache"))
+
+
+@pytest.fixture
+def shared_or_skip() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent (fixtures live beside the project root)")
+    return SHARED
+
+
+def shared_path(rel: str) -> Path:
+    path = SHARED / rel
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+def tiny_tokenizer(path: Path, words=TINY_WORDS) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<|endoftext|>": 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens(["<|endoftext|>"])
+    tok.save(str(path))
+    return Path(path)
+
+
+def _save(model, out: Path, fmt: str) -> None:
+    import torch
+
+    if fmt == "fp16":
+        model = model.half()
+    elif fmt == "bf16":
+        model = model.to(torch.bfloat16)
+    model.save_pretrained(out, max_shard_size="100KB" if fmt == "sharded" else "50GB")
+    if fmt == "bin":  # what pre-safetensors Pythia checkpoints look like on disk
+        from safetensors.torch import load_file
+
+        sd = load_file(out / "model.safetensors")
+        cfg = model.config
+        head = cfg.hidden_size // cfg.num_attention_heads
+        pct = (getattr(cfg, "rope_parameters", None) or {}).get("partial_rotary_factor",
+                                                                getattr(cfg, "rotary_pct", 0.25))
+        rot = int(head * pct)
+        for i in range(cfg.num_hidden_layers):
+            sd[f"gpt_neox.layers.{i}.attention.rotary_emb.inv_freq"] = 1.0 / (
+                10000 ** (torch.arange(0, rot, 2).float() / rot))
+            sd[f"gpt_neox.layers.{i}.attention.bias"] = torch.tril(torch.ones(1, 1, 8, 8, dtype=torch.bool))
+            sd[f"gpt_neox.layers.{i}.attention.masked_bias"] = torch.tensor(-1e9)
+        torch.save(sd, out / "pytorch_model.bin")
+        (out / "model.safetensors").unlink()
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoint(tmp_path_factory):
+    built: dict[str, Path] = {}
+
+    def make(seed: int = 0, *, fmt: str = "safetensors", tokenizer: str | os.PathLike | None = None,
+             **config) -> Path:
+        key = json.dumps([seed, fmt, str(tokenizer), sorted(config.items())])
+        if key in built:
+            return built[key]
+        import torch
+        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+        assert fmt in ("safetensors", "sharded", "bin", "fp16", "bf16"), fmt
+        if tokenizer == "neox":
+            tokenizer = shared_path("fixtures/neox-tokenizer/tokenizer.json")
+        out = tmp_path_factory.mktemp(f"ckpt-{fmt}-s{seed}")
+        torch.manual_seed(seed)
+        model = GPTNeoXForCausalLM(GPTNeoXConfig(**{**TINY, **config})).eval()
+        _save(model, out, fmt)
+        if tokenizer == "tiny":
+            tiny_tokenizer(out / "tokenizer.json")
+        elif tokenizer is not None:
+            shutil.copy(tokenizer, out / "tokenizer.json")
+        built[key] = out
+        return out
+
+    return make
+
+
+@functools.lru_cache(maxsize=2)
+def _torch_model(ckpt: str):
+    import torch
+    from transformers import GPTNeoXForCausalLM
+
+    return GPTNeoXForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
+
+
+def torch_logits(ckpt, ids, attention_mask=None) -> np.ndarray:
+    import torch
+
+    mask = None if attention_mask is None else torch.as_tensor(np.asarray(attention_mask))
+    with torch.no_grad():
+        out = _torch_model(str(ckpt))(torch.as_tensor(np.asarray(ids)), attention_mask=mask)
+    return out.logits.float().numpy()

@@ -1,0 +1,319 @@
+"""Checkpoint conversion: formats, dtypes, the orbax cache (hits, invalidation, crashes), the hub
+path (faked in-process, and a dead endpoint), bad inputs and the `seedkl convert` CLI."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import huggingface_hub
+import jax
+import ml_dtypes
+import numpy as np
+import pytest
+from conftest import tiny_tokenizer
+from safetensors.numpy import load_file, save_file
+
+from seedkl_jax.convert import cache, loader
+from seedkl_jax.convert.loader import load
+from seedkl_jax.errors import SeedKLError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _leaves(params):
+    return jax.tree_util.tree_leaves_with_path(params)
+
+
+def _assert_same_params(a, b):
+    la, lb = _leaves(a), _leaves(b)
+    assert [p for p, _ in la] == [p for p, _ in lb]
+    for (path, x), (_, y) in zip(la, lb):
+        assert x.dtype == y.dtype and np.array_equal(x, y), jax.tree_util.keystr(path)
+
+
+def _entries(cache_dir: Path) -> list[Path]:
+    """Complete cache entries under `cache_dir`."""
+    models = Path(cache_dir) / "models"
+    return [p for p in models.iterdir() if cache.is_complete(p)] if models.is_dir() else []
+
+
+def _copy(ckpt: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(ckpt, tmp_path / "ckpt"))
+
+
+# --------------------------------------------------------------------------- formats
+
+def test_formats_give_identical_params(hf_checkpoint, tmp_path):
+    st, sharded, bin_ = (hf_checkpoint(seed=3, fmt=f) for f in ("safetensors", "sharded", "bin"))
+    assert len(list(sharded.glob("model-*-of-*.safetensors"))) > 1
+    assert (bin_ / "pytorch_model.bin").is_file() and not list(bin_.glob("*.safetensors"))
+    ref = load(str(st), cache_dir=tmp_path)
+    for other in (sharded, bin_):
+        m = load(str(other), cache_dir=tmp_path)
+        assert m.source == "convert" and m.config == ref.config
+        _assert_same_params(ref.params, m.params)
+    # and the params are the checkpoint's tensors (transposed to [in, out]), not e.g. all zeros
+    sd = load_file(st / "model.safetensors")
+    np.testing.assert_array_equal(ref.params["layers"]["qkv_w"][1],
+                                  sd["gpt_neox.layers.1.attention.query_key_value.weight"].T)
+
+
+@pytest.mark.parametrize("fmt,np_dtype", [("fp16", np.float16), ("bf16", ml_dtypes.bfloat16)])
+def test_half_precision_checkpoints_upcast_to_float32(hf_checkpoint, fmt, np_dtype):
+    ref = load(str(hf_checkpoint(seed=3)))
+    half = load(str(hf_checkpoint(seed=3, fmt=fmt)))
+    assert json.loads((hf_checkpoint(seed=3, fmt=fmt) / "config.json").read_text())["dtype"] != "float32"
+    assert str(half.hf_config.dtype).endswith("float32")
+    expected = jax.tree.map(lambda a: a.astype(np_dtype).astype(np.float32), ref.params)
+    _assert_same_params(expected, half.params)
+
+
+def test_old_pythia_style_config(hf_checkpoint, tmp_path):
+    """Pythia's config.json (transformers 4.24): rotary_pct/rotary_emb_base keys, torch_dtype float16."""
+    ckpt = _copy(hf_checkpoint(seed=3, rotary_pct=0.5, rotary_emb_base=500), tmp_path)
+    config = json.loads((ckpt / "config.json").read_text())
+    rope = config.pop("rope_parameters")
+    config.pop("dtype")
+    config.update(rotary_pct=rope["partial_rotary_factor"], rotary_emb_base=rope["rope_theta"],
+                  torch_dtype="float16", transformers_version="4.24.0")
+    (ckpt / "config.json").write_text(json.dumps(config))
+    m = load(str(ckpt))
+    assert (m.config.rotary_pct, m.config.rotary_emb_base) == (0.5, 500.0)
+    assert str(m.hf_config.dtype).endswith("float32")
+    assert m.params["embed_in"].dtype == np.float32
+
+
+# --------------------------------------------------------------------------- cache
+
+def test_second_load_restores_from_cache(hf_checkpoint, tmp_path, monkeypatch):
+    ckpt = hf_checkpoint(seed=4)
+    first = load(str(ckpt), cache_dir=tmp_path)
+    assert first.source == loader.LAST_LOAD_SOURCE == "convert"
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("re-converted although the cache holds this checkpoint")
+
+    monkeypatch.setattr(loader, "read_state_dict", no_conversion)
+    monkeypatch.setattr(loader, "convert", no_conversion)
+    second = load(str(ckpt), cache_dir=tmp_path)
+    assert second.source == loader.LAST_LOAD_SOURCE == "cache"
+    assert second.cache_entry == first.cache_entry and second.local_dir == str(ckpt)
+    assert second.config == first.config and second.hf_config.to_dict() == first.hf_config.to_dict()
+    _assert_same_params(first.params, second.params)
+    ids = np.arange(24).reshape(2, 12)
+    np.testing.assert_array_equal(first.logits(ids), second.logits(ids))
+    # a different dtype is a different entry
+    monkeypatch.undo()
+    assert load(str(ckpt), cache_dir=tmp_path, dtype="bfloat16").source == "convert"
+    assert len(_entries(tmp_path)) == 2
+
+
+def test_default_cache_dir_is_seedkl_cache_env(hf_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEEDKL_CACHE", str(tmp_path / "env-cache"))
+    m = load(str(hf_checkpoint(seed=4)))
+    assert Path(m.cache_entry).parent == tmp_path / "env-cache" / "models"
+    assert _entries(tmp_path / "env-cache") == [Path(m.cache_entry)]
+
+
+def test_changed_checkpoint_is_reconverted(hf_checkpoint, tmp_path):
+    ckpt = _copy(hf_checkpoint(seed=4), tmp_path)
+    old = load(str(ckpt), cache_dir=tmp_path / "c")
+    shutil.copy(hf_checkpoint(seed=5) / "model.safetensors", ckpt / "model.safetensors")
+    new = load(str(ckpt), cache_dir=tmp_path / "c")
+    assert new.source == "convert" and new.cache_entry != old.cache_entry
+    assert not np.array_equal(old.params["embed_in"], new.params["embed_in"])
+    assert _entries(tmp_path / "c") == [Path(new.cache_entry)]  # the stale entry is gone
+
+
+def test_killed_writer_leaves_no_valid_entry(hf_checkpoint, tmp_path):
+    """A process killed just before the completion marker: its files stay, but never load."""
+    ckpt, cache_dir = hf_checkpoint(seed=4), tmp_path / "c"
+    script = ("import os, sys\nfrom seedkl_jax.convert import cache, loader\n"
+              "cache._finish = lambda *a: os._exit(9)\n"
+              "loader.load(sys.argv[1], cache_dir=sys.argv[2])\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(ckpt), str(cache_dir)], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    leftovers = list((cache_dir / "models").iterdir())
+    assert leftovers and all(p.name.startswith(".tmp-") for p in leftovers)
+    assert list(leftovers[0].glob("params/*"))  # the crash really was mid-write
+    assert _entries(cache_dir) == []
+    m = load(str(ckpt), cache_dir=cache_dir)
+    assert m.source == "convert" and _entries(cache_dir) == [Path(m.cache_entry)]
+
+
+def test_entry_without_marker_is_not_loaded(hf_checkpoint, tmp_path, monkeypatch):
+    ckpt, cache_dir = hf_checkpoint(seed=4), tmp_path / "c"
+    entry = Path(load(str(ckpt), cache_dir=cache_dir).cache_entry)
+    (entry / cache.MARKER).unlink()  # as if the marker was never written
+    assert cache.restore(entry) is None
+    m = load(str(ckpt), cache_dir=cache_dir)
+    assert m.source == "convert" and cache.is_complete(entry)
+
+    # a failure while writing leaves nothing behind at all
+    shutil.rmtree(cache_dir)
+    monkeypatch.setattr(cache, "_finish", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        load(str(ckpt), cache_dir=cache_dir)
+    assert list((cache_dir / "models").iterdir()) == []
+
+
+# --------------------------------------------------------------------------- hub (faked / dead)
+
+def _fake_hub(monkeypatch, snapshot: Path, downloaded: list):
+    def model_info(self, repo_id, revision=None, timeout=None, **kw):
+        assert (repo_id, revision) == ("Org/tiny-seed1", "step8")
+        return types.SimpleNamespace(sha="0" * 40, siblings=[types.SimpleNamespace(rfilename=p.name)
+                                                             for p in snapshot.iterdir()])
+
+    def hf_hub_download(repo_id, filename, revision=None, **kw):
+        downloaded.append(filename)
+        return str(snapshot / filename)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+
+
+def test_hub_download_then_offline_cache_hit(hf_checkpoint, tmp_path, monkeypatch):
+    snapshot = _copy(hf_checkpoint(seed=6, tokenizer="tiny"), tmp_path)
+    shutil.copy(hf_checkpoint(seed=6, fmt="bin") / "pytorch_model.bin", snapshot)
+    downloaded = []
+    _fake_hub(monkeypatch, snapshot, downloaded)
+    m = load("Org/tiny-seed1@step8", cache_dir=tmp_path / "c")
+    assert (m.name, m.revision, m.source) == ("Org/tiny-seed1", "step8", "convert")
+    assert sorted(downloaded) == ["config.json", "model.safetensors", "tokenizer.json"]  # no .bin
+    assert m.local_dir == m.cache_entry and (Path(m.local_dir) / "tokenizer.json").is_file()
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", None)  # any hub call would now fail
+    again = load("Org/tiny-seed1", revision="step8", cache_dir=tmp_path / "c")
+    assert again.source == "cache"
+    _assert_same_params(m.params, again.params)
+
+
+def _dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_convert(hf_checkpoint, tmp_path):
+    """`seedkl convert` fills the cache and says where; a dead hub is a one-line error, exit 2."""
+    ckpt, cache_dir = hf_checkpoint(seed=4), tmp_path / "c"
+    cmd = [sys.executable, "-c", "import sys; from seedkl_jax.cli import main; sys.exit(main())",
+           "convert", f"--cache_dir={cache_dir}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ok = subprocess.run(cmd + [f"--model={ckpt}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    [entry] = _entries(cache_dir)
+    assert f"cache entry: {entry}" in ok.stdout and "converted" in ok.stdout
+    assert "tensor" in ok.stderr  # the progress bar
+    assert load(str(ckpt), cache_dir=cache_dir).source == "cache"
+
+    dead = {**env, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{_dead_port()}",
+            "HF_HOME": str(tmp_path / "hf")}
+    bad = subprocess.run(cmd + ["--model=EleutherAI/pythia-14m", "--revision=step1"], cwd=ROOT,
+                         env=dead, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2
+    [line] = [ln for ln in bad.stderr.splitlines() if "error" in ln]
+    assert "EleutherAI/pythia-14m@step1" in line and "hub was unreachable" in line
+    assert "local checkpoint directory" in line
+    assert _entries(cache_dir) == [entry]
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+def _rewrite_weights(ckpt: Path, edit):
+    sd = load_file(ckpt / "model.safetensors")
+    edit(sd)
+    save_file(sd, ckpt / "model.safetensors")
+
+
+def _truncate(path: Path, keep: float = 0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _edit(change):
+    """A bad-input case that damages the copied checkpoint, then loads it."""
+    def make(ckpt, tmp_path):
+        change(ckpt)
+        return str(ckpt), {}
+    return make
+
+
+BAD = {  # case -> (make(ckpt copy, tmp_path) -> (model, load kwargs), expected message regex)
+    "missing path": (lambda c, t: (str(t / "nope" / "ckpt"), {}), "no such directory"),
+    "revision on a local dir": (lambda c, t: (str(c), {"revision": "step1"}), "takes no revision"),
+    "conflicting revisions": (lambda c, t: ("Org/m@step1", {"revision": "step2"}), "contradicts"),
+    "bad dtype": (lambda c, t: (str(c), {"dtype": "float16"}), "dtype='float16': not supported"),
+    "no config.json": (_edit(lambda c: (c / "config.json").unlink()), "no config.json"),
+    "no weights": (_edit(lambda c: (c / "model.safetensors").unlink()), "no weights"),
+    "not gpt_neox": (_edit(lambda c: (c / "config.json").write_text('{"model_type": "llama"}')),
+                     "model_type is 'llama', not 'gpt_neox'"),
+    "truncated safetensors": (_edit(lambda c: _truncate(c / "model.safetensors")),
+                              "truncated or corrupt.*re-download"),
+    "missing tensor": (_edit(lambda c: _rewrite_weights(
+        c, lambda sd: sd.pop("gpt_neox.layers.1.mlp.dense_4h_to_h.bias"))),
+        r"missing 1 tensors.*dense_4h_to_h\.bias"),
+    "extra tensor": (_edit(lambda c: _rewrite_weights(c, lambda sd: sd.update(stray=np.zeros(3, np.float32)))),
+                     r"unexpected 1 tensors.*stray"),
+    "mis-shaped tensor": (_edit(lambda c: _rewrite_weights(
+        c, lambda sd: sd.update({"gpt_neox.final_layer_norm.bias": np.zeros(7, np.float32)}))),
+        r"mis-shaped gpt_neox\.final_layer_norm\.bias \(7,\)"),
+    "hub offline": (lambda c, t: ("EleutherAI/pythia-70m-seed3@step1000", {}),
+                    "EleutherAI/pythia-70m-seed3@step1000: not a local directory, and the Hugging Face "
+                    "hub was unreachable.*pass a local checkpoint directory"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_raises_clear_error_and_caches_nothing(hf_checkpoint, tmp_path, case):
+    make, pattern = BAD[case]
+    ckpt = _copy(hf_checkpoint(seed=7), tmp_path)
+    model, kwargs = make(ckpt, tmp_path)
+    with pytest.raises(SeedKLError, match=pattern) as err:
+        load(model, cache_dir=tmp_path / "c", **kwargs)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "c").exists() or _entries(tmp_path / "c") == []
+
+
+def test_truncated_pytorch_bin(hf_checkpoint, tmp_path):
+    ckpt = _copy(hf_checkpoint(seed=7, fmt="bin"), tmp_path)
+    _truncate(ckpt / "pytorch_model.bin", 0.7)
+    with pytest.raises(SeedKLError, match="pytorch_model.bin: unreadable.*truncated or corrupt"):
+        load(str(ckpt), cache_dir=tmp_path / "c")
+    assert _entries(tmp_path / "c") == []
+
+
+def test_missing_shard(hf_checkpoint, tmp_path):
+    ckpt = _copy(hf_checkpoint(seed=3, fmt="sharded"), tmp_path)
+    next(ckpt.glob("model-*-of-*.safetensors")).unlink()
+    with pytest.raises(SeedKLError, match=r"model.safetensors.index.json: shard\(s\) .* missing"):
+        load(str(ckpt), cache_dir=tmp_path / "c")
+
+
+def test_hub_revision_not_found(tmp_path, monkeypatch):
+    def model_info(self, repo_id, revision=None, **kw):
+        response = types.SimpleNamespace(headers={}, request=None, status_code=404)
+        raise huggingface_hub.errors.RevisionNotFoundError("404 Revision Not Found", response=response)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    with pytest.raises(SeedKLError, match=r"EleutherAI/pythia-14m@step7: revision 'step7' not found"):
+        load("EleutherAI/pythia-14m", "step7", cache_dir=tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+def test_damaged_entry_is_reconverted(hf_checkpoint, tmp_path):
+    ckpt, cache_dir = hf_checkpoint(seed=4), tmp_path / "c"
+    first = load(str(ckpt), cache_dir=cache_dir)
+    shutil.rmtree(Path(first.cache_entry) / "params")  # e.g. a partial cleanup by hand
+    with pytest.warns(UserWarning, match="unreadable cache entry"):
+        again = load(str(ckpt), cache_dir=cache_dir)
+    assert again.source == "convert" and again.cache_entry == first.cache_entry
+    _assert_same_params(first.params, again.params)
+    assert load(str(ckpt), cache_dir=cache_dir).source == "cache"
