@@ -1,0 +1,210 @@
+"""compare(): all S seeds' forward passes + the divergence kernel in one jitted step, over a mesh.
+
+Why one step: the S models share a config, so their params stack on a leading seed axis and one
+`jax.vmap`ped forward runs them together; the hidden states [S,B,T,D] go straight into the
+vocab-chunked kernel (kernels/divergence.py) and only per-position [S,S] results leave the device.
+
+Shapes: windows are fed in batches of a fixed size (`window_batch`, default = the mesh's data-axis
+size; the last batch is padded with empty windows) so every call of a compare with the same model
+config, window length and options reuses one compiled step — also across calls.
+
+Sharding: with `mesh` (a `jax.sharding.Mesh` with a "data" axis and optionally a "seed" axis),
+window batches are split over "data" and the stacked params are replicated, or split over "seed"
+when the mesh has one (S must then be divisible by its size). The same program runs on 1 device
+when `mesh` is None; results agree to float32 rounding (tests/test_sharding.py checks ≤ 1e-6).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as PS
+from tqdm.auto import tqdm
+
+from seedkl_jax.errors import SeedKLError
+from seedkl_jax.kernels.divergence import DEFAULT_FORM, KERNELS, check_reference
+from seedkl_jax.kernels.windows import make_windows
+from seedkl_jax.models.gpt_neox import NeoXConfig, hidden_states
+
+PER_SEED = ("surprisal", "entropy", "kl_uniform", "kl_unigram")
+
+
+def stack_params(params_list: Sequence[Any]) -> dict:
+    """S params pytrees of one config -> one pytree whose leaves have a leading S axis (float32)."""
+    if len(params_list) < 2:
+        raise SeedKLError(f"models: got {len(params_list)} seed(s); KL between seeds needs ≥ 2 checkpoints")
+    ref = jax.tree.structure(params_list[0])
+    shapes0 = [np.shape(x) for x in jax.tree.leaves(params_list[0])]
+    for i, p in enumerate(params_list[1:], 1):
+        if jax.tree.structure(p) != ref or [np.shape(x) for x in jax.tree.leaves(p)] != shapes0:
+            raise SeedKLError(f"models: seed {i} has differently shaped parameters than seed 0; "
+                              "compare only checkpoints of one model size")
+    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs]), *params_list)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "vocab_chunk", "position_block", "form",
+                                             "kernel"))
+def _step(stacked, ids, targets, ref, *, cfg: NeoXConfig, vocab_size: int, vocab_chunk, position_block, form,
+          kernel):
+    """ids/targets [Bw,T] -> kl [Bw,T,S,S], per-seed outputs [Bw,T,S]."""
+    h = jax.vmap(lambda p: hidden_states(p, cfg, ids))(stacked)  # [S,Bw,T,D]
+    return KERNELS[kernel](h, stacked["embed_out"], targets, vocab_size=vocab_size,
+                           reference_logprobs=ref, vocab_chunk=vocab_chunk, position_block=position_block,
+                           form=form)
+
+
+def _check_mesh(mesh: Mesh | None, S: int) -> tuple[int, str | None]:
+    """(data-axis size, seed axis name or None)."""
+    if mesh is None:
+        return 1, None
+    if "data" not in mesh.axis_names or set(mesh.axis_names) - {"data", "seed"}:
+        raise SeedKLError(f"mesh: axes {mesh.axis_names}; use a Mesh with a 'data' axis and optionally a "
+                          "'seed' axis, e.g. Mesh(np.array(jax.devices()), ('data',))")
+    seed_axis = "seed" if "seed" in mesh.axis_names else None
+    if seed_axis and S % mesh.shape["seed"]:
+        raise SeedKLError(f"mesh: its 'seed' axis has {mesh.shape['seed']} devices, which does not divide "
+                          f"{S} seeds; use a seed axis size dividing S or a data-only mesh")
+    return mesh.shape["data"], seed_axis
+
+
+def _check_ids(input_ids, vocab_size: int) -> np.ndarray:
+    ids = np.asarray(input_ids)
+    if ids.ndim not in (1, 2) or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
+        raise SeedKLError(f"input_ids: {ids.dtype} array of shape {ids.shape}; pass integer token ids [N] or [B,N]")
+    if ids.shape[-1] < 2:
+        raise SeedKLError(f"input_ids: a text of {ids.shape[-1]} token(s) has nothing to predict; pass ≥ 2 tokens")
+    if ids.min() < 0 or ids.max() >= vocab_size:
+        bad = ids[(ids < 0) | (ids >= vocab_size)]
+        raise SeedKLError(f"input_ids: token id {int(bad.flat[0])} is outside the vocabulary [0, {vocab_size}); "
+                          "encode the text with the models' tokenizer (or pass the right vocab_size)")
+    return ids
+
+
+def _check_finite(out: dict[str, np.ndarray], mask: np.ndarray, seed_names: Sequence[str]) -> None:
+    """A seed whose own outputs are NaN/inf at kept slots has a broken checkpoint: name it."""
+    kept = {k: v[mask] for k, v in out.items()}
+    broken = [s for s in range(len(seed_names))
+              if any(not np.all(np.isfinite(kept[k][:, s])) for k in PER_SEED if k in kept)]
+    if broken:
+        names = ", ".join(f"seed {s} ({seed_names[s]})" for s in broken)
+        raise SeedKLError(f"models: {names} produced NaN/inf logits; the checkpoint is broken — "
+                          "re-download or re-convert it")
+    if not all(np.all(np.isfinite(v)) for v in kept.values()):
+        raise SeedKLError("models: the KL came out NaN/inf although every seed's log-probs are finite; "
+                          "report this with the checkpoints used")
+
+
+def compare_stacked(stacked: dict, cfg: NeoXConfig, input_ids, *, vocab_size: int | None = None,
+                    reference_logprobs=None, window: int = 2048, overlap: int = 1024,
+                    vocab_chunk: int | None = None, mesh: Mesh | None = None,
+                    seed_names: Sequence[str] | None = None, window_batch: int | None = None,
+                    position_block: int | None = None, kernel: str = "fused", form: str = DEFAULT_FORM,
+                    progress: bool = False
+                    ) -> dict[str, np.ndarray]:
+    """Per-position divergences between the S seeds stacked in `stacked` (see `stack_params`).
+
+    input_ids [N] (one text; P = N−1 predictions) or [B,N] (each row a text; -> [B,N−1,...]).
+    vocab_size: real vocab (normalise over ids < vocab_size); default cfg.vocab_size.
+    reference_logprobs [vocab_size]: adds kl_unigram (renormalised; must be finite, see
+    `divergence.unigram_logprobs`). vocab_chunk / position_block: the kernel's C and Pb (defaults
+    from benchmarks/kernel_vs_naive.py). kernel "fused" (default) or "naive" (materialises [S,P,V]).
+    window_batch: windows per jitted step (default: the mesh's data-axis size).
+    Returns float32 numpy: kl [P,S,S] (KL(p_i‖p_j), diagonal exactly 0, never negative),
+    surprisal, entropy, kl_uniform[, kl_unigram] [P,S].
+    """
+    if kernel not in KERNELS:
+        raise SeedKLError(f"kernel: {kernel!r} is not one of {sorted(KERNELS)}")
+    S = int(np.shape(stacked["embed_out"])[0])
+    if S < 2:
+        raise SeedKLError(f"models: got {S} seed(s); KL between seeds needs ≥ 2 checkpoints")
+    seed_names = [str(i) for i in range(S)] if seed_names is None else list(seed_names)
+    if len(seed_names) != S:
+        raise SeedKLError(f"seed_names: {len(seed_names)} names for {S} stacked seeds")
+    vocab_size = cfg.vocab_size if vocab_size is None else int(vocab_size)
+    if not 1 <= vocab_size <= cfg.vocab_size:
+        raise SeedKLError(f"vocab_size: {vocab_size} must be in [1, {cfg.vocab_size}] (the model's vocab rows)")
+    ids = _check_ids(input_ids, vocab_size)
+    ref = None if reference_logprobs is None else check_reference(reference_logprobs, vocab_size)
+    win = make_windows(ids, window, overlap)
+    T = win.ids.shape[1]
+    if T > cfg.max_position_embeddings:
+        raise SeedKLError(f"window: {window} tokens exceed the model's context of {cfg.max_position_embeddings}; "
+                          f"pass window ≤ {cfg.max_position_embeddings} (and overlap < window)")
+    n_data, seed_axis = _check_mesh(mesh, S)
+    bw = n_data if window_batch is None else int(window_batch)
+    if bw < 1 or bw % n_data:
+        raise SeedKLError(f"window_batch: {bw} must be a positive multiple of the mesh's data axis ({n_data})")
+    win = win.pad_to(-(-win.num_windows // bw) * bw)
+
+    if mesh is None:
+        put_params = put_batch = jnp.asarray
+    else:
+        params_sh = NamedSharding(mesh, PS(seed_axis))
+        batch_sh = NamedSharding(mesh, PS("data", None))
+        put_params = lambda x: jax.device_put(x, params_sh)
+        put_batch = lambda x: jax.device_put(x, batch_sh)
+    params = jax.tree.map(put_params, stacked)
+    ref_dev = None if ref is None else (jnp.asarray(ref) if mesh is None
+                                        else jax.device_put(ref, NamedSharding(mesh, PS())))
+    step = functools.partial(_step, cfg=cfg, vocab_size=vocab_size, vocab_chunk=vocab_chunk,
+                             position_block=position_block, form=form, kernel=kernel)
+    # Dispatch every batch (async), then collect: the device never waits for the host.
+    pending = [step(params, put_batch(win.ids[i:i + bw]), put_batch(win.targets[i:i + bw]), ref_dev)
+               for i in range(0, win.num_windows, bw)]
+    chunks: list[dict[str, np.ndarray]] = []
+    for i, res in enumerate(tqdm(pending, desc="compare", unit="batch", disable=not progress, leave=False)):
+        res = {k: np.asarray(v) for k, v in res.items()}
+        _check_finite(res, win.mask[i * bw:(i + 1) * bw], seed_names)
+        chunks.append(res)
+    out = {k: win.stitch(np.concatenate([c[k] for c in chunks])).astype(np.float32) for k in chunks[0]}
+    return out
+
+
+def _real_vocab_size(model) -> int | None:
+    """The real vocab of a Model: `real_vocab_size` if it records one, else the size of the
+    tokenizer.json in its `local_dir` (Pythia: 50,277 of 50,304 rows), else None (= config rows)."""
+    v = getattr(model, "real_vocab_size", None)
+    if v:
+        return int(v)
+    local_dir = getattr(model, "local_dir", None)
+    if local_dir and (Path(local_dir) / "tokenizer.json").is_file():
+        from seedkl_jax.data.tokenizer import load_tokenizer
+        return load_tokenizer(str(local_dir)).vocab_size
+    return None
+
+
+def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_size: int | None = None,
+            window: int = 2048, overlap: int = 1024, vocab_chunk: int | None = None,
+            mesh: Mesh | None = None, **options) -> dict[str, np.ndarray]:
+    """`compare_stacked` on loaded models (`seedkl_jax.api.load`): same config, ≥ 2 seeds.
+
+    vocab_size defaults to the models' real vocab: their tokenizer's (`tokenizer.json` beside the
+    checkpoint, or `Model.real_vocab_size`), else their config's vocab rows. `options` go to `compare_stacked` (window_batch, kernel, ...).
+    """
+    models = list(models)
+    if len(models) < 2:
+        raise SeedKLError(f"models: got {len(models)} model(s); KL between seeds needs ≥ 2 checkpoints")
+    names = [str(getattr(m, "name", i)) + (f"@{m.revision}" if getattr(m, "revision", None) else "")
+             for i, m in enumerate(models)]
+    cfg = models[0].config
+    for m, name in zip(models[1:], names[1:]):
+        if m.config != cfg:
+            diff = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(m.config, f.name)]
+            raise SeedKLError(f"models: {name} differs from {names[0]} in {', '.join(diff)}; "
+                              "compare seeds of one model size and config only")
+    vocabs = {_real_vocab_size(m) for m in models}
+    if len(vocabs) > 1:
+        raise SeedKLError(f"models: their tokenizers have different vocab sizes {sorted(v or 0 for v in vocabs)}; "
+                          "compare checkpoints that share one tokenizer")
+    if vocab_size is None:
+        vocab_size = vocabs.pop()
+    return compare_stacked(stack_params([m.params for m in models]), cfg, input_ids,
+                           vocab_size=vocab_size, reference_logprobs=reference_logprobs, window=window,
+                           overlap=overlap, vocab_chunk=vocab_chunk, mesh=mesh, seed_names=names, **options)

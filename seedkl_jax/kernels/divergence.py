@@ -1,0 +1,263 @@
+"""Per-position divergences between S seeds' next-token distributions, without ever holding [S,P,V].
+
+Why: the paper's pipeline writes every seed's full-vocabulary log-prob matrix to disk (fp16) and
+reloads it pair by pair. Here the S×S KLs, surprisal, entropy and the two baselines are reduced on
+device, straight from the final hidden states, one vocabulary chunk of C ids and one block of Pb
+positions at a time, so the working set is O(S·Pb·C) (plus the S²·P results) instead of O(S·P·V).
+
+Axes: S seeds, P positions (leading position axes are flattened into P), Pb a block of positions,
+D width, V padded vocab rows (e.g. 50,304), V_r ≤ V the real vocab (e.g. 50,277: ids ≥ V_r are
+masked out — the paper's slice-and-renormalise), C vocab chunk.
+
+Inputs: h [S,P,D] final hidden states, W [S,D,V] output embeddings, x [P] next-token ids (< V_r),
+r [V_r] optional reference log-probs (normalised; see `check_reference`, `unigram_logprobs`).
+For each block of Pb positions (`lax.map`), two passes over the C-wide chunks of W (`lax.scan`):
+
+    z_s = h_s W_s                                           [S,Pb,C] per chunk, never [S,P,V]
+    pass 1: m_s = max_{v<V_r} z_s,  l_s = log Σ_{v<V_r} e^{z_s − m_s}       [S,Pb] (online rescaling)
+    pass 2: lp_s = (z_s − m_s) − l_s,  p_s = e^{lp_s}  (both 0 at masked ids), accumulating
+      kl[i,j]     = Σ_v p_j·φ(lp_i − lp_j)                 [S,S,Pb]
+      entropy[i]  = −Σ_v p_i·lp_i                          [S,Pb]
+      kl_uniform  = Σ_v (1/V_r)·φ(lp_i + log V_r)          [S,Pb]
+      kl_unigram  = Σ_v e^{r_v}·φ(lp_i − r_v)              [S,Pb]
+    surprisal[i] = l_i − (h_i·W_i[:, x] − m_i)              [S,Pb]  (a gather of Pb columns of W)
+
+with φ(d) = d·e^d − e^d + 1 ≥ 0, i.e. each term of kl[i,j] is p_i(lp_i − lp_j) − p_i + p_j. As
+Σ p_i = Σ p_j = 1 the sum is exactly KL(p_i‖p_j) = Σ p_i(lp_i − lp_j), but every term is ≥ 0 in
+exact arithmetic, so clamping each *term* at 0 removes only rounding noise: a KL can never come out
+negative, and the diagonal (lp_i − lp_i = 0, p_i − p_i = 0) is exactly 0 without special-casing.
+The same form serves the two baselines (p_j replaced by the uniform / unigram distribution).
+Log-probs are formed as (z − m) − l, never via lse = m + l, so they stay exact to float32 even when
+all logits sit far from 0 (at z ≈ −4096 lse itself has an ulp of 5e-4).
+
+`form="einsum"` computes kl_ij = −H_i − Σ_v p_i lp_j as a batched matmul instead (clamped at 0 after
+the sum). benchmarks/kernel_vs_naive.py measures both: "pair" is the default — on CPU about as fast,
+and far more accurate for small KLs (the einsum form subtracts two O(log V) cross entropies to get a
+KL that may be 1e-4). `divergence_naive` materialises [S,P,V_r] log-probs and applies the same term
+math in one go: the benchmark's baseline and a cross-check in tests.
+
+Everything is float32 with `Precision.HIGHEST` matmuls.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seedkl_jax.errors import SeedKLError
+
+HIGHEST = jax.lax.Precision.HIGHEST
+# Chosen with benchmarks/kernel_vs_naive.py on CPU (pythia-14m shape, S=5, T=2048; README
+# "Performance"): C from 512 to 2048 ran within the noise (±5%), 4096+ slower; Pb=256 beat 64/128
+# (smaller blocks re-read W more often) and 512+ (the [S,Pb,C] chunk falls out of cache). Working
+# set at these defaults: ~35 MB, whatever V.
+DEFAULT_VOCAB_CHUNK = 2048
+DEFAULT_POSITION_BLOCK = 256
+DEFAULT_FORM = "pair"
+FORMS = ("pair", "einsum")
+
+
+def unigram_logprobs(counts: np.ndarray, vocab_size: int | None = None, alpha: float = 0.5) -> np.ndarray:
+    """Reference log-probs [vocab_size] float32 from token counts, add-`alpha` smoothed.
+
+    log q_v = log((c_v + α) / (Σc + α·V_r)). Every id gets mass, so KL(p‖q) is finite for any model
+    (an unsmoothed zero count would make it +inf). α = 0.5 (Jeffreys / Krichevsky–Trofimov) adds
+    half a pseudo-count per id: for the Pile validation counts (3.4e8 tokens, 256 zero-count ids)
+    it moves < 1e-4 of the mass. Counts < 1 are treated as 0 (the shared Pile counts file stores
+    denormal garbage ~6e-312 for never-seen ids). A counts array longer than `vocab_size` is refused;
+    a shorter one is padded with zeros (ids the counts never saw).
+    """
+    c = np.asarray(counts, dtype=np.float64).reshape(-1)
+    V = len(c) if vocab_size is None else int(vocab_size)
+    if len(c) > V:
+        raise SeedKLError(f"counts: {len(c)} entries but the vocabulary has {V} ids; "
+                          "pass counts for the model's real vocabulary")
+    if not np.all(np.isfinite(c)) or np.any(c < 0):
+        raise SeedKLError("counts: contains negative, NaN or inf entries; pass non-negative token counts")
+    if alpha <= 0:
+        raise SeedKLError(f"alpha: {alpha} must be > 0 so that unseen ids keep finite log-probs")
+    c = np.where(c < 1, 0.0, c)
+    c = np.concatenate([c, np.zeros(V - len(c))])
+    return (np.log(c + alpha) - np.log(c.sum() + alpha * V)).astype(np.float32)
+
+
+def check_reference(reference_logprobs, vocab_size: int) -> np.ndarray:
+    """Validate reference log-probs [vocab_size] and renormalise them exactly (float64 → float32)."""
+    r = np.asarray(reference_logprobs, dtype=np.float64)
+    if r.shape != (vocab_size,):
+        raise SeedKLError(f"reference_logprobs: shape {r.shape}, expected ({vocab_size},) = one log-prob "
+                          "per real vocabulary id; build it with unigram_logprobs(counts, vocab_size)")
+    if not np.all(np.isfinite(r)):
+        raise SeedKLError("reference_logprobs: contains -inf/NaN (zero-probability ids make KL infinite); "
+                          "smooth the counts, e.g. unigram_logprobs(counts, vocab_size)")
+    m = r.max()
+    return (r - (m + np.log(np.exp(r - m).sum()))).astype(np.float32)
+
+
+def chunking(vocab_size: int, padded: int, vocab_chunk: int | None) -> tuple[int, int]:
+    """(n chunks, chunk width) covering ids [0, vocab_size), balanced so the last chunk is not tiny."""
+    C = DEFAULT_VOCAB_CHUNK if vocab_chunk is None else int(vocab_chunk)
+    if C < 1:
+        raise SeedKLError(f"vocab_chunk: {C} must be ≥ 1")
+    n = -(-vocab_size // min(C, vocab_size))
+    width = min(-(-vocab_size // n), padded)
+    return n, width
+
+
+def _terms(lp, p, q_uni, q_ref, ref, log_vr, form):
+    """Sums over one vocab chunk. lp, p [S,P,C] are 0 at masked ids, and so are q_uni, q_ref [C]
+    (the reference probabilities), so every term below is exactly 0 there without a select.
+
+    Returns kl [S,S,P], neg_entropy [S,P], kl_uniform [S,P], kl_unigram [S,P] or None.
+    """
+    relu_sum = lambda t: jnp.sum(jnp.maximum(t, 0.0), axis=-1)
+    neg_ent = jnp.sum(p * lp, axis=-1)
+    if form == "pair":  # one seed j at a time: temporaries stay [S,P,C], never [S,S,P,C]
+        kl_j = jax.lax.map(lambda j: relu_sum(p * (lp - j[0]) - p + j[1]), (lp, p))  # [S_j,S_i,P]
+        kl = jnp.swapaxes(kl_j, 0, 1)
+    else:  # "einsum": cross entropy as a batched matmul; clamped once the chunks are summed
+        kl = neg_ent[:, None] - jnp.einsum("ipc,jpc->ijp", p, lp, precision=HIGHEST)
+    ku = relu_sum(p * (lp + log_vr) - p + q_uni)
+    kg = None if ref is None else relu_sum(p * (lp - ref) - p + q_ref)
+    return kl, neg_ent, ku, kg
+
+
+def _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets) -> dict:
+    """Outputs with the position axis last; surprisal by gathering the P target columns of W."""
+    w_t = jnp.take(w, targets, axis=2)  # [S,D,P]
+    z_t = jnp.einsum("spd,sdp->sp", h, w_t, precision=HIGHEST, preferred_element_type=jnp.float32)
+    out = {"kl": kl, "surprisal": logs - (z_t - m), "entropy": -neg_ent, "kl_uniform": ku}
+    if kg is not None:
+        out["kl_unigram"] = kg
+    return out
+
+
+def _finish(raw: dict, form: str, pos_shape: tuple) -> dict:
+    """[..,P] -> position-major [*B,..]; the einsum form's KL is clamped (and its diagonal zeroed) here."""
+    if form == "einsum":
+        S = raw["kl"].shape[0]
+        raw = dict(raw, kl=jnp.maximum(raw["kl"], 0.0) * (1.0 - jnp.eye(S, dtype=jnp.float32))[:, :, None])
+    return {k: jnp.moveaxis(a, -1, 0).reshape(pos_shape + a.shape[:-1]) for k, a in raw.items()}
+
+
+def _flatten(h, w, targets, vocab_size, form):
+    if form not in FORMS:
+        raise SeedKLError(f"form: {form!r} is not one of {FORMS}")
+    if not 1 <= vocab_size <= w.shape[-1]:
+        raise SeedKLError(f"vocab_size: {vocab_size} must be in [1, {w.shape[-1]}] (the model's vocab rows)")
+    pos_shape = tuple(h.shape[1:-1])
+    if tuple(targets.shape) != pos_shape:
+        raise SeedKLError(f"targets: shape {tuple(targets.shape)} does not match positions {pos_shape}")
+    h = h.reshape(h.shape[0], -1, h.shape[-1]).astype(jnp.float32)
+    return h, w.astype(jnp.float32), targets.reshape(-1), pos_shape
+
+
+def _block(h, targets, w, ref, *, vocab_size: int, n: int, C: int, form: str) -> dict:
+    """Both vocab passes for one block of positions: h [S,Pb,D], targets [Pb] -> raw outputs [..,Pb]."""
+    S, P, _ = h.shape
+    cols = jnp.arange(C)
+    log_vr = math.log(vocab_size)
+
+    def chunk(k):
+        """Logits of chunk k [S,Pb,C], which of its columns count ([C] bool), and its first id.
+
+        The slice start is clamped so it stays inside V; columns an earlier chunk already covered
+        (id < k·C) or beyond the real vocab (id ≥ V_r) are masked instead of padding W.
+        """
+        start = jnp.minimum(k * C, w.shape[-1] - C)
+        wc = jax.lax.dynamic_slice_in_dim(w, start, C, axis=2)
+        z = jnp.einsum("spd,sdc->spc", h, wc, precision=HIGHEST, preferred_element_type=jnp.float32)
+        ids = start + cols
+        return z, (ids >= k * C) & (ids < vocab_size), start
+
+    def lse_step(carry, k):  # online logsumexp: rescale the running sum when the max grows
+        m, s = carry
+        z, valid, _ = chunk(k)
+        z = jnp.where(valid, z, -jnp.inf)
+        m_new = jnp.maximum(m, z.max(-1))
+        s = s * jnp.exp(m - m_new) + jnp.exp(z - m_new[..., None]).sum(-1)
+        return (m_new, s), None
+
+    init = (jnp.full((S, P), -jnp.inf, jnp.float32), jnp.zeros((S, P), jnp.float32))
+    (m, s), _ = jax.lax.scan(lse_step, init, jnp.arange(n))  # chunk 0 always has a valid column
+    logs = jnp.log(s)
+
+    def acc_step(acc, k):
+        z, valid, start = chunk(k)
+        lp = jnp.where(valid, (z - m[..., None]) - logs[..., None], 0.0)
+        p = jnp.where(valid, jnp.exp(lp), 0.0)
+        r = None if ref is None else jnp.where(valid, jax.lax.dynamic_slice_in_dim(ref, start, C), 0.0)
+        q_ref = None if ref is None else jnp.where(valid, jnp.exp(r), 0.0)
+        new = _terms(lp, p, jnp.where(valid, 1.0 / vocab_size, 0.0), q_ref, r, log_vr, form)
+        return tuple(a if b is None else a + b for a, b in zip(acc, new)), None
+
+    zeros = jnp.zeros((S, P), jnp.float32)
+    acc = (jnp.zeros((S, S, P), jnp.float32), zeros, zeros, None if ref is None else zeros)
+    (kl, neg_ent, ku, kg), _ = jax.lax.scan(acc_step, acc, jnp.arange(n))
+    return _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets)
+
+
+def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab_chunk: int | None = None,
+               position_block: int | None = None, form: str = DEFAULT_FORM) -> dict[str, jax.Array]:
+    """The fused, vocab-chunked kernel (traceable; call under jit).
+
+    h [S,*B,D], w [S,D,V], targets [*B] int (< vocab_size), reference_logprobs [vocab_size] or None.
+    Returns kl [*B,S,S], surprisal/entropy/kl_uniform[/kl_unigram] [*B,S], float32.
+    Positions run in blocks of `position_block` (Pb) so the per-chunk temporaries [S,Pb,C] stay
+    cache-sized; peak memory is O(S·Pb·C), independent of V and of the number of positions.
+    """
+    form = form or DEFAULT_FORM
+    h, w, targets, pos_shape = _flatten(h, w, targets, vocab_size, form)
+    S, P, D = h.shape
+    n, C = chunking(vocab_size, w.shape[-1], vocab_chunk)
+    Pb = min(DEFAULT_POSITION_BLOCK if position_block is None else int(position_block), P)
+    if Pb < 1:
+        raise SeedKLError(f"position_block: {position_block} must be ≥ 1")
+    nb = -(-P // Pb)
+    ref = None
+    if reference_logprobs is not None:  # pad to V so a chunk's dynamic slice always has C entries
+        ref = jnp.pad(jnp.asarray(reference_logprobs, jnp.float32), (0, w.shape[-1] - vocab_size))
+    h = jnp.pad(h, ((0, 0), (0, nb * Pb - P), (0, 0)))
+    targets = jnp.pad(targets, (0, nb * Pb - P))
+    # Block b holds positions i·nb + b (strided), so a position axis sharded over devices stays
+    # sharded inside every block and all devices work on each block together.
+    hb = jnp.moveaxis(h.reshape(S, Pb, nb, D), 2, 0)  # [nb,S,Pb,D]
+    tb = targets.reshape(Pb, nb).T                    # [nb,Pb]
+    block = functools.partial(_block, w=w, ref=ref, vocab_size=vocab_size, n=n, C=C, form=form)
+    raw = jax.lax.map(lambda x: block(*x), (hb, tb))  # leaves [nb,..,Pb]
+    raw = jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1).reshape(a.shape[1:-1] + (nb * Pb,))[..., :P], raw)
+    return _finish(raw, form, pos_shape)
+
+
+def divergence_naive(h, w, targets, *, vocab_size: int, reference_logprobs=None, form: str = DEFAULT_FORM,
+                     **_unused) -> dict[str, jax.Array]:
+    """Baseline: materialise all logits [S,P,V], slice the real vocab, log_softmax, then the same terms.
+
+    Same inputs/outputs as `divergence`; peak memory grows with V (the benchmark shows by how much).
+    """
+    form = form or DEFAULT_FORM
+    h, w, targets, pos_shape = _flatten(h, w, targets, vocab_size, form)
+    z = jnp.einsum("spd,sdv->spv", h, w, precision=HIGHEST, preferred_element_type=jnp.float32)
+    z = z[..., :vocab_size]
+    m = z.max(-1)
+    logs = jnp.log(jnp.exp(z - m[..., None]).sum(-1))
+    lp = (z - m[..., None]) - logs[..., None]
+    ref = None if reference_logprobs is None else jnp.asarray(reference_logprobs, jnp.float32)
+    q_uni = jnp.full((vocab_size,), 1.0 / vocab_size, jnp.float32)
+    q_ref = None if ref is None else jnp.exp(ref)
+    kl, neg_ent, ku, kg = _terms(lp, jnp.exp(lp), q_uni, q_ref, ref, math.log(vocab_size), form)
+    return _finish(_raw(kl, neg_ent, ku, kg, m, logs, h, w, targets), form, pos_shape)
+
+
+KERNELS = {"fused": divergence, "naive": divergence_naive}
+
+
+@functools.partial(jax.jit, static_argnames=("vocab_size", "vocab_chunk", "position_block", "form", "kernel"))
+def divergence_jit(h, w, targets, reference_logprobs=None, *, vocab_size, vocab_chunk=None,
+                   position_block=None, form=DEFAULT_FORM, kernel="fused"):
+    """`divergence` / `divergence_naive` under jit (for tests, benchmarks and direct use)."""
+    return KERNELS[kernel](h, w, targets, vocab_size=vocab_size, reference_logprobs=reference_logprobs,
+                           vocab_chunk=vocab_chunk, position_block=position_block, form=form)
