@@ -1,0 +1,109 @@
+"""`seedkl run`: the convergence study on a seed suite, configured by absl flags (flagfiles work:
+`seedkl run --flagfile=study.flags`).
+
+A suite starts from `--preset` (polypythia: EleutherAI/pythia-{size}-seed{seed} at revision
+step{step}, 5 sizes x 20 steps x seeds 1,3,5,7,9) and any of --model_template, --revision_template,
+--sizes, --steps, --seeds replaces that part. For local checkpoints:
+
+  seedkl run --preset= --model_template=/data/suite/{size}/seed{seed}/step{step} --revision_template= \\
+      --sizes=14m,70m --steps=0,16,256,2000 --seeds=1,2,3 --text=eval.txt --out=results/
+
+The flag names are fixed: external scripts use them.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import flags
+
+from seedkl_jax.errors import SeedKLError
+
+_PRESET = flags.DEFINE_string("preset", "polypythia", "Built-in suite to start from (polypythia); '' = none, "
+                              "then --model_template, --sizes, --steps and --seeds are all needed.")
+_MODEL_TEMPLATE = flags.DEFINE_string(
+    "model_template", None, "Checkpoint of one (size, seed, step): hub id or local folder with {size}, {seed}, "
+    "{step} placeholders, e.g. EleutherAI/pythia-{size}-seed{seed} or /data/suite/{size}/seed{seed}/step{step}. "
+    "A local path (starting with / . or ~) implies --revision_template= unless that flag is given.")
+_REVISION_TEMPLATE = flags.DEFINE_string(
+    "revision_template", None, "Hub revision of one checkpoint, e.g. step{step}; empty = the model template "
+    "gives local paths (no revision).")
+_SIZES = flags.DEFINE_list("sizes", None, "Comma list of sizes (the {size} values), e.g. 14m,70m.")
+_STEPS = flags.DEFINE_list("steps", None, "Comma list of training steps (ascending), e.g. 0,16,256,2000.")
+_SEEDS = flags.DEFINE_list("seeds", None, "Comma list of seeds (at least 2), e.g. 1,3,5,7,9.")
+_TEXT = flags.DEFINE_string(
+    "text", None, "Evaluation text: a UTF-8 file whose documents are separated by <|endoftext|>, a folder of "
+    "*.txt files (one document each), or an .npy of token ids used as given. Text is scored as "
+    "<|endoftext|> + documents + <|endoftext|>.")
+_TOKENIZER = flags.DEFINE_string("tokenizer", None, "tokenizer.json, model folder or hub id; default: the suite's "
+                                 "first checkpoint. Every checkpoint must carry the same tokenizer.")
+_COUNTS = flags.DEFINE_string("counts", None, "Token frequencies for the frequency bins and the unigram baseline: "
+                              ".npy with one count per token id (length = tokenizer vocab); default: counted "
+                              "over the text.")
+_POS = flags.DEFINE_string("pos", "stanza", "Part-of-speech tags: stanza (tagged once, cached; if stanza or its "
+                           "model is unavailable the study goes on without tags unless --pos=stanza was given "
+                           "explicitly), none, or a JSON file with one [token_str, tag] per token id.")
+_OUT = flags.DEFINE_string("out", "seedkl-out", "Output folder (tokens/pairs/token_meta/summary parquet, "
+                           "phases.json, figures/, report.md, groups/). Rerunning into it resumes.")
+_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Recompute finished groups (and accept new settings) in --out.")
+_WINDOW = flags.DEFINE_integer("window", 2048, "Context window for texts longer than the model's context.")
+_OVERLAP = flags.DEFINE_integer("overlap", 1024, "Overlap between consecutive windows (left context kept).")
+_VOCAB_CHUNK = flags.DEFINE_integer("vocab_chunk", None, "Vocab chunk of the fused KL kernel; default: the "
+                                    "kernel's benchmarked choice.")
+_VOCAB_SIZE = flags.DEFINE_integer(
+    "vocab_size", None, "Normalise next-token distributions over ids < N (the real vocabulary); default: every id "
+    "the tokenizer defines. The shared NeoX tokenizer fixture defines 4 ids beyond Pythia's 50,277: pass 50277.")
+_CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Converted-params cache (default $SEEDKL_CACHE or "
+                                 "~/.cache/seedkl); also caches PoS tags.")
+_SAVE_PAIR_POSITIONS = flags.DEFINE_boolean("save_pair_positions", False, "Also write pair_positions.parquet: "
+                                            "KL of every ordered seed pair at every position.")
+_N_BOOT = flags.DEFINE_integer("n_boot", 1000, "Bootstrap replicates for the summary's 95% intervals.")
+
+
+def _looks_local(template: str) -> bool:
+    """A filesystem path, not a hub id (hub ids are `owner/name`, never starting with / . or ~)."""
+    return template.startswith(("/", ".", "~")) or os.path.isabs(template)
+
+
+def build_config():
+    """StudyConfig from the parsed flags."""
+    from seedkl_jax.study.run import StudyConfig
+    from seedkl_jax.study.suite import Suite, get_preset, parse_list
+
+    sizes = parse_list("--sizes", _SIZES.value, str)
+    steps = parse_list("--steps", _STEPS.value, int)
+    seeds = parse_list("--seeds", _SEEDS.value, int)
+    revision = _REVISION_TEMPLATE.value
+    if revision is None and _MODEL_TEMPLATE.value is not None and _looks_local(_MODEL_TEMPLATE.value):
+        revision = ""  # a local path template with the preset's hub revision makes no sense
+    if _PRESET.value:
+        suite = get_preset(_PRESET.value).override(sizes=sizes, steps=steps, seeds=seeds,
+                                                   model_template=_MODEL_TEMPLATE.value, revision_template=revision)
+    else:
+        missing = [f for f, v in (("--model_template", _MODEL_TEMPLATE.value), ("--sizes", sizes),
+                                  ("--steps", steps), ("--seeds", seeds)) if v is None]
+        if missing:
+            raise SeedKLError(f"--preset='': {', '.join(missing)} must be given without a preset; "
+                              "give them or use --preset=polypythia")
+        suite = Suite(sizes=sizes, steps=steps, seeds=seeds, model_template=_MODEL_TEMPLATE.value,
+                      revision_template=revision or "")
+    if not _TEXT.value:
+        raise SeedKLError("--text: required; give a text file, a folder of .txt documents or an .npy of ids")
+    return StudyConfig(
+        suite=suite, text=_TEXT.value, out=_OUT.value, tokenizer=_TOKENIZER.value or None,
+        counts=_COUNTS.value or None, pos=_POS.value,
+        pos_required=_POS.value == "stanza" and flags.FLAGS["pos"].present,
+        overwrite=_OVERWRITE.value, window=_WINDOW.value, overlap=_OVERLAP.value,
+        vocab_chunk=_VOCAB_CHUNK.value or None, vocab_size=_VOCAB_SIZE.value, cache_dir=_CACHE_DIR.value or None,
+        save_pair_positions=_SAVE_PAIR_POSITIONS.value, n_boot=_N_BOOT.value,
+    )
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise SeedKLError(f"seedkl run: unexpected argument(s) {argv[1:]}; every setting is a --flag")
+    from seedkl_jax.study.run import run_study
+
+    report = run_study(build_config())
+    print(f"report: {report}")
+    return 0

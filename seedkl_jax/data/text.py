@@ -1,0 +1,108 @@
+"""The evaluation text: `--text` -> token ids with `<|endoftext|>` around and between documents.
+
+As the paper's pipeline scores it: ids = [eos] + encode(documents joined by "<|endoftext|>") + [eos],
+so the first document is predicted from a fresh start and every document's end is predicted too
+(the shared Pile sample's input_ids.npy is exactly this). Three forms of `--text`:
+
+  FILE.npy  token ids, used exactly as given (no eos added); no character text, so no PoS from stanza.
+  FILE      UTF-8 text; documents separated by the literal "<|endoftext|>".
+  DIR       every *.txt file (sorted by name) is one document; they are joined with "<|endoftext|>".
+
+Each document is encoded on its own and the separator is inserted as the eos id, so the result does not
+depend on whether a tokenizer treats "<|endoftext|>" as a special token (for NeoX it is identical to
+encoding the whole string). `offsets[k]` is token k's character span in `Text.text` (the eos tokens get
+the span of their separator, or an empty span at the start / end).
+
+Which document each predicted position belongs to is defined once, in `data.annotate.doc_ids`
+(a document owns its closing eos; empty documents fold into the preceding one).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from seedkl_jax.errors import SeedKLError
+
+EOS_TEXT = "<|endoftext|>"
+
+
+@dataclasses.dataclass(frozen=True)
+class Text:
+    """ids [N] int32; text and offsets [N,2] (char spans into text) are None for an .npy input."""
+
+    ids: np.ndarray
+    text: str | None
+    offsets: np.ndarray | None
+    source: str
+    eos_id: int
+
+    @property
+    def n_positions(self) -> int:
+        """Number of predictions P = N - 1."""
+        return len(self.ids) - 1
+
+    def fingerprint(self) -> str:
+        """sha256 of the id sequence: what a rerun must match to reuse finished groups."""
+        return hashlib.sha256(np.ascontiguousarray(self.ids, dtype=np.int64).tobytes()).hexdigest()
+
+
+def read_text(path: str | os.PathLike, tokenizer) -> Text:
+    """Read `--text` (FILE, DIR or .npy; see module docstring) with `tokenizer` (data.tokenizer.Tokenizer)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise SeedKLError(f"--text={path}: no such file or directory; give a UTF-8 text file, a folder of "
+                          "*.txt documents or an .npy of token ids")
+    eos = int(tokenizer.eos_id)
+    if p.is_file() and p.suffix == ".npy":
+        return _read_ids(p, tokenizer)
+    if p.is_dir():
+        files = sorted(p.glob("*.txt"))
+        if not files:
+            raise SeedKLError(f"--text={path}: folder has no *.txt files; put one document per .txt file")
+        docs = [_read_utf8(f) for f in files]
+    else:
+        docs = _read_utf8(p).split(EOS_TEXT)
+    if not any(d.strip() for d in docs):
+        raise SeedKLError(f"--text={path}: the text is empty; give a file with at least one non-empty document")
+    ids, offsets, pos = [eos], [(0, 0)], 0
+    for k, doc in enumerate(docs):
+        if k:
+            ids.append(eos)
+            offsets.append((pos, pos + len(EOS_TEXT)))
+            pos += len(EOS_TEXT)
+        if doc:
+            d_ids, d_off = tokenizer.encode(doc)
+            ids.extend(int(i) for i in d_ids)
+            offsets.extend((int(a) + pos, int(b) + pos) for a, b in np.asarray(d_off).reshape(-1, 2))
+            pos += len(doc)
+    ids.append(eos)
+    offsets.append((pos, pos))
+    return Text(ids=np.asarray(ids, np.int32), text=EOS_TEXT.join(docs),
+                offsets=np.asarray(offsets, np.int64), source=str(p), eos_id=eos)
+
+
+def _read_utf8(p: Path) -> str:
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SeedKLError(f"--text={p}: not UTF-8 ({e.reason} at byte {e.start}); convert it to UTF-8") from None
+
+
+def _read_ids(p: Path, tokenizer) -> Text:
+    try:
+        ids = np.load(p, allow_pickle=False)
+    except Exception as e:
+        raise SeedKLError(f"--text={p}: cannot read as .npy ({e}); save token ids with numpy.save") from None
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise SeedKLError(f"--text={p}: expected a 1-D integer array of token ids, got {ids.dtype} {ids.shape}")
+    if ids.size < 2:
+        raise SeedKLError(f"--text={p}: the text is empty ({ids.size} token(s)); at least 2 ids are needed")
+    bad = (ids < 0) | (ids >= tokenizer.vocab_size)
+    if bad.any():
+        raise SeedKLError(f"--text={p}: {int(bad.sum())} id(s) outside the tokenizer's vocab [0, "
+                          f"{tokenizer.vocab_size}) (first {int(ids[bad][0])}); ids must come from the suite's tokenizer")
+    return Text(ids=ids.astype(np.int32), text=None, offsets=None, source=str(p), eos_id=int(tokenizer.eos_id))

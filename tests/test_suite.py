@@ -1,0 +1,179 @@
+"""Suites (presets, templates, overrides, missing checkpoints) and the `seedkl run` flags."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from seedkl_jax.errors import SeedKLError
+from seedkl_jax.study import suite as suite_lib
+from seedkl_jax.study.suite import PRESETS, Suite, check_complete, missing_checkpoints, parse_list
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The paper's 20 evaluation checkpoints, written out independently of the code under test.
+PAPER_STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 143000]
+
+
+def test_polypythia_preset_is_the_papers_suite():
+    s = PRESETS["polypythia"]
+    assert list(s.steps) == PAPER_STEPS and len(s.steps) == 20
+    assert list(s.sizes) == ["14m", "31m", "70m", "160m", "410m"]
+    assert list(s.seeds) == [1, 3, 5, 7, 9]
+    assert set(s.seeds) <= set(suite_lib.POLYPYTHIA_AVAILABLE_SEEDS) == set(range(1, 10))
+    assert s.checkpoint("70m", 1000, 3) == ("EleutherAI/pythia-70m-seed3", "step1000")
+    assert not s.is_local
+    s.validate()
+
+
+def test_override_replaces_only_given_parts():
+    s = PRESETS["polypythia"].override(seeds=(1, 2), steps=None, sizes=("14m",))
+    assert s.seeds == (1, 2) and s.sizes == ("14m",) and s.steps == PRESETS["polypythia"].steps
+    assert s.model_template == PRESETS["polypythia"].model_template
+    assert s.groups() == [("14m", st) for st in PAPER_STEPS]
+    assert len(list(s.checkpoints())) == 20 * 2
+
+
+def test_local_template_resolves_to_absolute_paths(tmp_path):
+    s = Suite(sizes=["a"], steps=[0, 5], seeds=[1, 2], model_template=str(tmp_path / "{size}/seed{seed}/step{step}"))
+    assert s.is_local
+    assert s.checkpoint("a", 5, 2) == (str(tmp_path / "a/seed2/step5"), None)
+    rel = Suite(sizes=["a"], steps=[0], seeds=[1, 2], model_template="rel/{size}/s{seed}")
+    assert rel.checkpoint("a", 0, 1) == (os.path.abspath("rel/a/s1"), None)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(seeds=[1]), "--seeds: needs at least 2"),
+    (dict(seeds=[1, 1, 2]), "--seeds: repeated"),
+    (dict(steps=[4, 2]), "not ascending"),
+    (dict(steps=[-1, 2]), "negative step"),
+    (dict(sizes=[]), "--sizes: needs at least 1"),
+    (dict(model_template="m/{size}-{sede}"), "unknown placeholder"),
+    (dict(model_template="m/{size}-{step}"), "has no {seed}"),
+    (dict(model_template="m/{size}-{seed}", revision_template=""), "no {step}"),
+    (dict(model_template="m/x-{seed}", revision_template="step{step}", sizes=["a", "b"]), "no {size}"),
+    (dict(model_template="m/{size}-{seed", revision_template="step{step}"), "not a valid template"),
+])
+def test_validate_refuses_unusable_suites(kwargs, needle):
+    base = dict(sizes=["a"], steps=[0, 2], seeds=[1, 2], model_template="m/{size}-{seed}", revision_template="step{step}")
+    base.update(kwargs)
+    with pytest.raises(SeedKLError, match=__import__("re").escape(needle)):
+        Suite(**base).validate()
+
+
+def _make_ckpt(path: Path, weights=True, config=True):
+    path.mkdir(parents=True)
+    if config:
+        (path / "config.json").write_text("{}")
+    if weights:
+        (path / "model.safetensors").write_bytes(b"x")
+
+
+def test_missing_local_checkpoints_are_all_listed(tmp_path):
+    s = Suite(sizes=["a", "b"], steps=[0, 1], seeds=[1, 2], model_template=str(tmp_path / "{size}/{seed}/{step}"))
+    for size, step, seed, path, _ in s.checkpoints():
+        if (size, step, seed) == ("a", 1, 2):
+            _make_ckpt(Path(path), weights=False)
+        elif (size, step, seed) == ("b", 0, 1):
+            _make_ckpt(Path(path), config=False)
+        elif (size, step, seed) not in {("b", 1, 1), ("b", 1, 2)}:
+            _make_ckpt(Path(path))
+    missing = missing_checkpoints(s)
+    assert len(missing) == 4
+    for frag, why in [("a/2/1", "no weights"), ("b/1/0", "no config.json"), ("b/1/1", "no such directory"),
+                      ("b/2/1", "no such directory")]:
+        assert any(frag in m and why in m for m in missing), (frag, missing)
+    with pytest.raises(SeedKLError) as e:
+        check_complete(s)
+    msg = str(e.value)
+    assert "4 of 8 checkpoints missing" in msg and "\n" not in msg
+    assert all(m in msg for m in missing)
+
+
+def test_hub_checkpoints_unverifiable_offline_are_listed(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    s = Suite(sizes=["14m"], steps=[0, 1], seeds=[1, 2], model_template="seedkl-test-none/pythia-{size}-seed{seed}",
+              revision_template="step{step}")
+    missing = missing_checkpoints(s)
+    assert len(missing) == 4 and all("hub is unreachable" in m for m in missing)
+    assert any("seedkl-test-none/pythia-14m-seed2@step1" in m for m in missing)
+    with pytest.raises(SeedKLError, match="local folders"):
+        check_complete(s)
+
+
+def test_parse_list():
+    assert parse_list("--seeds", "1, 3,5", int) == (1, 3, 5)
+    assert parse_list("--seeds", ["1", "3"], int) == (1, 3)
+    assert parse_list("--sizes", None) is None and parse_list("--sizes", "") is None
+    with pytest.raises(SeedKLError, match="--steps=1,x"):
+        parse_list("--steps", "1,x", int)
+
+
+def test_to_dict_round_trips():
+    s = PRESETS["polypythia"]
+    assert Suite(**s.to_dict()) == s
+    json.dumps(s.to_dict())
+
+
+# ---------------------------------------------------------------- the CLI flags
+
+FIXED_FLAGS = ["preset", "model_template", "revision_template", "sizes", "steps", "seeds", "text", "tokenizer",
+               "counts", "pos", "out", "overwrite", "window", "overlap"]
+
+
+def _config(argv):
+    from seedkl_jax.cli import run as cli_run
+
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["seedkl run"] + argv)
+        return cli_run.build_config()
+
+
+def test_flags_override_the_preset():
+    cfg = _config(["--seeds=1,2", "--steps=0,16", "--text=t.txt", "--out=o", "--window=64", "--overlap=16"])
+    assert cfg.suite == PRESETS["polypythia"].override(seeds=(1, 2), steps=(0, 16))
+    assert (cfg.text, cfg.out, cfg.window, cfg.overlap) == ("t.txt", "o", 64, 16)
+    assert cfg.pos == "stanza" and not cfg.pos_required  # default: stanza if it can, else untagged
+    assert _config(["--text=t", "--pos=stanza"]).pos_required
+
+
+def test_local_template_flag_implies_no_revision(tmp_path):
+    cfg = _config([f"--model_template={tmp_path}/{{size}}/seed{{seed}}/step{{step}}", "--text=t"])
+    assert cfg.suite.is_local and cfg.suite.sizes == PRESETS["polypythia"].sizes
+    hub = _config(["--model_template=me/pythia-{size}-seed{seed}", "--text=t"])
+    assert hub.suite.revision_template == "step{step}"
+    explicit = _config(["--model_template=me/m-{size}-{seed}-{step}", "--revision_template=", "--text=t"])
+    assert explicit.suite.is_local
+
+
+def test_flagfile(tmp_path):
+    ff = tmp_path / "study.flags"
+    ff.write_text("--preset=\n--model_template=/x/{size}/{seed}/{step}\n--revision_template=\n--sizes=a,b\n"
+                  "--steps=0,1,2\n--seeds=3,4\n--text=/t.txt\n--overwrite\n--counts=/c.npy\n--pos=none\n")
+    cfg = _config([f"--flagfile={ff}"])
+    assert cfg.suite == Suite(sizes=("a", "b"), steps=(0, 1, 2), seeds=(3, 4), model_template="/x/{size}/{seed}/{step}")
+    assert cfg.overwrite and cfg.counts == "/c.npy" and cfg.pos == "none"
+
+
+def test_no_preset_needs_every_part():
+    with pytest.raises(SeedKLError, match="--sizes, --steps"):
+        _config(["--preset=", "--model_template=/x/{seed}", "--seeds=1,2", "--text=t"])
+    with pytest.raises(SeedKLError, match="unknown preset"):
+        _config(["--preset=nope", "--text=t"])
+    with pytest.raises(SeedKLError, match="--text: required"):
+        _config([])
+
+
+def test_help_documents_the_fixed_flags():
+    code = "import sys; from seedkl_jax.cli import main; sys.exit(main(['seedkl', 'run', '--help']))"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "--text" in r.stdout, r.stderr  # (absl exits 1 after --help)
+    for name in FIXED_FLAGS:
+        assert f"--{name}" in r.stdout or f"--[no]{name}" in r.stdout, name
