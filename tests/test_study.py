@@ -357,3 +357,24 @@ def test_settings_bind_out_only_while_groups_exist(tmp_path):
     assert store.load_group(tmp_path, "s", 0, [1, 3], 3) is None  # other seeds: recompute
     store.claim(tmp_path, a, overwrite=True)
     assert not store.group_path(tmp_path, "s", 0).exists() and store.read_settings(tmp_path) == a
+
+
+def test_vocab_size_narrows_normalisation_to_match_counts(lab, tmp_path):
+    """Counts one id short are refused with a hint; --vocab_size=len(counts) accepts them, and the
+    persisted settings and the unigram baseline then use exactly that vocabulary."""
+    V = lab["tok"].vocab_size
+    if lab["ids"].max() >= V - 1:
+        pytest.skip("the text uses the tokenizer's last id, so it cannot be narrowed away")
+    np.save(tmp_path / "counts.npy", np.arange(1, V, dtype=np.float64))  # V-1 entries
+    counts = str(tmp_path / "counts.npy")
+    with pytest.raises(SeedKLError, match=f"--vocab_size={V - 1}"):
+        run_study(_cfg(lab, tmp_path / "bad", counts=counts), progress=False)
+    with pytest.raises(SeedKLError, match="--vocab_size"):
+        run_study(_cfg(lab, tmp_path / "big", vocab_size=V + 1), progress=False)
+    one = Suite(sizes=lab["suite"].sizes[:1], steps=lab["suite"].steps[:1], seeds=lab["suite"].seeds,
+                model_template=lab["suite"].model_template)
+    out = tmp_path / "narrow"
+    run_study(_cfg(lab, out, suite=one, counts=counts, vocab_size=V - 1), progress=False)
+    settings = json.loads((out / "study.json").read_text())
+    assert settings["results"]["tokenizer"]["vocab_size"] == V - 1
+    assert pl.read_parquet(out / "tokens.parquet")["kl_unigram_mean"].is_finite().all()
