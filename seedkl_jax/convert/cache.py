@@ -68,15 +68,29 @@ def restore(entry: Path) -> tuple[dict, dict] | None:
     """
     if not is_complete(entry):
         return None
-    import orbax.checkpoint as ocp
-
     try:
-        params = ocp.PyTreeCheckpointer().restore(entry / "params")
+        params = _checkpointer().restore(entry / "params")
         return params, json.loads((entry / "config.json").read_text())
     except Exception as e:  # orbax/tensorstore raise many types; a cache that cannot be read is a miss
         warnings.warn(f"{entry}: unreadable cache entry ({type(e).__name__}); converting again")
         shutil.rmtree(entry, ignore_errors=True)
         return None
+
+
+def _checkpointer():
+    """orbax, confined to this process. In a multi-process JAX job (seedkl_jax.distributed) every
+    process loads different checkpoints at different times, so orbax's default cross-process
+    barriers would pair unrelated saves or hang; local options keep each call to its own process."""
+    import jax
+    import orbax.checkpoint as ocp
+    from orbax.checkpoint import options
+
+    if jax.process_count() == 1:
+        return ocp.PyTreeCheckpointer()
+    i = jax.process_index()
+    mp = options.MultiprocessingOptions(primary_host=i, active_processes={i},
+                                        barrier_sync_key_prefix=f"seedkl-cache-{i}")
+    return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(multiprocessing_options=mp), multiprocessing_options=mp)
 
 
 def store(entry: Path, params: dict, config: dict, info: dict,
@@ -86,13 +100,15 @@ def store(entry: Path, params: dict, config: dict, info: dict,
     `params`: the pytree to save; `config`: config.json body; `info`: written to entry.json;
     `extra_files`: copied in (tokenizer files of hub models).
     """
-    import orbax.checkpoint as ocp
+    import jax
 
+    if jax.process_index() != 0:  # orbax writes numpy leaves from process 0 only: no entry elsewhere
+        return None
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = entry.parent / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        ocp.PyTreeCheckpointer().save(tmp / "params", params)
+        _checkpointer().save(tmp / "params", params)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         (tmp / "entry.json").write_text(json.dumps(info, indent=2, sort_keys=True))
         for f in extra_files:

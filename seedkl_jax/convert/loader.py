@@ -89,6 +89,7 @@ def load(model: str, revision: str | None = None, *, dtype: str = "float32",
                        for f in [ckpt / "config.json", *weights]]
     entry = cache.entry_dir(cache.cache_root(cache_dir), name, revision, dtype, fingerprint)
     hit = cache.restore(entry)
+    stored = entry if hit is not None else None
     if hit is not None:
         params, config = hit
     else:
@@ -105,13 +106,13 @@ def load(model: str, revision: str | None = None, *, dtype: str = "float32",
         if progress:
             tqdm.write(f"saving params to the cache: {entry}")
         try:
-            cache.store(entry, params, config, info, extra)
+            stored = cache.store(entry, params, config, info, extra)  # None on processes other than 0
         except PermissionError as e:
             raise SeedKLError(f"{entry.parent}: cannot write the cache ({e.strerror}); pass cache_dir=... "
                               "or set SEEDKL_CACHE to a writable directory") from e
     LAST_LOAD_SOURCE = "convert" if hit is None else "cache"
     return Model(config=cfg, hf_config=hf_config, params=params, name=name, revision=revision,
-                 local_dir=str(ckpt if is_local else entry), dtype=dtype, source=LAST_LOAD_SOURCE,
+                 local_dir=str(ckpt if is_local or stored is None else entry), dtype=dtype, source=LAST_LOAD_SOURCE,
                  cache_entry=str(entry))
 
 

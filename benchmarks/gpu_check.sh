@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One command for whoever holds a CUDA GPU (<= 5 min on an H100): the roofline (14m, 70m, 160m
+# shapes) and a reduced pipeline-vs-reference run (14m + 70m, 2 steps x 5 seeds, the 4.7k-token
+# text), every figure appended to one file.
+#
+#   benchmarks/gpu_check.sh [OUTFILE]   # default $OUT/gpu_check.txt when $OUT is set, else ./gpu_check.txt
+#
+# Installs jax[cuda12] only if the installed jax has no GPU backend, and the package's own
+# dependencies only if one is missing (offline: put wheels in ./.whl and they are used instead).
+# Each step has a time limit; a step that fails is logged and the next one still runs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUTFILE=${1:-${OUT:+$OUT/gpu_check.txt}}
+OUTFILE=${OUTFILE:-gpu_check.txt}
+PY=${PYTHON:-python3}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export XLA_PYTHON_CLIENT_PREALLOCATE=false   # honest device peaks; torch and jax run in turn
+log() { echo "$*" | tee -a "$OUTFILE"; }
+step() {  # step LIMIT_S CMD...: run with a limit, output to the screen and the file
+  local limit=$1; shift
+  log "-- $* (limit ${limit} s)"
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | grep -v -e 'Warning' -e 'warn(' | tee -a "$OUTFILE"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" = 0 ] || log "!! exit $rc (124 = over its time limit)"
+}
+
+log "== seedkl gpu_check $(date -u +%FT%TZ) on $(hostname), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>&1 | tee -a "$OUTFILE"
+
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --target /tmp/seedkl-site .whl/*.whl >>"$OUTFILE" 2>&1 \
+    && export PYTHONPATH="/tmp/seedkl-site:$PYTHONPATH"
+fi
+SMOKE=${SEEDKL_GPU_CHECK_SMOKE:-}   # set: a quick run of this script on any machine, no installs
+if [ -z "$SMOKE" ] && ! $PY -c 'import jax, sys; sys.exit(jax.default_backend() != "gpu")' 2>/dev/null; then
+  log "jax has no GPU backend here: installing jax[cuda12]"
+  $PY -m pip install -q -U 'jax[cuda12]' >>"$OUTFILE" 2>&1 || log "!! pip install jax[cuda12] failed"
+fi
+if [ -z "$SMOKE" ] && ! $PY -c 'import polars, pyarrow, orbax.checkpoint, flax, transformers, tokenizers, safetensors, torch, absl, tqdm, matplotlib' 2>/dev/null; then
+  log "installing the package's dependencies"
+  $PY -m pip install -q -e . >>"$OUTFILE" 2>&1 || log "!! pip install -e . failed (offline?): later steps may fail"
+fi
+$PY - <<'EOF' 2>&1 | tee -a "$OUTFILE"
+import jax, torch
+print(f"jax {jax.__version__} backend {jax.default_backend()} devices {jax.devices()}; "
+      f"torch {torch.__version__} cuda {torch.cuda.is_available()}")
+EOF
+
+ROOF=(--sizes=14m,70m,160m --seeds=5 --tokens=2048)
+PIPE=(--sizes=14m,70m --steps=0,143000 --seeds=1,3,5,7,9)
+if [ -n "$SMOKE" ]; then
+  ROOF=(--sizes=14m --seeds=2 --tokens=128); PIPE=(--quick)
+fi
+step 150 "$PY" benchmarks/roofline.py "${ROOF[@]}" --out="$OUTFILE.roofline"
+step 270 "$PY" benchmarks/pipeline_vs_reference.py "${PIPE[@]}" --workdir=/tmp/seedkl-gpu-check \
+  --out="$OUTFILE.pipeline"
+log "-- raw records (JSON)"
+grep -h '^[[{]' "$OUTFILE.roofline" "$OUTFILE.pipeline" >>"$OUTFILE" 2>/dev/null
+rm -f "$OUTFILE.roofline" "$OUTFILE.pipeline"
+log "== done $(date -u +%FT%TZ); figures in $OUTFILE"

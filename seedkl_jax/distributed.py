@@ -1,0 +1,212 @@
+"""Multi-host runs: one process per host (or per GPU), all JAX processes joined into one runtime.
+
+Why this split of the work: a study is many independent (size, step) groups, each a single fused
+kernel call over that group's S seeds. Cross-host collectives inside a group would buy nothing but
+network traffic, so groups are dealt round-robin to processes (`share`) and each process runs the
+kernel for its groups on a mesh of its *local* devices (positions split over them). Every device is
+busy while there are at least as many groups as processes (a polypythia sweep has 5 sizes x 20
+steps = 100 groups). Each group's arrays are written by its owner into the shared `--out`
+(`groups/<size>/step<step>.npz`, atomically); after a barrier, process 0 runs the aggregation —
+the same resume path a single-process rerun takes, so the output contract is unchanged.
+
+    initialize(coordinator=None, num_processes=None, process_id=None) -> bool   multi-process?
+    process_index(), process_count(), barrier(name), share(items)
+    run_study_distributed(cfg) -> report path on process 0, None elsewhere
+
+`initialize` must run before anything touches a JAX device. Where the arguments come from, first
+match wins: the arguments; $SEEDKL_COORDINATOR / $SEEDKL_NUM_PROCESSES / $SEEDKL_PROCESS_ID;
+SLURM (`srun`: SLURM_NTASKS > 1) or Open MPI (OMPI_COMM_WORLD_SIZE > 1), detected by JAX; a Cloud TPU
+VM (JAX reads the workers from the TPU metadata). Otherwise the run is single-process and nothing is
+initialised. CPU processes talk through gloo (`jax_cpu_collectives_implementation`), which is what
+the localhost test and a CPU cluster use.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import itertools
+import os
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+from seedkl_jax.errors import SeedKLError
+
+T = TypeVar("T")
+_barrier_ids = itertools.count()
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise SeedKLError(f"${name}={value!r}: not an integer; set it to a whole number or unset it")
+
+
+def _on_cloud_tpu_vm() -> bool:
+    """A TPU VM exposes its chips as /dev/accel* (v2-v4) or /dev/vfio/<n> (v5+); GKE sets TPU_* env."""
+    return bool(glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*")
+                or os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("TPU_PROCESS_ADDRESSES"))
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, *, local_device_ids: Sequence[int] | None = None,
+               timeout_s: int = 300, heartbeat_s: int = 100) -> bool:
+    """Join the JAX distributed runtime; returns True if this is a multi-process run.
+
+    coordinator: "host:port" of process 0 (any free port, the same on every process).
+    timeout_s bounds the wait for all processes to connect (and for shutdown); heartbeat_s is how
+    long a silent process is taken for dead — then every other process fails instead of hanging.
+    """
+    import jax
+
+    coordinator = coordinator or os.environ.get("SEEDKL_COORDINATOR") or None
+    num_processes = num_processes if num_processes is not None else _env_int("SEEDKL_NUM_PROCESSES")
+    process_id = process_id if process_id is not None else _env_int("SEEDKL_PROCESS_ID")
+    if jax.distributed.is_initialized():
+        return jax.process_count() > 1
+    kwargs: dict[str, Any] = dict(initialization_timeout=timeout_s, heartbeat_timeout_seconds=heartbeat_s,
+                                  shutdown_timeout_seconds=timeout_s, local_device_ids=local_device_ids)
+    if coordinator is not None:
+        if num_processes is None or process_id is None:
+            raise SeedKLError(f"--coordinator={coordinator}: also give --num_processes and --process_id "
+                              "(or $SEEDKL_NUM_PROCESSES / $SEEDKL_PROCESS_ID)")
+        if not 0 <= process_id < num_processes:
+            raise SeedKLError(f"--process_id={process_id}: must be in [0, {num_processes}) for "
+                              f"--num_processes={num_processes}")
+        if num_processes == 1:
+            return False
+        kwargs.update(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    elif num_processes == 1:
+        return False
+    elif _env_int("SLURM_NTASKS") and _env_int("SLURM_NTASKS") > 1:
+        pass  # JAX's SlurmCluster reads SLURM_STEP_NODELIST / SLURM_PROCID / SLURM_LOCALID
+    elif _env_int("OMPI_COMM_WORLD_SIZE") and _env_int("OMPI_COMM_WORLD_SIZE") > 1:
+        pass  # JAX's OmpiCluster
+    elif _on_cloud_tpu_vm():
+        pass  # JAX's Gce/GkeTpuCluster: workers from the TPU metadata server
+    else:
+        if num_processes is not None or process_id is not None:
+            raise SeedKLError(f"--num_processes={num_processes} --process_id={process_id}: no cluster "
+                              "environment found to take the coordinator from; give --coordinator=HOST:PORT")
+        return False
+    if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU cross-process collectives
+    try:
+        jax.distributed.initialize(**kwargs)
+    except RuntimeError as e:
+        if "backend" in str(e).lower():
+            raise SeedKLError("seedkl_jax.distributed.initialize: JAX was already used in this process; "
+                              "call initialize() first, before any jax computation") from e
+        raise
+    return jax.process_count() > 1
+
+
+def process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
+def process_count() -> int:
+    import jax
+
+    return jax.process_count()
+
+
+def barrier(name: str, timeout_s: float = 24 * 3600) -> None:
+    """Wait until every process reaches the barrier `name` (no-op for one process).
+
+    Uses the coordination service's barrier (no device work, so it also holds between phases where
+    processes ran different jitted programs); a process that died makes it fail, and timeout_s
+    bounds the wait otherwise. Names get a per-process call counter, so a name can be reused.
+    """
+    import jax
+
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed as _dist  # the client has the only timeout-bounded barrier
+
+    client = _dist.global_state.client
+    key = f"seedkl/{name}/{next(_barrier_ids)}"
+    if client is None:  # pragma: no cover - other runtimes: a device all-reduce as barrier
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(key)
+        return
+    try:
+        client.wait_at_barrier(key, int(timeout_s * 1000))
+    except Exception as e:  # JaxRuntimeError: DEADLINE_EXCEEDED or a peer gone
+        raise RuntimeError(f"barrier {name!r} on process {jax.process_index()}: {e}; another process "
+                           "failed or is still working (see its log)") from e
+
+
+def share(items: Sequence[T], index: int | None = None, count: int | None = None) -> list[T]:
+    """This process's round-robin share: items[index::count] (keeps the items' order)."""
+    index = process_index() if index is None else index
+    count = process_count() if count is None else count
+    return list(items)[index::count]
+
+
+def local_mesh(axis: str = "data"):
+    """A 1-axis mesh of this process's own devices: what each process runs its groups on."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
+
+    return Mesh(np.array(jax.local_devices()), (axis,))
+
+
+def run_study_distributed(cfg: Any, *, progress: bool = True,
+                          barrier_timeout_s: float = 24 * 3600) -> Path | None:
+    """The study over all processes: own share of groups, barrier, process 0 aggregates.
+
+    Needs `run_study(cfg, *, shard=(index, count), aggregate=False)` from seedkl_jax.study.run:
+    computes and persists only groups i with i % count == index (in `suite.groups()` order; with
+    --overwrite it clears only those), and returns without writing the aggregate outputs. The
+    aggregation on process 0 is the plain `run_study(cfg)` without --overwrite: every group file
+    exists, so it only reads them (resume) and writes the outputs. Each process computes on a mesh of
+    its local devices (cfg.mesh, when unset). Logs one line per process naming its groups.
+    """
+    import dataclasses
+    import inspect
+
+    import jax
+    import numpy as np
+
+    from seedkl_jax.study import run as study_run
+
+    index, count = process_index(), process_count()
+    if count == 1:
+        return study_run.run_study(cfg, progress=progress)
+    params = inspect.signature(study_run.run_study).parameters
+    if not {"shard", "aggregate"} <= set(params):
+        raise NotImplementedError(
+            "seedkl_jax.study.run.run_study lacks the multi-host hook: it needs keyword arguments "
+            "shard=(index, count) [compute+persist only groups g_i with i % count == index] and "
+            "aggregate: bool [False = return after persisting groups]; see seedkl_jax/distributed.py")
+    if cfg.mesh is None:
+        cfg = dataclasses.replace(cfg, mesh=local_mesh())
+    # Same study everywhere? A host started with other flags would split a different group list.
+    from jax.experimental import multihost_utils
+
+    key = repr((cfg.suite, os.path.abspath(cfg.text), os.path.abspath(cfg.out), cfg.window, cfg.overlap,
+                cfg.vocab_chunk, cfg.dtype, cfg.overwrite))
+    digest = np.frombuffer(hashlib.sha256(key.encode()).digest()[:8], np.int64)
+    digests = multihost_utils.process_allgather(digest).reshape(-1)  # a cross-process collective
+    if len(set(digests.tolist())) > 1:
+        differ = [i for i, d in enumerate(digests.tolist()) if d != digests[0]]
+        raise SeedKLError(f"processes {differ} were started with other study flags than process 0; "
+                          "start every process with the same seedkl run flags")
+    mine = share(cfg.suite.groups(), index, count)
+    print(f"seedkl process {index} of {count}: {jax.local_device_count()} local / {jax.device_count()} "
+          f"devices; groups {[f'{size}@{step}' for size, step in mine]}", flush=True)
+    study_run.run_study(cfg, shard=(index, count), aggregate=False, progress=progress)
+    barrier("groups-done", barrier_timeout_s)
+    out = None
+    if index == 0:
+        out = study_run.run_study(dataclasses.replace(cfg, overwrite=False), progress=progress)
+    barrier("outputs-written", barrier_timeout_s)
+    return out
