@@ -14,7 +14,6 @@ import jax
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import tiny_tokenizer
 from safetensors.numpy import load_file, save_file
 
 from seedkl_jax.convert import cache, loader

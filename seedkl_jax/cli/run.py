@@ -13,7 +13,6 @@ The flag names are fixed: external scripts use them.
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import flags
 
