@@ -1,0 +1,179 @@
+"""`seedkl demo`: train a mini seed suite offline, run the whole study on it, say what reproduced.
+
+Why: a newcomer (or a machine that cannot reach the HF hub) must see the whole tool work with one
+command and nothing to download; a researcher gets a lab where warm-up, learning rate, size and data
+can be varied and the paper's four phases watched appearing or not.
+
+Steps (each reused when already done, so a second `seedkl demo` is fast):
+  1. corpus (data/grammar.py): the toy language's lexicon -> word-level tokenizer; a training sample
+     (seed `corpus_seed`) and a disjoint held-out evaluation sample (seed `eval_seed`) with gold
+     UPOS/XPOS per token; token counts over the training sample (the study's frequency bins).
+     Written to `{workdir}/data/`.
+  2. suite (train/trainer.py): sizes x seeds trained together, HF checkpoints at
+     `{workdir}/{size}/seed{seed}/step{step}`; a size whose `done.json` matches is reused.
+  3. study (study/run.py): the normal `seedkl run` path on those checkpoints (window = the training
+     context, overlap = half of it), PoS from the gold-tags file, params cache in
+     `{workdir}/params-cache`, outputs in `--out`.
+  4. findings (analysis/findings.py) -> `{out}/findings.json`, and the report path is printed.
+The default suite (3 sizes x 4 seeds x 13 checkpoints) and `--quick` (2 sizes x 3 seeds, for CI) are
+the `DEFAULT_TRAIN` / `QUICK_TRAIN` settings below; benchmarks/demo_timing.py measures their budgets.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from seedkl_jax.data import grammar as G
+from seedkl_jax.errors import SeedKLError
+from seedkl_jax.train.trainer import TrainConfig, TrainedSuite, train_suite
+
+# Widths, context, steps, warm-up and learning rate follow the calibrated toy run (shared notes: flat to
+# ~8 steps, convergence to ~64, divergence to ~256, reconvergence after, at lr 1e-3 with 100 warm-up
+# steps and cosine to 1e-4 at step 1024). The batch is 12 sequences per seed, not the calibration's 16:
+# 16 measured 731 s wall / 737 CPU-s on the shared 2-core machine, over the 10-minute budget. The
+# TrainConfig defaults (Pythia's AdamW betas, clipping, HF init std 0.02) ARE the default suite.
+DEFAULT_TRAIN = TrainConfig()
+QUICK_TRAIN = TrainConfig(widths=(32, 64), seeds=(1, 2, 3), steps=128, warmup=16, batch=8, context=32,
+                          ckpt_every=0)
+DEFAULT_SENTENCES = (60_000, 500)  # (training, evaluation) sentences: ~550k / ~4.5k tokens
+QUICK_SENTENCES = (6_000, 150)
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """Settings of one `seedkl demo` (None = the default, or the quick one with `quick`)."""
+
+    workdir: str | None = None  # trained suite + data; default {cache}/demo/{default|quick}
+    out: str = "seedkl-demo"  # study outputs
+    quick: bool = False
+    train: TrainConfig | None = None
+    grammar: G.GrammarConfig = G.GrammarConfig()
+    train_sentences: int | None = None
+    eval_sentences: int | None = None
+    corpus_seed: int = 0  # training sample
+    eval_seed: int = 1  # held-out sample (a different seed: a disjoint draw)
+    overwrite: bool = False  # recompute the study in --out even if its settings match
+    n_boot: int = 1000
+    cache_dir: str | None = None  # params cache for the study; default {workdir}/params-cache
+    progress: bool = True
+
+    def resolved(self) -> "DemoConfig":
+        train = self.train or (QUICK_TRAIN if self.quick else DEFAULT_TRAIN)
+        n_train, n_eval = QUICK_SENTENCES if self.quick else DEFAULT_SENTENCES
+        if self.workdir:
+            workdir = self.workdir
+        else:
+            from seedkl_jax.convert.cache import cache_root
+            workdir = str(cache_root() / "demo" / ("quick" if self.quick else "default"))
+        workdir = str(Path(workdir).expanduser().resolve())
+        return dataclasses.replace(
+            self, workdir=workdir, train=train,
+            train_sentences=self.train_sentences or n_train, eval_sentences=self.eval_sentences or n_eval,
+            cache_dir=self.cache_dir or str(Path(workdir) / "params-cache"))
+
+
+@dataclasses.dataclass
+class DemoData:
+    directory: Path  # tokenizer.json, tokenizer_config.json, eval.txt, eval_pos.json, counts.npy
+    train_ids: np.ndarray
+    vocab_size: int
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.directory / "tokenizer.json"
+
+
+def prepare_data(cfg: DemoConfig) -> DemoData:
+    """Step 1: tokenizer, training ids, held-out text + gold tags, counts (reused when unchanged)."""
+    d = Path(cfg.workdir) / "data"
+    key = {"grammar": dataclasses.asdict(cfg.grammar), "train_sentences": cfg.train_sentences,
+           "eval_sentences": cfg.eval_sentences, "corpus_seed": cfg.corpus_seed, "eval_seed": cfg.eval_seed}
+    files = ["tokenizer.json", "eval.txt", "eval_pos.json", "counts.npy", "train_ids.npy"]
+    marker = d / "data.json"
+    if marker.exists() and json.loads(marker.read_text()) == key and all((d / f).exists() for f in files):
+        ids = np.load(d / "train_ids.npy")
+        return DemoData(d, ids, int(json.loads((d / "vocab_size.json").read_text())))
+    if cfg.corpus_seed == cfg.eval_seed:
+        raise SeedKLError(f"demo: corpus_seed == eval_seed == {cfg.corpus_seed}; the held-out text must "
+                          "be a different sample, pick another eval_seed")
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    grammar = G.Grammar(cfg.grammar)
+    tok = G.build_tokenizer(grammar)
+    G.save_tokenizer(tok, d)
+    train_docs = G.generate_documents(grammar, cfg.corpus_seed, cfg.train_sentences)
+    ids = np.asarray(tok.encode(G.documents_text(train_docs)).ids + [0], np.int32)  # docs end with eos
+    vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    np.save(d / "train_ids.npy", ids)
+    np.save(d / "counts.npy", np.bincount(ids, minlength=vocab_size).astype(np.float64))
+    eval_docs = G.generate_documents(grammar, cfg.eval_seed, cfg.eval_sentences)
+    (d / "eval.txt").write_text(G.documents_text(eval_docs), encoding="utf-8")
+    (d / "eval_pos.json").write_text(json.dumps(G.gold_pos(eval_docs, tok)), encoding="utf-8")
+    (d / "vocab_size.json").write_text(json.dumps(vocab_size))
+    marker.write_text(json.dumps(key))  # last: the data dir is complete
+    return DemoData(d, ids, vocab_size)
+
+
+def _fingerprint(suite_dir: Path, sizes: list[str]) -> str:
+    """Changes whenever any size was (re)trained: hashes the done.json markers."""
+    h = hashlib.sha256()
+    for s in sizes:
+        h.update((suite_dir / s / "done.json").read_bytes())
+    return h.hexdigest()
+
+
+def demo(cfg: DemoConfig = DemoConfig()) -> Path:
+    """Train (or reuse) the suite, run the study, write findings.json; returns report.md's path."""
+    from seedkl_jax.analysis.findings import findings
+    from seedkl_jax.study.run import StudyConfig, run_study
+    from seedkl_jax.study.suite import Suite
+
+    cfg = cfg.resolved()
+    out = Path(cfg.out).expanduser().resolve()
+    data = prepare_data(cfg)
+    suite: TrainedSuite = train_suite(cfg.train, data.train_ids, data.directory, data.vocab_size,
+                                      cfg.workdir, progress=cfg.progress)
+    # A retrained suite keeps its paths, so the study could not tell its old groups are stale:
+    # redo the study whenever the checkpoints differ from the ones it last read.
+    fp = _fingerprint(Path(cfg.workdir), suite.sizes)
+    stamp = out / "demo.json"
+    stale = stamp.exists() and json.loads(stamp.read_text()).get("suite_fingerprint") != fp
+    ctx = cfg.train.context
+    report = run_study(StudyConfig(
+        suite=Suite(sizes=suite.sizes, steps=suite.steps, seeds=suite.seeds,
+                    model_template=suite.model_template, revision_template=""),
+        text=str(data.directory / "eval.txt"), out=str(out), tokenizer=str(data.tokenizer),
+        counts=str(data.directory / "counts.npy"), pos=str(data.directory / "eval_pos.json"),
+        overwrite=cfg.overwrite or stale, window=ctx, overlap=ctx // 2, cache_dir=cfg.cache_dir,
+        n_boot=cfg.n_boot), progress=cfg.progress)
+
+    import polars as pl
+
+    summary = pl.read_parquet(out / "summary.parquet")
+    phases = json.loads((out / "phases.json").read_text())
+    table = findings(summary, phases, sizes=suite.sizes)
+    _write_json(out / "findings.json", table)
+    _write_json(stamp, {
+        "suite_fingerprint": fp, "workdir": cfg.workdir, "sizes": suite.sizes,
+        "num_params": {s: c.num_params() for s, c in suite.configs.items()},
+        "final_train_loss": suite.final_loss, "steps": suite.steps, "seeds": suite.seeds,
+        "train": dataclasses.asdict(cfg.train), "grammar": dataclasses.asdict(cfg.grammar),
+        "train_tokens": int(len(data.train_ids)), "train_sentences": cfg.train_sentences,
+        "eval_sentences": cfg.eval_sentences, "corpus_seed": cfg.corpus_seed, "eval_seed": cfg.eval_seed})
+    if cfg.progress:
+        width = max(len(f["verdict"]) for f in table)
+        print("\n".join(f"{f['verdict']:<{width}}  {f['finding']}" for f in table))
+    print(f"report: {report}")
+    return Path(report)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
