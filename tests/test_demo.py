@@ -68,7 +68,7 @@ def test_cli_rejects_bad_flags_and_documents_the_defaults():
             lines[name] = lines.get(name, "") + " " + line.strip()
     fmt = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
     for name in ("widths", "layers", "heads", "seeds", "steps", "warmup", "lr", "final_lr_frac", "batch",
-                 "context", "ckpt_every"):
+                 "context", "ckpt_per_octave", "ckpt_every"):
         default, quick = getattr(D.DEFAULT_TRAIN, name), getattr(D.QUICK_TRAIN, name)
         assert f"default {fmt(default)}" in lines[name] or f"default suite {fmt(default)}" in lines[name], name
         assert quick == default or f"--quick {fmt(quick)}" in lines[name], name

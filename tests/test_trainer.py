@@ -14,14 +14,17 @@ from seedkl_jax.train import trainer as T
 
 SMALL = G.GrammarConfig(nouns=40, verbs=16, adjs=12, advs=6, propns=8, clusters=4)
 TINY = T.TrainConfig(widths=(32,), layers=1, heads=4, context=16, batch=4, steps=6, warmup=2, lr=1e-2,
-                     seeds=(1, 2), ckpt_every=0)
+                     seeds=(1, 2), ckpt_per_octave=1, ckpt_every=0)
 
 
 def test_checkpoint_steps_are_log_spaced_then_regular():
-    assert T.TrainConfig(steps=1024, ckpt_every=256).checkpoint_steps() == [
+    assert T.TrainConfig(steps=1024, ckpt_per_octave=1, ckpt_every=256).checkpoint_steps() == [
         0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 768, 1024]
-    assert T.TrainConfig(steps=100, warmup=10, ckpt_every=0).checkpoint_steps() == [
+    assert T.TrainConfig(steps=100, warmup=10, ckpt_per_octave=1, ckpt_every=0).checkpoint_steps() == [
         0, 1, 2, 4, 8, 16, 32, 64, 100]
+    # two per octave from step 8: round(2 ** (j / 2))
+    assert T.TrainConfig(steps=1024, ckpt_per_octave=2, ckpt_every=0).checkpoint_steps() == [
+        0, 1, 2, 4, 8, 11, 16, 23, 32, 45, 64, 91, 128, 181, 256, 362, 512, 724, 1024]
 
 
 def test_lr_schedule_warms_up_linearly_then_decays_to_the_floor():
