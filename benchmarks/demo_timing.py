@@ -31,7 +31,8 @@ BUDGET_RSS_GIB = 4.0
 
 def run_demo(which: str, base: Path) -> tuple[float, float, float]:
     """One `seedkl demo` process: (wall seconds, CPU seconds (user+sys), peak RSS GiB)."""
-    args = ["demo", f"--workdir={base / 'work'}", f"--out={base / 'out'}"] + (["--quick"] if which == "quick" else [])
+    args = ["demo", f"--workdir={base / 'work'}", f"--out={base / 'out'}"]
+    args += ["--quick"] if which == "quick" else []
     code = "import sys; from seedkl_jax.cli import main; sys.exit(main(['seedkl', *sys.argv[1:]]))"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SEEDKL_CACHE": str(base / "cache")}
     t0 = time.perf_counter()
@@ -58,8 +59,8 @@ def main() -> None:
         root = Path(a.keep or tmp)
         for which in a.which.split(","):
             base = root / which
-            print(f"== seedkl demo{' --quick' if which == 'quick' else ''}  (load average {os.getloadavg()[0]:.1f})",
-                  flush=True)
+            flag = " --quick" if which == "quick" else ""
+            print(f"== seedkl demo{flag}  (load average {os.getloadavg()[0]:.1f})", flush=True)
             first = run_demo(which, base)
             again = run_demo(which, base)
             demo = json.loads((base / "out" / "demo.json").read_text())

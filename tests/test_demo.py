@@ -80,7 +80,8 @@ def test_cli_rejects_bad_flags_and_documents_the_defaults():
 def quick(tmp_path_factory):
     base = tmp_path_factory.mktemp("demo")
     work, out = base / "work", base / "out"
-    r = seedkl("demo", "--quick", f"--workdir={work}", f"--out={out}", env_extra={"SEEDKL_CACHE": str(base / "cache")})
+    r = seedkl("demo", "--quick", f"--workdir={work}", f"--out={out}",
+               env_extra={"SEEDKL_CACHE": str(base / "cache")})
     assert r.returncode == 0, r.stderr[-3000:]
     return work, out, r
 

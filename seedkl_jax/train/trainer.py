@@ -51,7 +51,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """One seed suite: sizes (widths; all with `layers` layers, `heads` heads) x seeds x steps."""
+    """One seed suite: sizes (widths; all with `layers` layers, `heads` heads) x seeds x steps.
+
+    The defaults are `seedkl demo`'s default suite (see demo.py for why each value)."""
 
     widths: tuple[int, ...] = (32, 64, 128)
     layers: int = 2
@@ -67,8 +69,8 @@ class TrainConfig:
     b2: float = 0.95  # Pythia's
     clip: float = 1.0
     seeds: tuple[int, ...] = (1, 2, 3, 4)
-    ckpt_per_octave: int = 1  # log-spaced checkpoints per doubling from step 8 on (2: 8, 11, 16, 23, ...)
-    ckpt_every: int = 256  # regular checkpoints besides the log-spaced ones (0 = none)
+    ckpt_per_octave: int = 2  # log-spaced checkpoints per doubling from step 8 on (2: 8, 11, 16, 23, ...)
+    ckpt_every: int = 0  # regular checkpoints besides the log-spaced ones (0 = none)
     init_std: float = 0.02
     vocab_multiple: int = 8
 
