@@ -8,7 +8,7 @@ restores every checkpoint from the cache without touching the hub.
 """
 from __future__ import annotations
 
-from absl import flags, logging
+from absl import flags
 
 from seedkl_jax import api
 from seedkl_jax.errors import SeedKLError
@@ -25,8 +25,6 @@ def main(argv: list[str]) -> None:
         raise SeedKLError(f"unexpected arguments {argv[1:]}; pass everything as --flags")
     if not FLAGS.model:
         raise SeedKLError("--model: missing; pass a checkpoint directory or a hub id")
-    if not FLAGS["verbosity"].present:  # orbax/XLA log every save step at INFO: keep the bar readable
-        logging.set_verbosity(logging.WARNING)
     model = api.load(FLAGS.model, FLAGS.revision, dtype=FLAGS.dtype, cache_dir=FLAGS.cache_dir,
                      progress=True)
     what = "already cached" if model.source == "cache" else "converted"

@@ -12,7 +12,6 @@ only one command module, so they never collide (tests run this module in a subpr
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 from absl import flags
 
@@ -48,12 +47,6 @@ _EVAL_SENTENCES = flags.DEFINE_integer("eval_sentences", None, "Sentences in the
                                        "(default 500, --quick 150).")
 _N_BOOT = flags.DEFINE_integer("n_boot", 1000, "Bootstrap replicates for the summary's 95% intervals.")
 
-_ALL = (_WORKDIR, _OUT, _QUICK, _OVERWRITE, _WIDTHS, _LAYERS, _HEADS, _SEEDS, _STEPS, _WARMUP, _LR,
-        _FINAL_LR_FRAC, _BATCH, _CONTEXT, _CKPT_PER_OCTAVE, _CKPT_EVERY, _TRAIN_SENTENCES, _EVAL_SENTENCES,
-        _N_BOOT)
-# `seedkl demo --help` documents the key flags of sys.argv[0]: declare ours as such (as cli/run.py does).
-for _flag in _ALL:
-    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[_flag.name])
 
 
 def build_config():
@@ -89,11 +82,7 @@ def main(argv):
 
     if len(argv) > 1:
         raise SeedKLError(f"unexpected arguments {argv[1:]}; seedkl demo takes only --flags")
-    from absl import logging
-
     from seedkl_jax.demo import demo
 
-    if not flags.FLAGS["verbosity"].present:  # orbax logs every cache write at INFO: keep the bars readable
-        logging.set_verbosity(logging.WARNING)
     demo(build_config())
     return 0
