@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ../shared beside the checkout; $SEEDKL_SHARED points elsewhere (e.g. a copy carried to a GPU machine).
+SHARED = Path(os.environ.get("SEEDKL_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 PYTHIA_VOCAB = 50304  # embedding rows (padded)
 REAL_VOCAB = 50277  # tokenizer ids
 

@@ -8,6 +8,8 @@
 # Installs jax[cuda12] only if the installed jax has no GPU backend, and the package's own
 # dependencies only if one is missing (offline: put wheels in ./.whl and they are used instead).
 # Each step has a time limit; a step that fails is logged and the next one still runs.
+# The paper's Pile sample is read from ../shared (or $SEEDKL_SHARED, e.g. a copy carried along);
+# without it the benchmarks use a synthetic text of the same length.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTFILE=${1:-${OUT:+$OUT/gpu_check.txt}}
