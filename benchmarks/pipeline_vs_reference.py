@@ -181,7 +181,14 @@ def main(argv):
         if mode not in LABELS:
             raise app.UsageError(f"--modes: unknown mode {mode!r}; use a, a_warm, b, c")
         print(f"running {LABELS[mode]} ...", flush=True)
-        results[mode] = _spawn(mode, argv)
+        results[mode] = r = _spawn(mode, argv)
+        # One line per finished mode, also into --out: a run cut off by a time limit keeps these.
+        done = (f"   {mode}: wall {r['wall_s']:.1f} s, outputs {common.human_bytes(r['bytes_outputs'])}, "
+                f"peak RSS {r['peak_rss_mb'] / 1000:.2f} GB")
+        print(done, flush=True)
+        if _OUT.value:
+            with open(_OUT.value, "a") as fh:
+                fh.write(done + "\n")
     n_groups = len(st.sizes) * len(st.steps)
     tok_seeds = (len(ids) - 1) * len(st.seeds) * n_groups
     rows = []
