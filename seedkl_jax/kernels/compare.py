@@ -12,6 +12,9 @@ Sharding: with `mesh` (a `jax.sharding.Mesh` with a "data" axis and optionally a
 window batches are split over "data" and the stacked params are replicated, or split over "seed"
 when the mesh has one (S must then be divisible by its size). The same program runs on 1 device
 when `mesh` is None; results agree to float32 rounding (tests/test_sharding.py checks ≤ 1e-6).
+The mesh may span the devices of several processes (multi-host, seedkl_jax.distributed "global"
+mode): every process then calls compare_stacked with the same inputs, each places only the slices
+its own devices hold, and every process gets the full results (an all-gather per batch).
 """
 from __future__ import annotations
 
@@ -72,6 +75,28 @@ def _check_mesh(mesh: Mesh | None, S: int) -> tuple[int, str | None]:
         raise SeedKLError(f"mesh: its 'seed' axis has {mesh.shape['seed']} devices, which does not divide "
                           f"{S} seeds; use a seed axis size dividing S or a data-only mesh")
     return mesh.shape["data"], seed_axis
+
+
+def _put(x, sharding: NamedSharding) -> jax.Array:
+    """Host (or local-device) array -> array laid out by `sharding`.
+
+    A mesh of this process's devices takes the plain `device_put`; one spanning other processes'
+    devices cannot (it would need their data), so each process builds the global array from the
+    slices its own devices hold (every process has all of `x`: same inputs everywhere)."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(x, sharding)
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
+def _fetch(x: jax.Array) -> np.ndarray:
+    """Device -> host numpy; all-gathers an array whose shards live on other processes too
+    (a collective: every process fetches the same arrays in the same order)."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def _check_ids(input_ids, vocab_size: int) -> np.ndarray:
@@ -148,11 +173,10 @@ def compare_stacked(stacked: dict, cfg: NeoXConfig, input_ids, *, vocab_size: in
     else:
         params_sh = NamedSharding(mesh, PS(seed_axis))
         batch_sh = NamedSharding(mesh, PS("data", None))
-        put_params = lambda x: jax.device_put(x, params_sh)
-        put_batch = lambda x: jax.device_put(x, batch_sh)
+        put_params = lambda x: _put(x, params_sh)
+        put_batch = lambda x: _put(x, batch_sh)
     params = jax.tree.map(put_params, stacked)
-    ref_dev = None if ref is None else (jnp.asarray(ref) if mesh is None
-                                        else jax.device_put(ref, NamedSharding(mesh, PS())))
+    ref_dev = None if ref is None else (jnp.asarray(ref) if mesh is None else _put(ref, NamedSharding(mesh, PS())))
     step = functools.partial(_step, cfg=cfg, vocab_size=vocab_size, vocab_chunk=vocab_chunk,
                              position_block=position_block, form=form, kernel=kernel)
     # Dispatch every batch (async), then collect: the device never waits for the host.
@@ -160,7 +184,7 @@ def compare_stacked(stacked: dict, cfg: NeoXConfig, input_ids, *, vocab_size: in
                for i in range(0, win.num_windows, bw)]
     chunks: list[dict[str, np.ndarray]] = []
     for i, res in enumerate(tqdm(pending, desc="compare", unit="batch", disable=not progress, leave=False)):
-        res = {k: np.asarray(v) for k, v in res.items()}
+        res = {k: _fetch(v) for k, v in res.items()}
         _check_finite(res, win.mask[i * bw:(i + 1) * bw], seed_names)
         chunks.append(res)
     out = {k: win.stitch(np.concatenate([c[k] for c in chunks])).astype(np.float32) for k in chunks[0]}
