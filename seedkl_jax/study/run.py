@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +60,23 @@ class StudyConfig:
 
 
 def run_study(cfg: StudyConfig, *, progress: bool = True, shard: tuple[int, int] = (0, 1),
-              aggregate: bool = True) -> Path | None:
+              aggregate: bool = True, write: bool = True,
+              agree: Callable[[np.ndarray], np.ndarray] | None = None) -> Path | None:
     """Run (or resume) the study described by `cfg`; returns the path of report.md.
 
     Multi-host (seedkl_jax.distributed): `shard=(index, count)` computes and persists only the groups
     whose position i in `Suite.groups()` has i % count == index (and `--overwrite` clears only those);
     `aggregate=False` returns None after persisting, before the final outputs.
+    Global-mesh mode runs this on every process at once (cfg.mesh spanning them all): `write=False`
+    computes but writes nothing into --out (no study.json, groups or outputs; returns None), and
+    `agree(done) -> done` maps this process's bool [n_groups] "already persisted" mask to the one every
+    process uses (process 0's), so that all enter the same groups' collectives in the same order.
     """
     from seedkl_jax.kernels.windows import check_window
 
     suite = cfg.suite.validate()
     check_window(cfg.window, cfg.overlap)
-    out = store.check_writable(Path(cfg.out))
+    out = store.check_writable(Path(cfg.out)) if write else Path(cfg.out).expanduser().resolve()
     check_complete(suite, cfg.cache_dir, cfg.dtype)
     tok, tok_source = _tokenizer(cfg, suite)
     if cfg.vocab_size is not None:
@@ -90,10 +96,11 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, shard: tuple[int, int]
     reference = unigram_logprobs(counts if counts is not None else counts_from_ids(text.ids, tok.vocab_size),
                                  tok.vocab_size)
     mine = suite.groups()[shard[0]::shard[1]]
-    store.claim(out, settings, cfg.overwrite, write=True, groups=mine)
+    if write:
+        store.claim(out, settings, cfg.overwrite, write=True, groups=mine)
 
-    _compute_groups(cfg, suite, mine, text, tok, tok_source, np.asarray(reference), out, progress)
-    if not aggregate:
+    _compute_groups(cfg, suite, mine, text, tok, tok_source, np.asarray(reference), out, progress, write, agree)
+    if not aggregate or not write:
         return None
     return _write_outputs(cfg, suite, text, meta, out)
 
@@ -173,14 +180,19 @@ def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok) -> dict[str, Any]
 # ---------------------------------------------------------------- groups
 
 
-def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, progress) -> None:
-    """Compute and persist every group of `groups` that has no valid file in out/groups yet."""
+def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, progress, write=True,
+                    agree=None) -> None:
+    """Compute and persist every group of `groups` that has no valid file in out/groups yet
+    (which ones: this process's view, or `agree`'s; persisted only if `write`)."""
     from tqdm import tqdm
 
     from seedkl_jax.kernels.compare import compare_stacked
 
     n_pos = text.n_positions
-    todo = [g for g in groups if store.load_group(out, *g, suite.seeds, n_pos) is None]
+    done = np.array([write and store.load_group(out, *g, suite.seeds, n_pos) is not None for g in groups], bool)
+    if agree is not None:
+        done = np.asarray(agree(done), bool)
+    todo = [g for g, d in zip(groups, done) if not d]
     exit_after = int(os.environ.get(EXIT_AFTER_GROUPS_ENV, "0") or 0)
     tok_check = None if suite.is_local else _TokenizerCheck(tok, tok_source)
     bar = tqdm(total=len(groups), initial=len(groups) - len(todo), desc="groups", unit="group", disable=not progress)
@@ -200,7 +212,8 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
             arrays = {k: np.asarray(v) for k, v in arrays.items()}
             dt = time.perf_counter() - t0
             del stacked
-            store.save_group(out, size, step, list(suite.seeds), arrays)
+            if write:
+                store.save_group(out, size, step, list(suite.seeds), arrays)
             bar.update(1)
             bar.set_postfix_str(f"{n_pos / dt:,.0f} tok/s, {n_pos * len(suite.seeds) / dt:,.0f} tok*seeds/s")
             if exit_after and i + 1 >= exit_after:
