@@ -1,17 +1,28 @@
 """Multi-host runs: one process per host (or per GPU), all JAX processes joined into one runtime.
 
-Why this split of the work: a study is many independent (size, step) groups, each a single fused
-kernel call over that group's S seeds. Cross-host collectives inside a group would buy nothing but
-network traffic, so groups are dealt round-robin to processes (`share`) and each process runs the
-kernel for its groups on a mesh of its *local* devices (positions split over them). Every device is
-busy while there are at least as many groups as processes (a polypythia sweep has 5 sizes x 20
-steps = 100 groups). Each group's arrays are written by its owner into the shared `--out`
-(`groups/<size>/step<step>.npz`, atomically); after a barrier, process 0 runs the aggregation —
-the same resume path a single-process rerun takes, so the output contract is unchanged.
+A study is many independent (size, step) groups, each a single fused kernel call over that group's
+S seeds and all the text's windows. Two ways to spread it over the processes (`mode`):
+
+"groups" (default): groups are dealt round-robin to processes (`share`); each runs the kernel for its
+groups on a mesh of its *local* devices (windows split over them) and writes their arrays into the
+shared `--out` (`groups/<size>/step<step>.npz`, atomically); after a barrier process 0 runs the
+aggregation — the same resume path a single-process rerun takes. No cross-host traffic but two tiny
+all-gathers and the barriers; every device is busy while groups >= processes (a polypythia sweep has
+5 sizes x 20 steps = 100 groups), and each checkpoint is loaded by one process only.
+
+"global": every process runs every group together on one mesh over `jax.devices()` (all processes'
+devices, axis "data"): a group's windows are split over every device of the job, so all are busy
+whenever a group has >= as many windows as there are devices (long texts; few or a single group).
+Each process loads each group's params itself (no param traffic); each batch's per-position results
+are all-gathered to every process. Process 0 alone writes into `--out` (study.json, groups, outputs);
+which groups remain (resume) is process 0's view, broadcast, so every process enters the same
+collectives in the same order.
+
+Either way the output contract is that of `seedkl run`.
 
     initialize(coordinator=None, num_processes=None, process_id=None) -> bool   multi-process?
-    process_index(), process_count(), barrier(name), share(items)
-    run_study_distributed(cfg) -> report path on process 0, None elsewhere
+    process_index(), process_count(), barrier(name), share(items), local_mesh(), global_mesh()
+    run_study_distributed(cfg, mode="groups"|"global") -> report path on process 0, None elsewhere
 
 `initialize` must run before anything touches a JAX device. Where the arguments come from, first
 match wins: the arguments; $SEEDKL_COORDINATOR / $SEEDKL_NUM_PROCESSES / $SEEDKL_PROCESS_ID;
@@ -159,47 +170,81 @@ def local_mesh(axis: str = "data"):
     return Mesh(np.array(jax.local_devices()), (axis,))
 
 
-def run_study_distributed(cfg: Any, *, progress: bool = True,
-                          barrier_timeout_s: float = 24 * 3600) -> Path | None:
-    """The study over all processes: own share of groups, barrier, process 0 aggregates.
+def global_mesh(axis: str = "data"):
+    """A 1-axis mesh of every process's devices (same order on all): what "global" mode runs on."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
 
-    Needs `run_study(cfg, *, shard=(index, count), aggregate=False)` from seedkl_jax.study.run:
-    computes and persists only groups i with i % count == index (in `suite.groups()` order; with
-    --overwrite it clears only those), and returns without writing the aggregate outputs. The
-    aggregation on process 0 is the plain `run_study(cfg)` without --overwrite: every group file
-    exists, so it only reads them (resume) and writes the outputs. Each process computes on a mesh of
-    its local devices (cfg.mesh, when unset). Logs one line per process naming its groups.
+    return Mesh(np.array(jax.devices()), (axis,))
+
+
+def agree_with_process_0(values):
+    """Process 0's `values` (a numpy array, same shape and dtype on every process), on every process.
+
+    A collective (`broadcast_one_to_all`): each process must call it at the same point."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    values = np.asarray(values)
+    return np.asarray(multihost_utils.broadcast_one_to_all(values.astype(np.int32))).astype(values.dtype)
+
+
+MODES = ("groups", "global")
+
+
+def run_study_distributed(cfg: Any, *, mode: str = "groups", progress: bool = True,
+                          barrier_timeout_s: float = 24 * 3600) -> Path | None:
+    """The study over all processes, split by `mode` (see the module docstring).
+
+    "groups": own share of groups, barrier, process 0 aggregates. Uses `run_study(cfg, *,
+    shard=(index, count), aggregate=False)` from seedkl_jax.study.run: computes and persists only
+    groups i with i % count == index (in `suite.groups()` order; with --overwrite it clears only
+    those), and returns without writing the aggregate outputs. The aggregation on process 0 is the
+    plain `run_study(cfg)` without --overwrite: every group file exists, so it only reads them
+    (resume) and writes the outputs. Each process computes on a mesh of its local devices (cfg.mesh,
+    when unset). Logs one line per process naming its groups.
+
+    "global": `run_study(cfg, write=index == 0, agree=agree_with_process_0)` on every process with
+    cfg.mesh = `global_mesh()` (when unset); progress bars on process 0 only. Logs one line per process.
     """
     import dataclasses
-    import inspect
 
     import jax
     import numpy as np
 
     from seedkl_jax.study import run as study_run
 
+    if mode not in MODES:
+        raise SeedKLError(f"--multihost_mode={mode!r}: use one of {', '.join(MODES)}")
     index, count = process_index(), process_count()
     if count == 1:
         return study_run.run_study(cfg, progress=progress)
-    params = inspect.signature(study_run.run_study).parameters
-    if not {"shard", "aggregate"} <= set(params):
-        raise NotImplementedError(
-            "seedkl_jax.study.run.run_study lacks the multi-host hook: it needs keyword arguments "
-            "shard=(index, count) [compute+persist only groups g_i with i % count == index] and "
-            "aggregate: bool [False = return after persisting groups]; see seedkl_jax/distributed.py")
+    if jax.device_count() != count * jax.local_device_count():  # the all-gathers below need equal counts
+        raise SeedKLError(f"process {index} has {jax.local_device_count()} of the job's {jax.device_count()} "
+                          f"devices, not 1/{count} of them; give every process the same number of devices "
+                          "(e.g. one GPU per process, or the same --xla_force_host_platform_device_count)")
     if cfg.mesh is None:
-        cfg = dataclasses.replace(cfg, mesh=local_mesh())
+        cfg = dataclasses.replace(cfg, mesh=local_mesh() if mode == "groups" else global_mesh())
     # Same study everywhere? A host started with other flags would split a different group list.
     from jax.experimental import multihost_utils
 
-    key = repr((cfg.suite, os.path.abspath(cfg.text), os.path.abspath(cfg.out), cfg.window, cfg.overlap,
-                cfg.vocab_chunk, cfg.dtype, cfg.overwrite))
+    key = repr((mode, cfg.suite, os.path.abspath(cfg.text), os.path.abspath(cfg.out), cfg.window,
+                cfg.overlap, cfg.vocab_chunk, cfg.dtype, cfg.overwrite))
     digest = np.frombuffer(hashlib.sha256(key.encode()).digest()[:8], np.int64)
     digests = multihost_utils.process_allgather(digest).reshape(-1)  # a cross-process collective
     if len(set(digests.tolist())) > 1:
         differ = [i for i, d in enumerate(digests.tolist()) if d != digests[0]]
         raise SeedKLError(f"processes {differ} were started with other study flags than process 0; "
                           "start every process with the same seedkl run flags")
+    if mode == "global":
+        print(f"seedkl process {index} of {count}: {jax.local_device_count()} local / {jax.device_count()} "
+              f"devices; every group on the global mesh {dict(cfg.mesh.shape)}; "
+              + ("writes --out" if index == 0 else "process 0 writes --out"), flush=True)
+        out = study_run.run_study(cfg, write=index == 0, agree=agree_with_process_0,
+                                  progress=progress and index == 0)
+        barrier("outputs-written", barrier_timeout_s)
+        return out
     mine = share(cfg.suite.groups(), index, count)
     print(f"seedkl process {index} of {count}: {jax.local_device_count()} local / {jax.device_count()} "
           f"devices; groups {[f'{size}@{step}' for size, step in mine]}", flush=True)
