@@ -1,12 +1,14 @@
-"""Multi-host: initialize() wiring, the round-robin split, and a real two-process run on localhost.
+"""Multi-host: initialize() wiring, the round-robin split, and real two-process runs on localhost.
 
-The two-process test starts launch/multihost.py twice (process 0 and 1, each a CPU JAX with 2
+The two-process tests start launch/multihost.py twice (process 0 and 1, each a CPU JAX with 2
 emulated devices, joined by jax.distributed over a free localhost port with gloo collectives) on a
-small local suite, and checks that the results equal a single-process run's to 1e-6, that the two
-processes split the groups between them, and that the final outputs were written once. The
-single-process run reads the params cache the two processes wrote, so an entry that a process of a
-multi-process job left unreadable fails it too. Every wait is bounded (init/barrier timeouts,
-subprocess timeout), so a hang fails the test instead of blocking CI.
+small local suite, and check that the results equal a single-process run's to 1e-6 and that the
+final outputs were written once, by process 0. "groups" mode: the two processes split the groups
+between them. "global" mode: every group's windows are split over all 4 devices of both processes,
+and process 1 runs under an audit hook that fails it on any write into --out. The single-process
+runs read the params cache the two processes wrote, so an entry that a process of a multi-process
+job left unreadable fails them too. Every wait is bounded (init/barrier timeouts, subprocess
+timeout), so a hang fails the test instead of blocking CI.
 """
 from __future__ import annotations
 
@@ -119,14 +121,41 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_processes(flags: list[str], n: int, devices: int, timeout: float = 420) -> list[str]:
-    """launch/multihost.py as n localhost processes; returns their outputs (fails on error/hang)."""
+# Runs a script with an audit hook that fails the process on any write below a folder (argv[1]).
+READ_ONLY = r"""
+import os, runpy, sys
+root, script = os.path.realpath(sys.argv[1]), sys.argv[2]
+WRITES = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+CHANGES = {"os.rename", "os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.link", "os.symlink",
+           "os.truncate", "os.utime", "shutil.rmtree", "shutil.move", "shutil.copyfile"}
+def inside(p):
+    if not isinstance(p, (str, bytes, os.PathLike)):
+        return False
+    p = os.path.realpath(os.fsdecode(p))
+    return p == root or p.startswith(root + os.sep)
+def guard(event, args):
+    if (event == "open" and isinstance(args[2], int) and args[2] & WRITES and inside(args[0])) or (
+            event in CHANGES and any(inside(a) for a in args)):
+        print(f"WRITE-GUARD: {event} {args}", file=sys.stderr, flush=True)
+        raise PermissionError(f"write into {root}: {event} {args}")
+sys.addaudithook(guard)
+sys.argv = [script, *sys.argv[3:]]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def _run_processes(flags: list[str], n: int, devices: int, timeout: float = 420,
+                   read_only: Path | None = None) -> list[str]:
+    """launch/multihost.py as n localhost processes; returns their outputs (fails on error/hang).
+
+    read_only: processes 1..n-1 fail on any write below this folder (see READ_ONLY)."""
     port = _free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "launch" / "multihost.py"),
-                               f"--coordinator=127.0.0.1:{port}", f"--num_processes={n}", f"--process_id={i}",
-                               "--init_timeout=60", "--barrier_timeout=240", *flags],
+    script = str(ROOT / "launch" / "multihost.py")
+    procs = [subprocess.Popen([sys.executable, *(["-c", READ_ONLY, str(read_only)] if read_only and i else []),
+                               script, f"--coordinator=127.0.0.1:{port}", f"--num_processes={n}",
+                               f"--process_id={i}", "--init_timeout=60", "--barrier_timeout=240", *flags],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in range(n)]
     logs = []
@@ -145,17 +174,13 @@ def _run_processes(flags: list[str], n: int, devices: int, timeout: float = 420)
             if p.poll() is None:
                 p.kill()
                 p.communicate()
-    for i, (p, log) in enumerate(zip(procs, logs)):
-        assert p.returncode == 0, f"process {i} exited {p.returncode}:\n{log[-4000:]}"
+    failed = [i for i, p in enumerate(procs) if p.returncode != 0]
+    assert not failed, "\n".join(f"--- process {i} exited {procs[i].returncode}:\n{logs[i][-4000:]}" for i in failed)
     return logs
 
 
 @pytest.mark.slow
 def test_two_processes_equal_one_process(lab, tmp_path):
-    import polars as pl
-
-    from seedkl_jax.study import store
-
     out2, cache = tmp_path / "two", tmp_path / "cache"
     logs = _run_processes(lab["flags"] + [f"--out={out2}", f"--cache_dir={cache}"], n=2, devices=2)
 
@@ -168,10 +193,32 @@ def test_two_processes_equal_one_process(lab, tmp_path):
     every = [f"{size}@{step}" for size in SIZES for step in STEPS]
     assert owned[0] and owned[1] and sorted(owned[0] + owned[1]) == sorted(every)
     assert "report.md" in logs[0] and "report.md" not in logs[1]  # outputs written once, by process 0
+    _assert_equals_one_process(lab["flags"], out2, cache)
 
-    # the reference: one process, one device, same flags, restoring the params the two cached
-    out1 = tmp_path / "one"
-    ref_log = _run_processes(lab["flags"] + [f"--out={out1}", f"--cache_dir={cache}"], n=1, devices=1)[0]
+
+@pytest.mark.slow
+def test_two_processes_on_one_global_mesh_equal_one_process(lab, tmp_path):
+    out2, cache = tmp_path / "two", tmp_path / "cache"
+    logs = _run_processes(lab["flags"] + ["--multihost_mode=global", f"--out={out2}", f"--cache_dir={cache}"],
+                          n=2, devices=2, read_only=out2)
+    for i, log in enumerate(logs):
+        assert f"seedkl process {i} of 2: 2 local / 4 devices; every group on the global mesh {{'data': 4}}" \
+            in log, f"process {i} did not report the global mesh:\n{log[-3000:]}"
+        assert "WRITE-GUARD" not in log, log[-3000:]
+    assert "report.md" in logs[0] and "report.md" not in logs[1]  # outputs written once, by process 0
+    assert "tok/s" in logs[0] and "tok/s" not in logs[1]  # progress bars: process 0 only
+    _assert_equals_one_process(lab["flags"], out2, cache)
+
+
+def _assert_equals_one_process(flags: list[str], out2: Path, cache: Path) -> None:
+    """Run the reference (one process, one device, same flags, restoring the params the two processes
+    cached) beside out2 and check every group file and final table equal out2's to 1e-6."""
+    import polars as pl
+
+    from seedkl_jax.study import store
+
+    out1 = out2.parent / "one"
+    ref_log = _run_processes(flags + [f"--out={out1}", f"--cache_dir={cache}"], n=1, devices=1)[0]
     assert "unreadable cache entry" not in ref_log, ref_log[-3000:]
     for size in SIZES:
         for step in STEPS:
