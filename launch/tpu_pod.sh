@@ -9,7 +9,9 @@
 # `run` starts launch/multihost.py on all workers at once (jax.distributed finds the coordinator and
 # the worker ids from the TPU metadata, so no --coordinator). --out, --text and $SEEDKL_CACHE must be
 # on storage every worker sees (Filestore/NFS mount, or a GCS FUSE mount) — each worker writes its
-# own groups there and worker 0 reads them all to write the outputs.
+# own groups there and worker 0 reads them all to write the outputs. Flags after `run` go to
+# multihost.py unchanged, e.g. --multihost_mode=global to run each group over all chips of the pod
+# (few groups, long texts; see launch/README.md).
 set -euo pipefail
 : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}"
 PROJECT_FLAG=${PROJECT:+--project=$PROJECT}
