@@ -18,9 +18,14 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 from seedkl_jax.convert.mapping import state_dict_to_params
 from seedkl_jax.errors import SeedKLError
 from seedkl_jax.kernels.compare import compare, compare_stacked, stack_params
-from seedkl_jax.kernels.divergence import divergence_jit, unigram_logprobs
+from seedkl_jax.kernels.divergence import (
+    chunking,
+    default_cache_logits,
+    divergence_jit,
+    unigram_logprobs,
+)
 from seedkl_jax.kernels.windows import make_windows, window_starts
-from seedkl_jax.models.gpt_neox import NeoXConfig
+from seedkl_jax.models.gpt_neox import NeoXConfig, hidden_states
 
 V_PAD, V_REAL = 50304, 50277
 HF_KW = dict(vocab_size=V_PAD, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -130,7 +135,8 @@ def _dyadic(rng, shape, scale):
 
 @pytest.mark.parametrize("case", ["one_far_above", "near_uniform", "very_negative"])
 @pytest.mark.parametrize("form", ["pair", "einsum"])
-def test_hard_distributions(case, form):
+@pytest.mark.parametrize("cache", [False, True])
+def test_hard_distributions(case, form, cache):
     """h/W built so the float32 logits are exact; the kernel must then match float64 to the bound."""
     rng = np.random.RandomState(3)
     S, P, D, V, Vr = 3, 6, 9, 1000, 997
@@ -153,8 +159,62 @@ def test_hard_distributions(case, form):
     want = oracle(z, targets, Vr, ref)
     for chunk, block in ((128, 4), (997, None)):  # 4: two position blocks, the second half padding
         out = divergence_jit(h, w, targets, ref, vocab_size=Vr, vocab_chunk=chunk, position_block=block,
-                             form=form)
+                             form=form, cache_logits=cache)
         assert_close({k: np.asarray(v) for k, v in out.items()}, want)
+
+
+@pytest.mark.parametrize("form,with_ref,vocab_size", [
+    ("pair", True, V_REAL), ("pair", False, V_REAL), ("einsum", True, V_REAL), ("einsum", False, V_REAL),
+    ("pair", True, V_PAD),  # no padding masked; the last chunk's slice is clamped and overlaps
+])
+def test_cached_logits_match_recompute_and_oracle(suite, form, with_ref, vocab_size):
+    """Pass 2 reading pass 1's logits gives what recomputing them gives, and the float64 answer.
+
+    46 positions (2 texts x 23) in blocks of 16: the last block is part padding. C=5000 does not
+    divide V_r = 50,277, so the last chunk holds padded ids (logits ≈ 9.6, near the top) to mask.
+    """
+    torch_models, models = suite
+    rng = np.random.RandomState(7)
+    ids = random_text(24, rng, batch=2)
+    ref = unigram_logprobs(rng.poisson(0.5, vocab_size), vocab_size) if with_ref else None
+    stacked = stack_params([m.params for m in models])
+    h = jax.vmap(lambda p: hidden_states(p, models[0].config, ids[:, :-1]))(stacked)  # [S,2,23,D]
+    run = lambda cache: {k: np.asarray(v) for k, v in divergence_jit(
+        h, stacked["embed_out"], ids[:, 1:], ref, vocab_size=vocab_size, vocab_chunk=5000, position_block=16,
+        form=form, cache_logits=cache).items()}
+    cached, recomputed = run(True), run(False)
+    assert set(cached) == set(recomputed) == {"kl", "surprisal", "entropy", "kl_uniform"} | (
+        {"kl_unigram"} if with_ref else set())
+    for k in cached:
+        diff = np.abs(cached[k].astype(np.float64) - recomputed[k]) / np.maximum(1.0, np.abs(recomputed[k]))
+        assert diff.max() <= 1e-6, f"{k}: cached vs recompute {diff.max():.2e}"
+    want = oracle(hf_logits(torch_models, ids)[:, :, :-1], ids[:, 1:], vocab_size, ref)
+    assert_close(cached, want)
+    assert want["kl"].max() > 0.05
+
+
+def test_cached_logits_working_set():
+    """The cache holds one block's logits [n,S,Pb,C], and no more as the positions grow 8x.
+
+    XLA's compiled temp memory: the cached kernel's includes the S·Pb·n·C·4-byte buffer, the
+    recompute kernel's does not, and neither grows by a buffer from 64 to 512 positions.
+    """
+    S, D, V, Vr, Pb = 3, 8, 1000, 997, 32
+    n, C = chunking(Vr, V, 128)
+    buffer = S * Pb * n * C * 4
+
+    def temp(P, cache):
+        spec = lambda *shape: jax.ShapeDtypeStruct(shape, np.float32)
+        t = jax.ShapeDtypeStruct((P,), np.int32)
+        return divergence_jit.lower(spec(S, P, D), spec(S, D, V), t, None, vocab_size=Vr, vocab_chunk=128,
+                                    position_block=Pb, cache_logits=cache).compile().memory_analysis().temp_size_in_bytes
+
+    small, large = {c: temp(64, c) for c in (False, True, None)}, {c: temp(512, c) for c in (False, True)}
+    assert small[True] >= buffer and large[True] >= buffer, (small, large, buffer)
+    assert small[False] < buffer, (small, buffer)
+    assert large[True] - small[True] < buffer and large[False] - small[False] < buffer, (small, large, buffer)
+    assert small[None] == small[default_cache_logits()]  # None resolves to the backend's default
+    assert default_cache_logits("cpu") is False and default_cache_logits("gpu") is True
 
 
 @pytest.mark.parametrize("n,window,overlap", [(2, 4, 1), (9, 8, 3), (10, 8, 3), (30, 8, 3), (33, 7, 0), (40, 8, 7)])

@@ -3,15 +3,16 @@
 Why: the paper's pipeline writes every seed's full-vocabulary log-prob matrix to disk (fp16) and
 reloads it pair by pair. Here the S×S KLs, surprisal, entropy and the two baselines are reduced on
 device, straight from the final hidden states, one vocabulary chunk of C ids and one block of Pb
-positions at a time, so the working set is O(S·Pb·C) (plus the S²·P results) instead of O(S·P·V).
+positions at a time, so the working set is O(S·Pb·C), or O(S·Pb·V) with cached logits (below),
+plus the S²·P results, instead of O(S·P·V): bounded whatever the number of positions P.
 
 Axes: S seeds, P positions (leading position axes are flattened into P), Pb a block of positions,
 D width, V padded vocab rows (e.g. 50,304), V_r ≤ V the real vocab (e.g. 50,277: ids ≥ V_r are
-masked out — the paper's slice-and-renormalise), C vocab chunk.
+masked out — the paper's slice-and-renormalise), C vocab chunk, n = ⌈V_r/C⌉ chunks.
 
 Inputs: h [S,P,D] final hidden states, W [S,D,V] output embeddings, x [P] next-token ids (< V_r),
 r [V_r] optional reference log-probs (normalised; see `check_reference`, `unigram_logprobs`).
-For each block of Pb positions (`lax.map`), two passes over the C-wide chunks of W (`lax.scan`):
+For each block of Pb positions (`lax.map`), two passes over the n C-wide chunks of W (`lax.scan`):
 
     z_s = h_s W_s                                           [S,Pb,C] per chunk, never [S,P,V]
     pass 1: m_s = max_{v<V_r} z_s,  l_s = log Σ_{v<V_r} e^{z_s − m_s}       [S,Pb] (online rescaling)
@@ -29,6 +30,15 @@ negative, and the diagonal (lp_i − lp_i = 0, p_i − p_i = 0) is exactly 0 wit
 The same form serves the two baselines (p_j replaced by the uniform / unigram distribution).
 Log-probs are formed as (z − m) − l, never via lse = m + l, so they stay exact to float32 even when
 all logits sit far from 0 (at z ≈ −4096 lse itself has an ulp of 5e-4).
+
+Both passes need every chunk's z, and pass 2 needs m, l, which only exist after the last chunk of
+pass 1. `cache_logits=False` recomputes z in pass 2 (the unembedding, 2·D·V FLOPs per position and
+seed, runs twice); `cache_logits=True` has pass 1 emit each chunk's z as its scan output, a buffer
+Z [n,S,Pb,C] that pass 2 scans over instead. The values are the same matmul on the same operands,
+so both paths agree bitwise in practice (tests hold them to 1e-6). The price is the buffer:
+S·Pb·n·C·4 bytes ≈ S·Pb·V·4 per block (S=5, Pb=1024, V=50,304: 1.03 GB; Pb=256: 258 MB), still
+independent of P since blocks run one after another. The None default is backend-dependent, see
+`default_cache_logits`.
 
 `form="einsum"` computes kl_ij = −H_i − Σ_v p_i lp_j as a batched matmul instead (clamped at 0 after
 the sum). benchmarks/kernel_vs_naive.py measures both: "pair" is the default — on CPU about as fast,
@@ -56,8 +66,34 @@ HIGHEST = jax.lax.Precision.HIGHEST
 # set at these defaults: ~35 MB, whatever V.
 DEFAULT_VOCAB_CHUNK = 2048
 DEFAULT_POSITION_BLOCK = 256
+# Pb when the logits are cached (section 4 of the benchmark). On an H200 (pair form, T=2048) the
+# cached kernel took 24.4 / 20.8 / 18.9 / 19.7 ms at Pb = 256 / 512 / 1024 / 2048, recompute at its
+# default Pb=256 28.9 ms (best recompute, Pb=1024: 21.3 ms). The buffer is S·Pb·V·4 bytes: 1.03 GB
+# at S=5, V=50,304 (compiled temp 1.07 GB). The cache is off by default on CPU; forcing it there,
+# Pb 256 and 512 ran within noise of each other and of recompute at Pb=256 (3.9–4.1 s), so pass
+# position_block=256 with it to keep the buffer at ~260 MB.
+DEFAULT_POSITION_BLOCK_CACHED = 1024
 DEFAULT_FORM = "pair"
 FORMS = ("pair", "einsum")
+
+
+def default_cache_logits(backend: str | None = None) -> bool:
+    """What `divergence(cache_logits=None)` does: cache each block's logits except on CPU.
+
+    Measured (benchmarks/kernel_vs_naive.py section 4, pythia-14m shape, S=5, T=2048, V=50,304):
+    - CPU (2 shared cores, two runs): cached/recompute time 0.82× at Pb=32, 0.88–0.89× at 64,
+      0.95× at 128, 0.97–1.03× at 256, 1.04× at 512, 1.05× at 1024 (noise ±5%). The cache only
+      helps at small blocks, which are slower either way; the fastest configuration of each path
+      (Pb 256–512, 3.75–3.9 s) ran equally fast, so the second matmul is not what bounds the CPU
+      kernel (not profiled further), while the cache multiplies the kernel's temp memory 8× (35 →
+      280 MB at Pb=256). Not worth it: recompute.
+    - GPU (one H200): cached 0.80–0.90× of recompute at Pb ≥ 256 in both forms, and its best
+      configuration (Pb=1024) took 0.65× the time of the recompute default (Pb=256). Memory is
+      plentiful there, so cache.
+    Other accelerators (TPU) were not measured; assumed to behave like the GPU (memory-rich, and a
+    float32 HIGHEST matmul costs more there, so dropping one is worth more).
+    """
+    return (backend or jax.default_backend()) != "cpu"
 
 
 def unigram_logprobs(counts: np.ndarray, vocab_size: int | None = None, alpha: float = 0.5) -> np.ndarray:
@@ -155,38 +191,47 @@ def _flatten(h, w, targets, vocab_size, form):
     return h, w.astype(jnp.float32), targets.reshape(-1), pos_shape
 
 
-def _block(h, targets, w, ref, *, vocab_size: int, n: int, C: int, form: str) -> dict:
-    """Both vocab passes for one block of positions: h [S,Pb,D], targets [Pb] -> raw outputs [..,Pb]."""
+def _block(h, targets, w, ref, *, vocab_size: int, n: int, C: int, form: str, cache: bool) -> dict:
+    """Both vocab passes for one block of positions: h [S,Pb,D], targets [Pb] -> raw outputs [..,Pb].
+
+    cache=True: pass 1 also emits each chunk's logits (scan output, [n,S,Pb,C] = S·Pb·V' floats,
+    V' = n·C) and pass 2 reads them back instead of repeating the matmul.
+    """
     S, P, _ = h.shape
     cols = jnp.arange(C)
     log_vr = math.log(vocab_size)
 
-    def chunk(k):
-        """Logits of chunk k [S,Pb,C], which of its columns count ([C] bool), and its first id.
+    def window(k):
+        """Chunk k's first id and which of its C columns count ([C] bool).
 
         The slice start is clamped so it stays inside V; columns an earlier chunk already covered
         (id < k·C) or beyond the real vocab (id ≥ V_r) are masked instead of padding W.
         """
         start = jnp.minimum(k * C, w.shape[-1] - C)
-        wc = jax.lax.dynamic_slice_in_dim(w, start, C, axis=2)
-        z = jnp.einsum("spd,sdc->spc", h, wc, precision=HIGHEST, preferred_element_type=jnp.float32)
         ids = start + cols
-        return z, (ids >= k * C) & (ids < vocab_size), start
+        return start, (ids >= k * C) & (ids < vocab_size)
+
+    def logits(start):  # [S,Pb,C]
+        wc = jax.lax.dynamic_slice_in_dim(w, start, C, axis=2)
+        return jnp.einsum("spd,sdc->spc", h, wc, precision=HIGHEST, preferred_element_type=jnp.float32)
 
     def lse_step(carry, k):  # online logsumexp: rescale the running sum when the max grows
         m, s = carry
-        z, valid, _ = chunk(k)
-        z = jnp.where(valid, z, -jnp.inf)
-        m_new = jnp.maximum(m, z.max(-1))
-        s = s * jnp.exp(m - m_new) + jnp.exp(z - m_new[..., None]).sum(-1)
-        return (m_new, s), None
+        start, valid = window(k)
+        z = logits(start)
+        zm = jnp.where(valid, z, -jnp.inf)
+        m_new = jnp.maximum(m, zm.max(-1))
+        s = s * jnp.exp(m - m_new) + jnp.exp(zm - m_new[..., None]).sum(-1)
+        return (m_new, s), (z if cache else None)  # unmasked: pass 2 masks it exactly as when recomputed
 
     init = (jnp.full((S, P), -jnp.inf, jnp.float32), jnp.zeros((S, P), jnp.float32))
-    (m, s), _ = jax.lax.scan(lse_step, init, jnp.arange(n))  # chunk 0 always has a valid column
+    (m, s), zs = jax.lax.scan(lse_step, init, jnp.arange(n))  # chunk 0 always has a valid column
     logs = jnp.log(s)
 
-    def acc_step(acc, k):
-        z, valid, start = chunk(k)
+    def acc_step(acc, x):
+        k, z = x
+        start, valid = window(k)
+        z = logits(start) if z is None else z  # the same values either way: one matmul, same operands
         lp = jnp.where(valid, (z - m[..., None]) - logs[..., None], 0.0)
         p = jnp.where(valid, jnp.exp(lp), 0.0)
         r = None if ref is None else jnp.where(valid, jax.lax.dynamic_slice_in_dim(ref, start, C), 0.0)
@@ -196,24 +241,30 @@ def _block(h, targets, w, ref, *, vocab_size: int, n: int, C: int, form: str) ->
 
     zeros = jnp.zeros((S, P), jnp.float32)
     acc = (jnp.zeros((S, S, P), jnp.float32), zeros, zeros, None if ref is None else zeros)
-    (kl, neg_ent, ku, kg), _ = jax.lax.scan(acc_step, acc, jnp.arange(n))
+    (kl, neg_ent, ku, kg), _ = jax.lax.scan(acc_step, acc, (jnp.arange(n), zs))
     return _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets)
 
 
 def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab_chunk: int | None = None,
-               position_block: int | None = None, form: str = DEFAULT_FORM) -> dict[str, jax.Array]:
+               position_block: int | None = None, form: str = DEFAULT_FORM,
+               cache_logits: bool | None = None) -> dict[str, jax.Array]:
     """The fused, vocab-chunked kernel (traceable; call under jit).
 
     h [S,*B,D], w [S,D,V], targets [*B] int (< vocab_size), reference_logprobs [vocab_size] or None.
     Returns kl [*B,S,S], surprisal/entropy/kl_uniform[/kl_unigram] [*B,S], float32.
     Positions run in blocks of `position_block` (Pb) so the per-chunk temporaries [S,Pb,C] stay
-    cache-sized; peak memory is O(S·Pb·C), independent of V and of the number of positions.
+    cache-sized. cache_logits: keep a block's logits Z [n,S,Pb,C] from pass 1 for pass 2 instead of
+    recomputing them (None: `default_cache_logits()`; Pb then defaults to
+    DEFAULT_POSITION_BLOCK_CACHED). Peak memory is O(S·Pb·C) without the cache, S·Pb·V·4 bytes
+    (+ O(S·Pb·C)) with it; either way independent of the number of positions.
     """
     form = form or DEFAULT_FORM
     h, w, targets, pos_shape = _flatten(h, w, targets, vocab_size, form)
     S, P, D = h.shape
     n, C = chunking(vocab_size, w.shape[-1], vocab_chunk)
-    Pb = min(DEFAULT_POSITION_BLOCK if position_block is None else int(position_block), P)
+    cache = default_cache_logits() if cache_logits is None else bool(cache_logits)
+    default_pb = DEFAULT_POSITION_BLOCK_CACHED if cache else DEFAULT_POSITION_BLOCK
+    Pb = min(default_pb if position_block is None else int(position_block), P)
     if Pb < 1:
         raise SeedKLError(f"position_block: {position_block} must be ≥ 1")
     nb = -(-P // Pb)
@@ -226,7 +277,8 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     # sharded inside every block and all devices work on each block together.
     hb = jnp.moveaxis(h.reshape(S, Pb, nb, D), 2, 0)  # [nb,S,Pb,D]
     tb = targets.reshape(Pb, nb).T                    # [nb,Pb]
-    block = functools.partial(_block, w=w, ref=ref, vocab_size=vocab_size, n=n, C=C, form=form)
+    block = functools.partial(_block, w=w, ref=ref, vocab_size=vocab_size, n=n, C=C, form=form,
+                              cache=cache)
     raw = jax.lax.map(lambda x: block(*x), (hb, tb))  # leaves [nb,..,Pb]
     raw = jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1).reshape(a.shape[1:-1] + (nb * Pb,))[..., :P], raw)
     return _finish(raw, form, pos_shape)
@@ -255,9 +307,14 @@ def divergence_naive(h, w, targets, *, vocab_size: int, reference_logprobs=None,
 KERNELS = {"fused": divergence, "naive": divergence_naive}
 
 
-@functools.partial(jax.jit, static_argnames=("vocab_size", "vocab_chunk", "position_block", "form", "kernel"))
+@functools.partial(jax.jit, static_argnames=("vocab_size", "vocab_chunk", "position_block", "form", "kernel",
+                                             "cache_logits"))
 def divergence_jit(h, w, targets, reference_logprobs=None, *, vocab_size, vocab_chunk=None,
-                   position_block=None, form=DEFAULT_FORM, kernel="fused"):
-    """`divergence` / `divergence_naive` under jit (for tests, benchmarks and direct use)."""
+                   position_block=None, form=DEFAULT_FORM, kernel="fused", cache_logits=None):
+    """`divergence` / `divergence_naive` under jit (for tests, benchmarks and direct use).
+
+    cache_logits applies to the fused kernel only (the naive one holds all logits anyway and ignores it).
+    """
     return KERNELS[kernel](h, w, targets, vocab_size=vocab_size, reference_logprobs=reference_logprobs,
-                           vocab_chunk=vocab_chunk, position_block=position_block, form=form)
+                           vocab_chunk=vocab_chunk, position_block=position_block, form=form,
+                           cache_logits=cache_logits)
