@@ -2,6 +2,7 @@
 
     python benchmarks/kernel_vs_naive.py [--seeds=5] [--tokens=2048] [--vocabs=50304,12576]
                                          [--chunks=512,1024,2048,4096] [--blocks=64,256,1024]
+                                         [--cache_blocks=64,256,1024] [--cache_forms=pair] [--sections=1,2,3,4]
 
 Model: pythia-14m shape (width 128, 6 layers, 4 heads, MLP 512), random init, S seeds stacked,
 one window of T tokens — the compare step exactly as `compare_stacked` jits it. Reports:
@@ -15,6 +16,10 @@ one window of T tokens — the compare step exactly as `compare_stacked` jits it
 3. the "pair" vs "einsum" forms of the pairwise KL: time, and max error against a float64 numpy
    oracle on the first --oracle_positions positions, for the random-init logits and for sharper
    logits (output layer ×20, logit sd ≈ 4, like a trained model).
+4. recompute vs cached logits (`cache_logits=False/True`: pass 2 repeats the unembedding matmul, or
+   reads back the [n,S,Pb,C] logits pass 1 kept) for each --cache_blocks Pb and --cache_forms form,
+   timed interleaved: time, cached/recompute ratio, compiled temp memory of both — how the
+   cache_logits default and DEFAULT_POSITION_BLOCK_CACHED were chosen.
 """
 from __future__ import annotations
 
@@ -37,7 +42,9 @@ _CHUNKS = flags.DEFINE_list("chunks", ["512", "1024", "2048", "4096"], "vocab ch
 _BLOCKS = flags.DEFINE_list("blocks", ["64", "256", "1024"], "position blocks Pb to sweep")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "timed warm calls per configuration (best is reported)")
 _ORACLE_POSITIONS = flags.DEFINE_integer("oracle_positions", 256, "positions checked against float64")
-_SECTIONS = flags.DEFINE_list("sections", ["1", "2", "3"], "which of the three parts to run")
+_CACHE_BLOCKS = flags.DEFINE_list("cache_blocks", ["64", "256", "1024"], "Pb for the recompute-vs-cached rows")
+_CACHE_FORMS = flags.DEFINE_list("cache_forms", ["pair"], "KL forms for the recompute-vs-cached rows")
+_SECTIONS = flags.DEFINE_list("sections", ["1", "2", "3", "4"], "which of the four parts to run")
 _WORKER = flags.DEFINE_string("worker", None, "internal: 'kernel:V' runs one step config, prints JSON")
 
 PAD = 27  # Pythia: 50,304 rows, 50,277 real ids
@@ -132,15 +139,22 @@ def main(argv):
         return worker(_WORKER.value)
     import jax
 
-    from seedkl_jax.kernels.divergence import (DEFAULT_FORM, DEFAULT_POSITION_BLOCK, DEFAULT_VOCAB_CHUNK,
-                                               divergence_jit)
+    from seedkl_jax.kernels.divergence import (
+        DEFAULT_FORM,
+        DEFAULT_POSITION_BLOCK,
+        DEFAULT_POSITION_BLOCK_CACHED,
+        DEFAULT_VOCAB_CHUNK,
+        default_cache_logits,
+        divergence_jit,
+    )
     from seedkl_jax.models.gpt_neox import hidden_states
 
     S, T = _SEEDS.value, _TOKENS.value
     MB = 2 ** 20
     print(f"# kernel_vs_naive: pythia-14m shape, S={S}, T={T}, device {jax.devices()[0].device_kind}, "
-          f"{os.cpu_count()} CPUs; defaults C={DEFAULT_VOCAB_CHUNK}, Pb={DEFAULT_POSITION_BLOCK}, "
-          f"form={DEFAULT_FORM}")
+          f"{os.cpu_count()} CPUs; defaults C={DEFAULT_VOCAB_CHUNK}, Pb={DEFAULT_POSITION_BLOCK} "
+          f"(cached: {DEFAULT_POSITION_BLOCK_CACHED}), form={DEFAULT_FORM}, "
+          f"cache_logits={default_cache_logits()} on {jax.default_backend()}")
 
     rows = {}
     if "1" in _SECTIONS.value:
@@ -165,7 +179,7 @@ def main(argv):
             print(f"V={vocab}: naive/fused time {n['time_s'] / f['time_s']:.2f}x, step temp "
                   f"{n['temp_bytes'] / f['temp_bytes']:.1f}x, RSS rise {n['rss_bytes'] / max(f['rss_bytes'], 1):.1f}x, "
                   f"kernel-only temp {n['kernel_temp_bytes'] / f['kernel_temp_bytes']:.1f}x")
-    if "2" not in _SECTIONS.value and "3" not in _SECTIONS.value:
+    if not {"2", "3", "4"} & set(_SECTIONS.value):
         return
 
     vocab = int(_VOCABS.value[0])
@@ -183,6 +197,8 @@ def main(argv):
         _sweep(h, w, t, vocab, kernel_run)
     if "3" in _SECTIONS.value:
         _forms(h, w, t, Vr, kernel_run)
+    if "4" in _SECTIONS.value:
+        _cache(vocab, kernel_run)
 
 
 def _interleaved(runs: list, repeats: int) -> list[float]:
@@ -201,14 +217,21 @@ def _interleaved(runs: list, repeats: int) -> list[float]:
 
 
 def _sweep(h, w, t, vocab, kernel_run):
-    from seedkl_jax.kernels.divergence import DEFAULT_POSITION_BLOCK, DEFAULT_VOCAB_CHUNK
+    from seedkl_jax.kernels.divergence import (
+        DEFAULT_POSITION_BLOCK,
+        DEFAULT_POSITION_BLOCK_CACHED,
+        DEFAULT_VOCAB_CHUNK,
+        default_cache_logits,
+    )
 
+    pb0 = DEFAULT_POSITION_BLOCK_CACHED if default_cache_logits() else DEFAULT_POSITION_BLOCK
     MB = 2 ** 20
-    print(f"\n## 2. fused kernel alone, timed interleaved (V={vocab}): vocab chunk C x position block Pb")
+    print(f"\n## 2. fused kernel alone, timed interleaved (V={vocab}): vocab chunk C x position block Pb "
+          "(cache_logits default)")
     print(f"{'C':>6}{'Pb':>6}{'time s':>9}{'XLA temp MB':>13}")
-    sweep = [(int(c), DEFAULT_POSITION_BLOCK) for c in _CHUNKS.value]
+    sweep = [(int(c), pb0) for c in _CHUNKS.value]
     sweep += [(DEFAULT_VOCAB_CHUNK, int(b)) for b in _BLOCKS.value]
-    sweep = list(dict.fromkeys(sweep + [(DEFAULT_VOCAB_CHUNK, DEFAULT_POSITION_BLOCK)]))  # defaults always in
+    sweep = list(dict.fromkeys(sweep + [(DEFAULT_VOCAB_CHUNK, pb0)]))  # defaults always in
     runs = [kernel_run(vocab_chunk=C, position_block=Pb) for C, Pb in sweep] + [kernel_run(kernel="naive")]
     times = _interleaved([r for r, _ in runs], _REPEATS.value)
     for (C, Pb), (_, temp), secs in zip(sweep, runs, times):
@@ -236,6 +259,21 @@ def _forms(h, w, t, Vr, kernel_run):
             print(f"{form:<8}{times[form]:>8.2f}{label:>12}{err.max():>11.2e}"
                   f"{(err / np.maximum(1, np.abs(want))).max():>13.2e}{want.max():>9.3f}", flush=True)
     print(f"einsum/pair time {times['einsum'] / times['pair']:.2f}x")
+
+
+def _cache(vocab, kernel_run):
+    """Section 4: the same kernel with pass 2 recomputing the logits or reading pass 1's copy."""
+    MB = 2 ** 20
+    print(f"\n## 4. recompute vs cached logits, timed interleaved (V={vocab}, C default)")
+    print(f"{'form':<8}{'Pb':>6}{'recompute ms':>14}{'cached ms':>11}{'cached/recompute':>18}"
+          f"{'temp MB recompute':>19}{'temp MB cached':>16}")
+    configs = [(f, int(b)) for f in _CACHE_FORMS.value for b in _CACHE_BLOCKS.value]
+    runs = [kernel_run(form=f, position_block=Pb, cache_logits=c) for f, Pb in configs for c in (False, True)]
+    times = _interleaved([r for r, _ in runs], _REPEATS.value)
+    for i, (form, Pb) in enumerate(configs):
+        (t0, t1), (m0, m1) = times[2 * i:2 * i + 2], (runs[2 * i][1], runs[2 * i + 1][1])
+        print(f"{form:<8}{Pb:>6}{t0 * 1e3:>14.2f}{t1 * 1e3:>11.2f}{t1 / t0:>17.2f}x{m0 / MB:>19.1f}{m1 / MB:>16.1f}",
+              flush=True)
 
 
 if __name__ == "__main__":
