@@ -89,7 +89,21 @@ def _run_seedkl(st: Setup, out: Path, cache: Path, kernel: str) -> dict:
     import jax
 
     stats = (jax.local_devices()[0].memory_stats() or {}) if jax.default_backend() != "cpu" else {}
-    return {"device_peak_bytes": stats.get("peak_bytes_in_use")}
+    return {"device_peak_bytes": stats.get("peak_bytes_in_use"),
+            "timings": json.loads((out / "timings.json").read_text())}
+
+
+def _split(t: dict, wall_s: float) -> str:
+    """One line from a run's timings.json: where (a)'s wall time went."""
+    groups = t["groups"]
+    first = {}
+    for g in groups:  # the first compare of each size compiles its program
+        first.setdefault(g["size"], g["compare_s"])
+    compare = sum(g["compare_s"] for g in groups)
+    return (f"startup + imports {wall_s - t['total_s']:.1f} s, setup {t['setup_s']:.1f} s, params wait "
+            f"{sum(g['params_wait_s'] for g in groups):.1f} s, compare {compare:.1f} s (first group of each "
+            f"size, incl. compile: {sum(first.values()):.1f} s), save {sum(g['save_s'] for g in groups):.1f} s, "
+            f"outputs {t['outputs_s']:.1f} s")
 
 
 def _real_vocab(st: Setup) -> int:
@@ -214,6 +228,9 @@ def main(argv):
     if "c" in results and base in results:
         lines.append(f"(c)/{LABELS[base]}: time {ratio('c', base, 'wall_s'):.2f}x, "
                      f"peak RSS {ratio('c', base, 'peak_rss_mb'):.2f}x")
+    for mode in ("a", "a_warm", "c"):
+        if mode in results and "timings" in results[mode]:
+            lines.append(f"{LABELS[mode]} split: {_split(results[mode]['timings'], results[mode]['wall_s'])}")
     if "b" in results:
         lines.append(f"(b) split: forward + fp16 save {results['b']['forward_s']:.1f} s, "
                      f"pairwise KL from reloads {results['b']['pairs_s']:.1f} s")

@@ -150,6 +150,12 @@ def test_outputs_exist_with_the_contract_columns(lab, full):
     assert sorted(set(meta["doc_id"])) == [0, 1, 2, 3] or sorted(set(meta["doc_id"])) == [0, 1, 2]
     # nothing temporary left behind
     assert not list(out.rglob("*.tmp")) and not (out / ".staging").exists()
+    # where the time went: one entry per computed group, every phase a non-negative duration
+    timings = json.loads((out / "timings.json").read_text())
+    assert [(g["size"], g["step"]) for g in timings["groups"]] == [(s, t) for s in SIZES for t in STEPS]
+    for phase in [timings] + timings["groups"]:
+        assert all(v >= 0 for k, v in phase.items() if k.endswith("_s")), phase
+    assert timings["total_s"] >= timings["setup_s"] + sum(g["compare_s"] for g in timings["groups"])
 
 
 def test_kl_mean_matches_a_float64_torch_oracle(lab, full):

@@ -34,6 +34,10 @@ from seedkl_jax.study.suite import Suite, check_complete
 # Test hook: exit abruptly (no cleanup, like a kill) right after this many groups were persisted.
 EXIT_AFTER_GROUPS_ENV = "SEEDKL_TEST_EXIT_AFTER_GROUPS"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
+# Where this run's wall time went (diagnostics, rewritten by every run that aggregates): setup (inputs,
+# annotation), per computed group the wait for its params and its compare (the first one of each
+# model size includes XLA's compile), saving, and the final outputs.
+TIMINGS_FILE = "timings.json"
 
 
 @dataclasses.dataclass
@@ -74,6 +78,7 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, shard: tuple[int, int]
     """
     from seedkl_jax.kernels.windows import check_window
 
+    t_start = time.perf_counter()
     suite = cfg.suite.validate()
     check_window(cfg.window, cfg.overlap)
     out = store.check_writable(Path(cfg.out)) if write else Path(cfg.out).expanduser().resolve()
@@ -99,10 +104,16 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, shard: tuple[int, int]
     if write:
         store.claim(out, settings, cfg.overwrite, write=True, groups=mine)
 
-    _compute_groups(cfg, suite, mine, text, tok, tok_source, np.asarray(reference), out, progress, write, agree)
+    timings: dict[str, Any] = {"setup_s": time.perf_counter() - t_start}
+    _compute_groups(cfg, suite, mine, text, tok, tok_source, np.asarray(reference), out, progress, write, agree,
+                    timings)
     if not aggregate or not write:
         return None
-    return _write_outputs(cfg, suite, text, meta, out)
+    t0 = time.perf_counter()
+    report = _write_outputs(cfg, suite, text, meta, out)
+    timings.update(outputs_s=time.perf_counter() - t0, total_s=time.perf_counter() - t_start)
+    store.write_text_atomic(out / TIMINGS_FILE, json.dumps(timings, indent=2) + "\n")
+    return report
 
 
 # ---------------------------------------------------------------- inputs
@@ -181,9 +192,10 @@ def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok) -> dict[str, Any]
 
 
 def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, progress, write=True,
-                    agree=None) -> None:
+                    agree=None, timings: dict | None = None) -> None:
     """Compute and persist every group of `groups` that has no valid file in out/groups yet
-    (which ones: this process's view, or `agree`'s; persisted only if `write`)."""
+    (which ones: this process's view, or `agree`'s; persisted only if `write`). Seconds spent per
+    group go into `timings["groups"]` (see TIMINGS_FILE)."""
     from tqdm import tqdm
 
     from seedkl_jax.kernels.compare import compare_stacked
@@ -199,8 +211,11 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="seedkl-prefetch")
     try:
         future = pool.submit(_load_group_params, cfg, suite, *todo[0], tok, tok_check) if todo else None
+        per_group = [] if timings is None else timings.setdefault("groups", [])
         for i, (size, step) in enumerate(todo):
+            t_wait = time.perf_counter()
             model_cfg, stacked = future.result()
+            t_wait = time.perf_counter() - t_wait
             if i + 1 < len(todo):  # overlap loading the next group with this group's compute
                 future = pool.submit(_load_group_params, cfg, suite, *todo[i + 1], tok, tok_check)
             bar.set_description(f"{size} step {step}")
@@ -212,8 +227,11 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
             arrays = {k: np.asarray(v) for k, v in arrays.items()}
             dt = time.perf_counter() - t0
             del stacked
+            t_save = time.perf_counter()
             if write:
                 store.save_group(out, size, step, list(suite.seeds), arrays)
+            per_group.append({"size": size, "step": int(step), "params_wait_s": t_wait, "compare_s": dt,
+                              "save_s": time.perf_counter() - t_save})
             bar.update(1)
             bar.set_postfix_str(f"{n_pos / dt:,.0f} tok/s, {n_pos * len(suite.seeds) / dt:,.0f} tok*seeds/s")
             if exit_after and i + 1 >= exit_after:
