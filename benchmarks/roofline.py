@@ -11,8 +11,9 @@ F MLP width, L layers, V padded vocab rows, S seeds):
                 S^2*k*V per token = S*k*V per token per seed, with k = 6 for the kernel's default
                 "pair" form (p_i*(lp_i - lp_j) - p_i + p_j, clamp, accumulate) and k = 2 for the
                 "einsum" form (sum_v p_i(v) lp_j(v) as a matmul)
-"model" FLOPs are those; "executed" adds a second 2*D*V: the fused kernel recomputes each logit
-chunk in its second pass (one pass for the logsumexp, one for the sums) instead of storing [S,P,V].
+"model" FLOPs are those; "executed" adds a second 2*D*V where the fused kernel recomputes each logit
+chunk in its second pass (one pass for the logsumexp, one for the sums; `cache_logits=False`, the
+CPU default) instead of keeping the block's [S,Pb,V] logits from the first.
 MFU = model FLOP/s / peak; "of peak" = executed FLOP/s / peak.
 Attention is counted at the full T x T that a dense masked kernel computes (causal use is half).
 Not counted: elementwise work (layer norms, gelu, rotary, softmax; the log-softmax's exps/logs,
@@ -47,14 +48,16 @@ _OUT = flags.DEFINE_string("out", None, "also append the table and a JSON line t
 KL_FLOPS_PER_PAIR_AND_ID = {"pair": 6, "einsum": 2}
 
 
-def flops_per_token_per_seed(cfg, context: int, seeds: int, form: str = "pair") -> dict[str, float]:
-    """The FLOP count above, by part, for one predicted token of one seed."""
+def flops_per_token_per_seed(cfg, context: int, seeds: int, form: str = "pair",
+                             cache_logits: bool = False) -> dict[str, float]:
+    """The FLOP count above, by part, for one predicted token of one seed (cache_logits: the
+    kernel keeps pass 1's logits, so pass 2 executes no second unembedding)."""
     D, F, V, L, T = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_layers, context
     layers = L * (2 * D * 3 * D + 2 * D * D + 2 * 2 * D * F + 2 * 2 * T * D)
     parts = {"layers": float(layers), "unembed": float(2 * D * V),
              "kl": float(seeds * KL_FLOPS_PER_PAIR_AND_ID[form] * V)}
     parts["model"] = parts["layers"] + parts["unembed"] + parts["kl"]
-    parts["executed"] = parts["model"] + 2 * D * V  # fused kernel: logits recomputed in pass 2
+    parts["executed"] = parts["model"] + (0 if cache_logits else 2 * D * V)  # recomputed in pass 2
     return parts
 
 
@@ -109,17 +112,17 @@ def main(argv):
     peaks = {"float32": matmul_peak("float32", n)}
     if backend != "cpu":
         peaks["bfloat16"] = matmul_peak("bfloat16", n)
-    from seedkl_jax.kernels.divergence import DEFAULT_FORM
+    from seedkl_jax.kernels.divergence import DEFAULT_FORM, default_cache_logits
 
     S, N = _SEEDS.value, _TOKENS.value
     rows, records = [], []
     for size in _SIZES.value:
         cfg = common.neox_config(size)
-        f = flops_per_token_per_seed(cfg, min(N, 2048), S, DEFAULT_FORM)
+        f = flops_per_token_per_seed(cfg, min(N, 2048), S, DEFAULT_FORM, default_cache_logits())
         secs = time_compare(cfg, S, N, _VOCAB_CHUNK.value)
         model, executed = (f[k] * (N - 1) * S / secs for k in ("model", "executed"))
         records.append({"size": size, "backend": backend, "device": device, "seeds": S, "tokens": N,
-                        "kl_form": DEFAULT_FORM, **{f"flops_{k}": v for k, v in f.items()},
+                        "kl_form": DEFAULT_FORM, "cache_logits": default_cache_logits(), **{f"flops_{k}": v for k, v in f.items()},
                         "seconds": secs, "model_flops_per_s": model, "executed_flops_per_s": executed,
                         **{f"peak_{k}": v for k, v in peaks.items()}})
         rows.append({"size": size, "MFLOP/tok/seed: layers": f"{f['layers'] / 1e6:.1f}",
