@@ -316,3 +316,33 @@ def test_damaged_entry_is_reconverted(hf_checkpoint, tmp_path):
     assert again.source == "convert" and again.cache_entry == first.cache_entry
     _assert_same_params(first.params, again.params)
     assert load(str(ckpt), cache_dir=cache_dir).source == "cache"
+
+
+def test_config_read_directly_equals_transformers(hf_checkpoint, tmp_path):
+    """A cache hit builds NeoXConfig from config.json without transformers: same result as via it,
+    for the v5 layout that save_pretrained writes and for Pythia's v4 layout; a config that lacks a
+    field goes through transformers' defaults."""
+    v5 = json.loads((hf_checkpoint(seed=3, rotary_pct=0.5, rotary_emb_base=500) / "config.json").read_text())
+    rope = v5["rope_parameters"]
+    v4 = {k: v for k, v in v5.items() if k not in ("rope_parameters", "dtype")}
+    v4.update(rotary_pct=rope["partial_rotary_factor"], rotary_emb_base=rope["rope_theta"])
+    for config in (v5, v4):
+        assert loader.neox_config(config, "x") == loader.configs(config, "x")[1]
+    assert loader.neox_config(v4, "x").rotary_pct == 0.5
+    partial = {k: v for k, v in v4.items() if k != "layer_norm_eps"}
+    assert loader.neox_config(partial, "x") == loader.configs(partial, "x")[1]
+    with pytest.raises(SeedKLError, match="x:"):
+        loader.neox_config(dict(v5, hidden_size=30), "x")  # not divisible by the heads
+
+
+def test_cache_hit_does_not_import_transformers(hf_checkpoint, tmp_path):
+    ckpt = hf_checkpoint(seed=4)
+    load(str(ckpt), cache_dir=tmp_path)  # convert + store
+    code = (f"import sys; from seedkl_jax.convert.loader import load; "
+            f"m = load({str(ckpt)!r}, cache_dir={str(tmp_path)!r}); assert m.source == 'cache'; "
+            "print(sorted(k for k in ('transformers', 'torch') if k in sys.modules)); "
+            "print(type(m.hf_config).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=os.environ | {"JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:2] == ["[]", "GPTNeoXConfig"]  # hf_config still there, on demand

@@ -13,9 +13,11 @@ Hub access touches the network only on a cache miss: a cached (id, revision) loa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
+import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,7 +52,7 @@ class Model:
     """A loaded checkpoint. `params` has numpy leaves in `dtype` (no leading seed axis)."""
 
     config: gpt_neox.NeoXConfig
-    hf_config: Any  # transformers.GPTNeoXConfig (dtype forced to float32)
+    hf_dict: dict  # config.json as read (dtype forced to float32); `hf_config` builds on it
     params: dict
     name: str  # absolute local path, or hub id
     revision: str | None
@@ -58,6 +60,12 @@ class Model:
     dtype: str = "float32"
     source: str = "convert"  # "cache" (orbax restore) or "convert" (read + converted this time)
     cache_entry: str | None = None
+
+    @functools.cached_property
+    def hf_config(self) -> Any:
+        """transformers.GPTNeoXConfig of the checkpoint (dtype float32). Built on first use: importing
+        transformers (and torch, which it pulls in) costs seconds that a cache hit need not pay."""
+        return configs(self.hf_dict, self.name)[0]
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
         """ids [B,T] (mask [B,T], 1 = token) -> float32 logits [B,T,V]. Small inputs and tests."""
@@ -97,7 +105,8 @@ def load(model: str, revision: str | None = None, *, dtype: str = "float32",
             ckpt = hub_snapshot(name, revision, _pick_checkpoint_files)
             weights = weight_files(ckpt)
         config = read_config(ckpt)
-    hf_config, cfg = configs(config, name)
+    # A cache entry's config passed transformers' checks when it was stored: read it directly.
+    cfg = configs(config, name)[1] if hit is None else neox_config(config, name)
     if hit is None:
         params = convert(ckpt, weights, cfg, dtype, progress)
         extra = [] if is_local else [ckpt / f for f in TOKENIZER_FILES if (ckpt / f).is_file()]
@@ -111,7 +120,7 @@ def load(model: str, revision: str | None = None, *, dtype: str = "float32",
             raise SeedKLError(f"{entry.parent}: cannot write the cache ({e.strerror}); pass cache_dir=... "
                               "or set SEEDKL_CACHE to a writable directory") from e
     LAST_LOAD_SOURCE = "convert" if hit is None else "cache"
-    return Model(config=cfg, hf_config=hf_config, params=params, name=name, revision=revision,
+    return Model(config=cfg, hf_dict=config, params=params, name=name, revision=revision,
                  local_dir=str(ckpt if is_local or stored is None else entry), dtype=dtype, source=LAST_LOAD_SOURCE,
                  cache_entry=str(entry))
 
@@ -201,6 +210,25 @@ def configs(config: dict, name: str) -> tuple[Any, gpt_neox.NeoXConfig]:
         raise SeedKLError(f"{name}: {str(e).removeprefix('config: ')}") from e
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise SeedKLError(f"{name}: config.json rejected ({e}); fix or re-download it") from e
+
+
+def neox_config(config: dict, name: str) -> gpt_neox.NeoXConfig:
+    """Our NeoXConfig straight from a config.json dict that names every field `from_hf` reads
+    (Pythia's do, v4 or v5 style); else via transformers, whose GPTNeoXConfig fills the defaults."""
+    if not _NEOX_KEYS <= config.keys():
+        return configs(config, name)[1]
+    try:
+        return gpt_neox.NeoXConfig.from_hf(types.SimpleNamespace(**config))
+    except SeedKLError as e:
+        raise SeedKLError(f"{name}: {str(e).removeprefix('config: ')}") from e
+    except (ValueError, TypeError) as e:
+        raise SeedKLError(f"{name}: config.json rejected ({e}); fix or re-download it") from e
+
+
+# The config.json keys NeoXConfig.from_hf reads without a default of its own.
+_NEOX_KEYS = frozenset({"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                        "intermediate_size", "layer_norm_eps", "use_parallel_residual", "hidden_act",
+                        "max_position_embeddings"})
 
 
 # --------------------------------------------------------------------------- weights
