@@ -71,3 +71,31 @@ def test_bfloat16_params_close_to_float32(hf_checkpoint):
     z32, z16 = f32.logits(ids), bf16.logits(ids)
     assert z16.dtype == np.float32
     assert 0 < np.abs(z32 - z16).max() < 0.05 * np.abs(z32).max()
+
+
+def test_parity_across_attention_blocks(hf_checkpoint):
+    """T = 300 spans three query blocks of the causal attention (128, 128, 44), one row right-padded."""
+    ckpt = hf_checkpoint(**PYTHIA_14M)
+    ids = _ids(50277, (2, 300), seed=2)
+    mask = np.ones_like(ids)
+    mask[1, 250:] = 0
+    _assert_parity(load(str(ckpt)).logits(ids, mask), torch_logits(ckpt, ids, mask))
+
+
+@pytest.mark.parametrize("block", [16, 7])
+def test_blocked_attention_equals_one_block(hf_checkpoint, monkeypatch, block):
+    """Scoring each query block against its key prefix only changes nothing but rounding."""
+    import jax
+
+    from seedkl_jax.models import gpt_neox
+
+    model = load(str(hf_checkpoint(seed=5)))
+    ids = _ids(512, (2, 45), seed=3)
+    mask = np.ones_like(ids)
+    mask[0, 40:] = 0
+    run = lambda: np.asarray(jax.jit(lambda p: gpt_neox.hidden_states(p, model.config, ids, mask))(model.params))
+    monkeypatch.setattr(gpt_neox, "ATTENTION_BLOCK", 1 << 30)
+    whole = run()
+    monkeypatch.setattr(gpt_neox, "ATTENTION_BLOCK", block)
+    blocked = run()
+    assert np.abs(whole - blocked).max() <= 1e-5 * np.abs(whole).max()
