@@ -15,7 +15,8 @@ F MLP width, L layers, V padded vocab rows, S seeds):
 chunk in its second pass (one pass for the logsumexp, one for the sums; `cache_logits=False`, the
 CPU default) instead of keeping the block's [S,Pb,V] logits from the first.
 MFU = model FLOP/s / peak; "of peak" = executed FLOP/s / peak.
-Attention is counted at the full T x T that a dense masked kernel computes (causal use is half).
+Attention is counted at the full T x T of a dense masked kernel; the model scores each 128-query
+block against its causal key prefix only (models/gpt_neox.py), about (n+1)/2n of that for n blocks.
 Not counted: elementwise work (layer norms, gelu, rotary, softmax; the log-softmax's exps/logs,
 ~2V transcendentals per seed per token) — on CPU those are not free, so these fractions are a lower
 bound on how busy the matmul units are.
