@@ -116,14 +116,16 @@ def main(argv):
     from seedkl_jax.kernels.divergence import DEFAULT_FORM, default_cache_logits
 
     S, N = _SEEDS.value, _TOKENS.value
+    cache = default_cache_logits()
     rows, records = [], []
     for size in _SIZES.value:
         cfg = common.neox_config(size)
-        f = flops_per_token_per_seed(cfg, min(N, 2048), S, DEFAULT_FORM, default_cache_logits())
+        f = flops_per_token_per_seed(cfg, min(N, 2048), S, DEFAULT_FORM, cache)
         secs = time_compare(cfg, S, N, _VOCAB_CHUNK.value)
         model, executed = (f[k] * (N - 1) * S / secs for k in ("model", "executed"))
         records.append({"size": size, "backend": backend, "device": device, "seeds": S, "tokens": N,
-                        "kl_form": DEFAULT_FORM, "cache_logits": default_cache_logits(), **{f"flops_{k}": v for k, v in f.items()},
+                        "kl_form": DEFAULT_FORM, "cache_logits": cache,
+                        **{f"flops_{k}": v for k, v in f.items()},
                         "seconds": secs, "model_flops_per_s": model, "executed_flops_per_s": executed,
                         **{f"peak_{k}": v for k, v in peaks.items()}})
         rows.append({"size": size, "MFLOP/tok/seed: layers": f"{f['layers'] / 1e6:.1f}",

@@ -191,8 +191,8 @@ def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok) -> dict[str, Any]
 # ---------------------------------------------------------------- groups
 
 
-def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, progress, write=True,
-                    agree=None, timings: dict | None = None) -> None:
+def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, progress, write, agree,
+                    timings: dict) -> None:
     """Compute and persist every group of `groups` that has no valid file in out/groups yet
     (which ones: this process's view, or `agree`'s; persisted only if `write`). Seconds spent per
     group go into `timings["groups"]` (see TIMINGS_FILE)."""
@@ -211,7 +211,7 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="seedkl-prefetch")
     try:
         future = pool.submit(_load_group_params, cfg, suite, *todo[0], tok, tok_check) if todo else None
-        per_group = [] if timings is None else timings.setdefault("groups", [])
+        per_group = timings.setdefault("groups", [])
         for i, (size, step) in enumerate(todo):
             t_wait = time.perf_counter()
             model_cfg, stacked = future.result()
