@@ -32,10 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from seedkl_jax.errors import SeedKLError
+from seedkl_jax.models import attention
 
 Params = dict[str, Any]
-# Query block of the causal attention (see `_attention`).
-ATTENTION_BLOCK = 128
+# Query block of the causal attention (models/attention.py).
+ATTENTION_BLOCK = attention.ATTENTION_BLOCK
 
 # HF's ACT2FN names -> jax functions. Anything else is refused by name (see `activation`).
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -199,17 +200,7 @@ def _attention(x, lp, bias_mask, positions, cfg: NeoXConfig, precision):
     qkv = qkv.reshape(B, T, H, 3, K)  # HF interleaves (q,k,v) per head
     q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]  # [B,T,H,K]
     q, k = _rotary(q, positions, cfg), _rotary(k, positions, cfg)
-    # Causal: the queries of block [q0, q1) see keys < q1 only, so each block scores just that prefix
-    # — about half the T x T work, and the [B,H,Tq,q1] temporaries stay far smaller than [B,H,T,T].
-    # Keys past q1 are masked anyway (their softmax weight is exactly 0), so the result is the same.
-    outs = []
-    for q0 in range(0, T, ATTENTION_BLOCK):
-        q1 = min(q0 + ATTENTION_BLOCK, T)
-        scores = jnp.einsum("bqhk,bshk->bhqs", q[:, q0:q1], k[:, :q1], precision=precision).astype(jnp.float32)
-        scores = scores * (K ** -0.5) + bias_mask[:, :, q0:q1, :q1]
-        weights = jax.nn.softmax(scores, axis=-1).astype(x.dtype)  # float32 softmax, as HF
-        outs.append(jnp.einsum("bhqs,bshk->bqhk", weights, v[:, :q1], precision=precision))
-    out = jnp.concatenate(outs, axis=1).reshape(B, T, H * K)
+    out = attention.causal_attention(q, k, v, bias_mask, precision, ATTENTION_BLOCK).reshape(B, T, H * K)
     return jnp.einsum("btd,de->bte", out, lp["out_w"], precision=precision) + lp["out_b"]
 
 
