@@ -23,6 +23,7 @@ Either way the output contract is that of `seedkl run`.
     initialize(coordinator=None, num_processes=None, process_id=None) -> bool   multi-process?
     process_index(), process_count(), barrier(name), share(items), local_mesh(), global_mesh()
     run_study_distributed(cfg, mode="groups"|"global") -> report path on process 0, None elsewhere
+        (composed from study/run.py's public steps: prepare, claim, compute_groups, write_outputs)
 
 `initialize` must run before anything touches a JAX device. Where the arguments come from, first
 match wins: the arguments; $SEEDKL_COORDINATOR / $SEEDKL_NUM_PROCESSES / $SEEDKL_PROCESS_ID;
@@ -195,24 +196,27 @@ MODES = ("groups", "global")
 
 def run_study_distributed(cfg: Any, *, mode: str = "groups", progress: bool = True,
                           barrier_timeout_s: float = 24 * 3600) -> Path | None:
-    """The study over all processes, split by `mode` (see the module docstring).
+    """The study over all processes, split by `mode` (see the module docstring), composed from the
+    public steps of seedkl_jax.study.run: `prepare` (every process reads and checks the inputs),
+    `claim`, `compute_groups`, `write_outputs`.
 
-    "groups": own share of groups, barrier, process 0 aggregates. Uses `run_study(cfg, *,
-    shard=(index, count), aggregate=False)` from seedkl_jax.study.run: computes and persists only
-    groups i with i % count == index (in `suite.groups()` order; with --overwrite it clears only
-    those), and returns without writing the aggregate outputs. The aggregation on process 0 is the
-    plain `run_study(cfg)` without --overwrite: every group file exists, so it only reads them
-    (resume) and writes the outputs. Each process computes on a mesh of its local devices (cfg.mesh,
-    when unset). Logs one line per process naming its groups.
+    Process 0 holds `--out`'s lock (study/lock.py) from before anything is written until the outputs
+    are; whether it got it is broadcast, so a busy --out stops every process with the same error.
 
-    "global": `run_study(cfg, write=index == 0, agree=agree_with_process_0)` on every process with
-    cfg.mesh = `global_mesh()` (when unset); progress bars on process 0 only. Logs one line per process.
+    "groups": every process claims and computes its round-robin share (`share`; with --overwrite it
+    clears only those groups) on a mesh of its local devices (cfg.mesh, when unset); after a barrier
+    process 0 writes the outputs from every group file. Logs one line per process naming its groups.
+
+    "global": every process computes every group on `global_mesh()` (cfg.mesh, when unset), process 0
+    alone persists; which groups remain is process 0's view (`agree_with_process_0`); progress bars on
+    process 0 only. Logs one line per process.
     """
+    import contextlib
     import dataclasses
 
     import jax
-    import numpy as np
 
+    from seedkl_jax.study import lock
     from seedkl_jax.study import run as study_run
 
     if mode not in MODES:
@@ -226,7 +230,33 @@ def run_study_distributed(cfg: Any, *, mode: str = "groups", progress: bool = Tr
                           "(e.g. one GPU per process, or the same --xla_force_host_platform_device_count)")
     if cfg.mesh is None:
         cfg = dataclasses.replace(cfg, mesh=local_mesh() if mode == "groups" else global_mesh())
-    # Same study everywhere? A host started with other flags would split a different group list.
+    _check_same_flags(cfg, mode)
+    with contextlib.ExitStack() as held:
+        _lock_out_on_process_0(cfg, index, held, lock, study_run)
+        prep = study_run.prepare(cfg, check_out=mode == "groups" or index == 0)
+        if mode == "global":
+            print(f"seedkl process {index} of {count}: {jax.local_device_count()} local / {jax.device_count()} "
+                  f"devices; every group on the global mesh {dict(cfg.mesh.shape)}; "
+                  + ("writes --out" if index == 0 else "process 0 writes --out"), flush=True)
+            if index == 0:
+                study_run.claim(prep)
+            study_run.compute_groups(prep, write=index == 0, agree=agree_with_process_0,
+                                     progress=progress and index == 0)
+        else:
+            mine = share(cfg.suite.groups(), index, count)
+            print(f"seedkl process {index} of {count}: {jax.local_device_count()} local / {jax.device_count()} "
+                  f"devices; groups {[f'{size}@{step}' for size, step in mine]}", flush=True)
+            study_run.claim(prep, mine)
+            study_run.compute_groups(prep, mine, progress=progress)
+            barrier("groups-done", barrier_timeout_s)
+        out = study_run.write_outputs(prep) if index == 0 else None
+        barrier("outputs-written", barrier_timeout_s)
+    return out
+
+
+def _check_same_flags(cfg: Any, mode: str) -> None:
+    """Same study everywhere? A host started with other flags would split a different group list."""
+    import numpy as np
     from jax.experimental import multihost_utils
 
     key = repr((mode, cfg.suite, os.path.abspath(cfg.text), os.path.abspath(cfg.out), cfg.window,
@@ -237,21 +267,22 @@ def run_study_distributed(cfg: Any, *, mode: str = "groups", progress: bool = Tr
         differ = [i for i, d in enumerate(digests.tolist()) if d != digests[0]]
         raise SeedKLError(f"processes {differ} were started with other study flags than process 0; "
                           "start every process with the same seedkl run flags")
-    if mode == "global":
-        print(f"seedkl process {index} of {count}: {jax.local_device_count()} local / {jax.device_count()} "
-              f"devices; every group on the global mesh {dict(cfg.mesh.shape)}; "
-              + ("writes --out" if index == 0 else "process 0 writes --out"), flush=True)
-        out = study_run.run_study(cfg, write=index == 0, agree=agree_with_process_0,
-                                  progress=progress and index == 0)
-        barrier("outputs-written", barrier_timeout_s)
-        return out
-    mine = share(cfg.suite.groups(), index, count)
-    print(f"seedkl process {index} of {count}: {jax.local_device_count()} local / {jax.device_count()} "
-          f"devices; groups {[f'{size}@{step}' for size, step in mine]}", flush=True)
-    study_run.run_study(cfg, shard=(index, count), aggregate=False, progress=progress)
-    barrier("groups-done", barrier_timeout_s)
-    out = None
+
+
+def _lock_out_on_process_0(cfg: Any, index: int, held, lock, study_run) -> None:
+    """Process 0 creates --out and takes its lock (kept in `held`); every process learns whether it
+    did (a collective), so all stop together when --out is busy or unwritable."""
+    import numpy as np
+
+    error = None
     if index == 0:
-        out = study_run.run_study(dataclasses.replace(cfg, overwrite=False), progress=progress)
-    barrier("outputs-written", barrier_timeout_s)
-    return out
+        try:
+            held.enter_context(lock.hold(study_run.open_out(cfg), wait=cfg.wait))
+        except SeedKLError as e:
+            error = e
+    ok = agree_with_process_0(np.array([error is None]))
+    if error is not None:
+        raise error
+    if not bool(ok[0]):
+        raise SeedKLError(f"--out={cfg.out}: process 0 could not take it (another seedkl run is writing "
+                          "to it, or it is not writable); see process 0's error")

@@ -21,7 +21,12 @@ Atomic writes: everything is written into `models/.tmp-<name>-<random>/`, the ma
 then the directory is renamed into place. A process killed at any point leaves at most a `.tmp-*`
 directory (never looked up) — never an entry that loads as valid. A directory at an entry's name
 without the marker (e.g. copied by hand, or written by a crashed older tool) is treated as absent
-and replaced.
+and replaced. Each `.tmp-*` holds a WRITER file (host, pid): `sweep` (run before every store and by
+`seedkl run`) removes those whose writer is dead, and any older than a day. A full disk or an
+unwritable cache while storing is one SeedKLError line, and the partial entry is removed.
+
+`entries` / `clear` list and remove entries (`seedkl cache list|clear`); `drop` removes one (a
+checkpoint found broken after it was cached, e.g. NaN weights).
 """
 from __future__ import annotations
 
@@ -31,12 +36,16 @@ import json
 import os
 import re
 import shutil
+import socket
+import time
 import uuid
 import warnings
 from pathlib import Path
 from typing import Any
 
 MARKER = "COMPLETE"
+WRITER = "WRITER"  # in a .tmp-* folder: {"host", "pid"} of the process writing it
+STALE_TMP_S = 24 * 3600  # a .tmp-* folder older than this is abandoned whoever wrote it
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -102,25 +111,32 @@ def store(entry: Path, params: dict, config: dict, info: dict,
     """
     import jax
 
+    from seedkl_jax.disk import disk_errors
+
     if jax.process_index() != 0:  # orbax writes numpy leaves from process 0 only: no entry elsewhere
         return None
-    entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = entry.parent / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"
+    root = entry.parent.parent
     try:
-        tmp.mkdir()
-        _checkpointer().save(tmp / "params", params)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-        (tmp / "entry.json").write_text(json.dumps(info, indent=2, sort_keys=True))
-        for f in extra_files:
-            shutil.copy2(f, tmp / Path(f).name)
-        _finish(tmp, entry.name)
-        if entry.exists() and not is_complete(entry):
-            shutil.rmtree(entry)  # an invalid leftover at our name: replace it
-        try:
-            os.rename(tmp, entry)
-        except OSError:  # a concurrent writer got there first; its entry is as good as ours
-            if not is_complete(entry):
-                raise
+        with disk_errors(f"params cache {root}", "the partial entry was removed; free space, or point "
+                                                  "--cache_dir / $SEEDKL_CACHE at a writable folder with room"):
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            sweep(root)
+            tmp.mkdir()
+            (tmp / WRITER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+            _checkpointer().save(tmp / "params", params)
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+            (tmp / "entry.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+            for f in extra_files:
+                shutil.copy2(f, tmp / Path(f).name)
+            _finish(tmp, entry.name)
+            if entry.exists() and not is_complete(entry):
+                shutil.rmtree(entry)  # an invalid leftover at our name: replace it
+            try:
+                os.rename(tmp, entry)
+            except OSError:  # a concurrent writer got there first; its entry is as good as ours
+                if not is_complete(entry):
+                    raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _remove_stale(entry)
@@ -141,3 +157,80 @@ def _remove_stale(entry: Path) -> None:
     for other in entry.parent.glob(f"{glob.escape(prefix)}*"):
         if other != entry and other.name.rsplit("-", 1)[0] + "-" == prefix:
             shutil.rmtree(other, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- hygiene, list, clear
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def sweep(root: Path, max_age_s: float = STALE_TMP_S) -> list[Path]:
+    """Remove `.tmp-*` folders under root/models whose writer died (same host, pid gone) or that are
+    older than `max_age_s`; returns what was removed. A folder another live process writes stays."""
+    removed, now, host = [], time.time(), socket.gethostname()
+    for tmp in sorted((Path(root) / "models").glob(".tmp-*")):
+        try:
+            age = now - tmp.stat().st_mtime
+            writer = json.loads((tmp / WRITER).read_text())
+        except (OSError, ValueError):
+            writer = None
+            if not tmp.exists():
+                continue
+        dead = (isinstance(writer, dict) and writer.get("host") == host
+                and isinstance(writer.get("pid"), int) and not _alive(writer["pid"]))
+        if dead or age > max_age_s:
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def drop(entry: Path) -> None:
+    """Remove one entry (complete or not)."""
+    shutil.rmtree(entry, ignore_errors=True)
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def entries(root: Path) -> list[dict[str, Any]]:
+    """Every complete entry under root: {path, model, revision, dtype, bytes}, sorted by model."""
+    rows = []
+    for entry in sorted((Path(root) / "models").glob("[!.]*")):
+        if not is_complete(entry):
+            continue
+        try:
+            info = json.loads((entry / "entry.json").read_text())
+        except (OSError, ValueError):
+            info = {}
+        rows.append({"path": entry, "model": info.get("model", "?"), "revision": info.get("revision"),
+                     "dtype": info.get("dtype", "?"), "bytes": _size(entry)})
+    return sorted(rows, key=lambda r: (str(r["model"]), str(r["revision"]), str(r["dtype"])))
+
+
+def _ref(row: dict) -> str:
+    return f"{row['model']}@{row['revision']}" if row["revision"] else str(row["model"])
+
+
+def clear(root: Path, match: str | None = None) -> tuple[int, int]:
+    """Remove the entries whose model id (or "model@revision") contains `match` (all when None),
+    and, clearing all, every folder under root/models (incomplete entries, .tmp-*); -> (entries, bytes)."""
+    models = Path(root) / "models"
+    if match:
+        chosen = [r for r in entries(root) if match in _ref(r)]
+        targets = [r["path"] for r in chosen]
+    else:
+        chosen = entries(root)
+        targets = sorted(models.iterdir()) if models.is_dir() else []
+    freed = sum(_size(t) if t.is_dir() else t.stat().st_size for t in targets)
+    for t in targets:
+        shutil.rmtree(t) if t.is_dir() else t.unlink()
+    return len(chosen), freed

@@ -1,15 +1,24 @@
 """The convergence study: for every (size, step) of a suite, all seeds' KL on one text, then tables,
-phases, figures and a report in `--out` (the file contract is in SPEC.md / `study/store.py`).
+phases, figures and a report in `--out` (the file contract is in `study/store.py` and README's Outputs).
 
-Order of work, chosen so that every bad input fails before any compute and a crash costs at most one group:
-  1. check `--out` is writable, the suite is well formed and every checkpoint exists (all missing listed);
+`run_study` is four public steps, which the multi-host code (seedkl_jax/distributed.py) composes
+differently: `prepare` (read and check everything, write nothing), `claim` (bind --out to these
+settings), `compute_groups` (the groups not yet persisted, or a given share of them) and
+`write_outputs` (every final file from the persisted groups). Order of work, chosen so that every
+bad input fails before any compute, nothing is left half-written and a crash costs at most one group:
+  0. create `--out` and take its lock (study/lock.py): one run writes a folder at a time;
+  1. the suite is well formed and every checkpoint exists (all missing listed);
   2. tokenizer (`--tokenizer` or the first checkpoint's) — every checkpoint must carry the same one;
-  3. read the text, annotate it once (frequency, PoS, documents), build the unigram reference;
-  4. bind `--out` to these settings (`study.json`; a rerun with other settings is refused);
-  5. for each unfinished group: load its S seeds (the next group loads in a background thread while
-     this one computes), `compare_stacked`, persist `groups/<size>/step<step>.npz` atomically;
-  6. read all groups back from disk (so a resumed run and an uninterrupted one write identical files)
-     and write tokens/pairs/token_meta/summary/phases/findings/figures/report, each atomically.
+  3. read the text; check every checkpoint cheaply (study/checks.py: family, weight files against
+     their headers, one config and vocabulary per group, --window within the context; all listed);
+  4. annotate the text once (frequency, PoS, documents), build the unigram reference;
+  5. bind `--out` to these settings (`study.json`; a rerun with other settings is refused);
+  6. for each unfinished group: load its S seeds (the next group loads in a background thread while
+     this one computes; non-finite weights are refused by path and their cache entry dropped),
+     `compare_stacked`, persist `groups/<size>/step<step>.npz` atomically;
+  7. read all groups back from disk (so a resumed run and an uninterrupted one write identical files)
+     and write tokens/pairs/token_meta/summary/phases/findings/figures/report into this run's staging
+     folder, then move them in. A full disk or unwritable folder is one error line (seedkl_jax/disk.py).
 """
 from __future__ import annotations
 
@@ -28,12 +37,9 @@ import numpy as np
 
 from seedkl_jax.data.text import Text, read_text
 from seedkl_jax.errors import SeedKLError
-from seedkl_jax.study import store
+from seedkl_jax.study import checks, store
 from seedkl_jax.study.suite import Suite, check_complete
 
-# Test hook: exit abruptly (no cleanup, like a kill) right after this many groups were persisted.
-EXIT_AFTER_GROUPS_ENV = "SEEDKL_TEST_EXIT_AFTER_GROUPS"
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
 # Where this run's wall time went (diagnostics, rewritten by every run that aggregates): setup (inputs,
 # annotation), per computed group the wait for its params and its compare (the first one of each
 # model size includes XLA's compile), saving, and the final outputs.
@@ -52,6 +58,7 @@ class StudyConfig:
     pos: str = "stanza"                # "stanza" | "none" | FILE (see data/annotate.py)
     pos_required: bool = False         # stanza unavailable: False = warn and go on untagged, True = error
     overwrite: bool = False
+    wait: bool = False                 # --out locked by another run: False = exit 2, True = wait for it
     window: int = 2048
     overlap: int = 1024
     vocab_chunk: int | None = None
@@ -63,32 +70,72 @@ class StudyConfig:
     mesh: Any = None                   # jax.sharding.Mesh for compare_stacked; None = default devices
 
 
-def run_study(cfg: StudyConfig, *, progress: bool = True, shard: tuple[int, int] = (0, 1),
-              aggregate: bool = True, write: bool = True,
-              agree: Callable[[np.ndarray], np.ndarray] | None = None) -> Path | None:
+@dataclasses.dataclass
+class Prepared:
+    """What `prepare` read and checked: all that `claim`, `compute_groups` and `write_outputs` need."""
+
+    cfg: StudyConfig
+    suite: Suite
+    out: Path
+    tok: Any                           # data.tokenizer.Tokenizer (vocab_size narrowed by --vocab_size)
+    tok_source: str
+    text: Text
+    meta: Any                          # polars frame, one row per predicted position (data/annotate.py)
+    reference: np.ndarray              # [V] unigram log-probs of the corpus counts
+    settings: dict[str, Any]           # what study.json records (see _settings)
+    timings: dict[str, Any]            # TIMINGS_FILE's content, filled in as the steps run
+    t_start: float
+
+
+def run_study(cfg: StudyConfig, *, progress: bool = True,
+              on_group: Callable[[str, int], None] | None = None) -> Path:
     """Run (or resume) the study described by `cfg`; returns the path of report.md.
 
-    Multi-host (seedkl_jax.distributed): `shard=(index, count)` computes and persists only the groups
-    whose position i in `Suite.groups()` has i % count == index (and `--overwrite` clears only those);
-    `aggregate=False` returns None after persisting, before the final outputs.
-    Global-mesh mode runs this on every process at once (cfg.mesh spanning them all): `write=False`
-    computes but writes nothing into --out (no study.json, groups or outputs; returns None), and
-    `agree(done) -> done` maps this process's bool [n_groups] "already persisted" mask to the one every
-    process uses (process 0's), so that all enter the same groups' collectives in the same order.
+    on_group(size, step) is called after each group is persisted (e.g. to report progress).
     """
+    out = open_out(cfg)
+    from seedkl_jax.study import lock
+
+    with lock.hold(out, wait=cfg.wait):
+        prep = prepare(cfg)
+        claim(prep)
+        compute_groups(prep, progress=progress, on_group=on_group)
+        return write_outputs(prep)
+
+
+def open_out(cfg: StudyConfig) -> Path:
+    """Check the flags that need no file, then create `--out` and prove it writable; its path."""
+    from seedkl_jax.kernels.windows import check_window
+
+    cfg.suite.validate()
+    check_window(cfg.window, cfg.overlap)
+    return store.check_writable(Path(cfg.out))
+
+
+def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
+    """Steps 1-4 of the module docstring: every input read and checked, nothing written to --out.
+
+    check_out=False: this process will not write --out (multi-host, not process 0): not checked.
+    """
+    from seedkl_jax.convert import cache
     from seedkl_jax.kernels.windows import check_window
 
     t_start = time.perf_counter()
     suite = cfg.suite.validate()
     check_window(cfg.window, cfg.overlap)
-    out = store.check_writable(Path(cfg.out)) if write else Path(cfg.out).expanduser().resolve()
+    out = store.check_writable(Path(cfg.out)) if check_out else Path(cfg.out).expanduser().resolve()
+    cache_root = cache.cache_root(cfg.cache_dir)
+    checks.check_cache_dir(cache_root)
+    cache.sweep(cache_root)  # .tmp-* folders of writers that died
     check_complete(suite, cfg.cache_dir, cfg.dtype)
-    tok, tok_source = _tokenizer(cfg, suite)
+    tok, tok_source = checks.study_tokenizer(cfg.tokenizer, suite)
     if cfg.vocab_size is not None:
         if not 2 <= cfg.vocab_size <= tok.vocab_size:
             raise SeedKLError(f"--vocab_size={cfg.vocab_size}: must be between 2 and the tokenizer's {tok.vocab_size} ids")
         tok = dataclasses.replace(tok, vocab_size=int(cfg.vocab_size))  # one place: every later use sees it
     text = read_text(cfg.text, tok)
+    checks.check_suite(suite, vocab_size=tok.vocab_size, n_tokens=len(text.ids), window=cfg.window,
+                       cache_dir=cfg.cache_dir, dtype=cfg.dtype)
 
     from seedkl_jax.data.annotate import annotate_tokens, counts_from_ids, load_counts
     from seedkl_jax.kernels.divergence import unigram_logprobs
@@ -100,72 +147,49 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, shard: tuple[int, int]
                            required=cfg.pos_required)
     reference = unigram_logprobs(counts if counts is not None else counts_from_ids(text.ids, tok.vocab_size),
                                  tok.vocab_size)
-    mine = suite.groups()[shard[0]::shard[1]]
-    if write:
-        store.claim(out, settings, cfg.overwrite, write=True, groups=mine)
+    return Prepared(cfg=cfg, suite=suite, out=out, tok=tok, tok_source=tok_source, text=text, meta=meta,
+                    reference=np.asarray(reference), settings=settings,
+                    timings={"setup_s": time.perf_counter() - t_start}, t_start=t_start)
 
-    timings: dict[str, Any] = {"setup_s": time.perf_counter() - t_start}
-    _compute_groups(cfg, suite, mine, text, tok, tok_source, np.asarray(reference), out, progress, write, agree,
-                    timings)
-    if not aggregate or not write:
-        return None
+
+def claim(prep: Prepared, groups: list[tuple[str, int]] | None = None) -> None:
+    """Step 5: record the settings in --out (with --overwrite, first delete the finished `groups`:
+    all by default, a multi-host process's share when given)."""
+    store.claim(prep.out, prep.settings, prep.cfg.overwrite, write=True, groups=groups)
+
+
+def compute_groups(prep: Prepared, groups: list[tuple[str, int]] | None = None, *, write: bool = True,
+                   agree: Callable[[np.ndarray], np.ndarray] | None = None, progress: bool = True,
+                   on_group: Callable[[str, int], None] | None = None) -> None:
+    """Step 6 for `groups` (default: all of the suite's, in `Suite.groups()` order).
+
+    write=False computes but persists nothing (a multi-host process that does not write --out);
+    agree(done) -> done maps this process's bool [n_groups] "already persisted" mask to the one
+    every process uses, so that all enter the same groups' collectives in the same order.
+    """
+    groups = prep.suite.groups() if groups is None else list(groups)
+    _compute_groups(prep.cfg, prep.suite, groups, prep.text, prep.tok, prep.tok_source, prep.reference,
+                    prep.out, progress, write, agree, prep.timings, on_group)
+
+
+def write_outputs(prep: Prepared) -> Path:
+    """Step 7: every final file from the persisted groups (all must exist); returns report.md's path.
+    A disk or filesystem failure leaves --out's previous outputs as they were (one error line)."""
+    from seedkl_jax.disk import disk_errors
+
     t0 = time.perf_counter()
-    report = _write_outputs(cfg, suite, text, meta, out)
-    timings.update(outputs_s=time.perf_counter() - t0, total_s=time.perf_counter() - t_start)
-    store.write_text_atomic(out / TIMINGS_FILE, json.dumps(timings, indent=2) + "\n")
+    try:
+        with disk_errors(f"--out={prep.out}", "its previous outputs are intact; free space or "
+                                              "choose another --out, then rerun to finish"):
+            report = _write_outputs(prep.cfg, prep.suite, prep.text, prep.meta, prep.out)
+    finally:
+        shutil.rmtree(store.staging_dir(prep.out), ignore_errors=True)
+    prep.timings.update(outputs_s=time.perf_counter() - t0, total_s=time.perf_counter() - prep.t_start)
+    store.write_text_atomic(prep.out / TIMINGS_FILE, json.dumps(prep.timings, indent=2) + "\n")
     return report
 
 
 # ---------------------------------------------------------------- inputs
-
-
-def _tokenizer(cfg: StudyConfig, suite: Suite):
-    """The study's tokenizer, and a check that every local checkpoint carries the same one."""
-    from seedkl_jax.data.tokenizer import load_tokenizer
-
-    if cfg.tokenizer:
-        source, tok = cfg.tokenizer, load_tokenizer(cfg.tokenizer)
-    else:
-        size, step, seed, model, revision = next(suite.checkpoints())
-        source = model if revision is None else f"{model}@{revision}"
-        tok = load_tokenizer(model, revision)
-    if suite.is_local:
-        checker = _TokenizerCheck(tok, source)
-        for *_, model, _ in suite.checkpoints():
-            checker.check(model)
-    return tok, source
-
-
-class _TokenizerCheck:
-    """Compares the tokenizer files of checkpoint folders with the study's tokenizer (by vocabulary).
-
-    Identical files are compared once (hash of the bytes); differing files are loaded and compared by
-    vocabulary + added tokens, so a reformatted but equal tokenizer.json still passes.
-    """
-
-    def __init__(self, tok, source: str):
-        self.tok, self.source, self.want = tok, source, _vocab_fingerprint(tok)
-        self.seen: dict[str, bool] = {}
-
-    def check(self, folder: str) -> None:
-        files = [os.path.join(folder, f) for f in TOKENIZER_FILES if os.path.isfile(os.path.join(folder, f))]
-        if not files:
-            return  # a checkpoint without tokenizer files cannot disagree
-        h = hashlib.sha256()
-        for f in files:
-            h.update(Path(f).read_bytes())
-        key = h.hexdigest()
-        if key not in self.seen:
-            from seedkl_jax.data.tokenizer import load_tokenizer
-            self.seen[key] = _vocab_fingerprint(load_tokenizer(folder)) == self.want
-        if not self.seen[key]:
-            raise SeedKLError(f"tokenizer mismatch: {folder} has a different tokenizer than {self.source}; "
-                              "all checkpoints of a suite must share one tokenizer (check the suite, or --tokenizer)")
-
-
-def _vocab_fingerprint(tok) -> str:
-    vocab = tok.backend.get_vocab(with_added_tokens=True)
-    return hashlib.sha256(json.dumps(sorted(vocab.items())).encode()).hexdigest()
 
 
 def _file_sha(path: str) -> str:
@@ -180,7 +204,7 @@ def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok) -> dict[str, Any]
             "text": {"source": os.path.abspath(text.source), "n_tokens": int(len(text.ids)),
                      "sha256": text.fingerprint()},
             "tokenizer": {"vocab_size": int(tok.vocab_size), "eos_id": int(tok.eos_id),
-                          "vocab_sha256": _vocab_fingerprint(tok)},
+                          "vocab_sha256": checks.vocab_fingerprint(tok)},
             "counts": None if not cfg.counts else {"source": os.path.abspath(cfg.counts), "sha256": _file_sha(cfg.counts)},
             "window": int(cfg.window), "overlap": int(cfg.overlap), "dtype": cfg.dtype,
         },
@@ -192,7 +216,7 @@ def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok) -> dict[str, Any]
 
 
 def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, progress, write, agree,
-                    timings: dict) -> None:
+                    timings: dict, on_group=None) -> None:
     """Compute and persist every group of `groups` that has no valid file in out/groups yet
     (which ones: this process's view, or `agree`'s; persisted only if `write`). Seconds spent per
     group go into `timings["groups"]` (see TIMINGS_FILE)."""
@@ -205,19 +229,18 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
     if agree is not None:
         done = np.asarray(agree(done), bool)
     todo = [g for g, d in zip(groups, done) if not d]
-    exit_after = int(os.environ.get(EXIT_AFTER_GROUPS_ENV, "0") or 0)
-    tok_check = None if suite.is_local else _TokenizerCheck(tok, tok_source)
+    tok_check = None if suite.is_local else checks.TokenizerCheck(tok, tok_source)
     bar = tqdm(total=len(groups), initial=len(groups) - len(todo), desc="groups", unit="group", disable=not progress)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="seedkl-prefetch")
     try:
-        future = pool.submit(_load_group_params, cfg, suite, *todo[0], tok, tok_check) if todo else None
+        future = pool.submit(_load_group_params, cfg, suite, *todo[0], tok, tok_check, progress) if todo else None
         per_group = timings.setdefault("groups", [])
         for i, (size, step) in enumerate(todo):
             t_wait = time.perf_counter()
             model_cfg, stacked = future.result()
             t_wait = time.perf_counter() - t_wait
             if i + 1 < len(todo):  # overlap loading the next group with this group's compute
-                future = pool.submit(_load_group_params, cfg, suite, *todo[i + 1], tok, tok_check)
+                future = pool.submit(_load_group_params, cfg, suite, *todo[i + 1], tok, tok_check, progress)
             bar.set_description(f"{size} step {step}")
             t0 = time.perf_counter()
             arrays = compare_stacked(stacked, model_cfg, text.ids, vocab_size=tok.vocab_size,
@@ -234,33 +257,52 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
                               "save_s": time.perf_counter() - t_save})
             bar.update(1)
             bar.set_postfix_str(f"{n_pos / dt:,.0f} tok/s, {n_pos * len(suite.seeds) / dt:,.0f} tok*seeds/s")
-            if exit_after and i + 1 >= exit_after:
-                os._exit(3)
+            if on_group is not None:
+                on_group(size, step)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
 
 
-def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok, tok_check):
-    """Load the S seeds of one group (orbax-cached) and stack them: (model config, stacked params)."""
+def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok, tok_check, progress=False):
+    """Load the S seeds of one group (orbax-cached) and stack them: (model config, stacked params).
+
+    A seed with NaN/inf weights is refused by size/step/seed and path, and its params-cache entry is
+    dropped (a re-downloaded or re-saved checkpoint is then converted afresh)."""
+    from tqdm import tqdm
+
+    from seedkl_jax.convert import cache
     from seedkl_jax.convert.loader import load
     from seedkl_jax.kernels.compare import stack_params
 
     models = []
-    for seed in suite.seeds:
-        model, revision = suite.checkpoint(size, step, seed)
-        m = load(model, revision, dtype=cfg.dtype, cache_dir=cfg.cache_dir)
-        if tok_check is not None and getattr(m, "local_dir", None):
-            tok_check.check(m.local_dir)
-        if m.config.vocab_size < tok.vocab_size:
-            raise SeedKLError(f"{model}{'@' + revision if revision else ''}: {m.config.vocab_size} vocab rows but the "
-                              f"tokenizer has {tok.vocab_size} ids; the checkpoint does not belong to this tokenizer")
-        models.append(m)
+    with tqdm(total=len(suite.seeds), desc=f"params {size} step {step}", unit="ckpt", position=1, leave=False,
+              disable=not progress) as bar:
+        for seed in suite.seeds:
+            model, revision = suite.checkpoint(size, step, seed)
+            where = f"size {size} step {step} seed {seed} ({model}{'@' + revision if revision else ''})"
+            m = load(model, revision, dtype=cfg.dtype, cache_dir=cfg.cache_dir)
+            bar.set_postfix_str(m.source)  # "cache" (restored) or "convert" (read and converted now)
+            bar.update(1)
+            if tok_check is not None and getattr(m, "local_dir", None):
+                tok_check.check(m.local_dir)
+            if m.config.vocab_size < tok.vocab_size:
+                raise SeedKLError(f"{where}: vocab_size {m.config.vocab_size} but the tokenizer has {tok.vocab_size} "
+                                  "ids; the checkpoint does not belong to this tokenizer")
+            bad = checks.nonfinite_tensors(m.params)
+            if bad:
+                if m.cache_entry:
+                    cache.drop(Path(m.cache_entry))
+                raise SeedKLError(f"{where}: NaN/inf weights in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; "
+                                  "the checkpoint is broken (its params-cache entry was dropped): re-download "
+                                  "or re-save it, or leave this seed out")
+            models.append(m)
     first = models[0]
     for seed, m in zip(suite.seeds[1:], models[1:]):
         if m.config != first.config:
+            diff = checks.config_difference(first.hf_dict, m.hf_dict) or [f"{first.config} vs {m.config}"]
             raise SeedKLError(f"size {size} step {step}: seed {seed} has a different architecture than seed "
-                              f"{suite.seeds[0]}; all seeds of a size must share one config")
+                              f"{suite.seeds[0]} ({', '.join(diff[:4])}); all seeds of a size must share one config")
     stacked = stack_params([m.params for m in models])
     return first.config, stacked
 
@@ -269,7 +311,7 @@ def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok
 
 
 def _write_outputs(cfg: StudyConfig, suite: Suite, text: Text, meta, out: Path) -> Path:
-    """All final files from the persisted groups, staged in out/.staging and moved in file by file."""
+    """All final files from the persisted groups, staged in this run's staging folder and moved in file by file."""
     import polars as pl
 
     from seedkl_jax.analysis.aggregate import GroupResult, pair_rows, summarize, token_rows
@@ -286,9 +328,7 @@ def _write_outputs(cfg: StudyConfig, suite: Suite, text: Text, meta, out: Path) 
             raise SeedKLError(f"--out={out}: group {size} step {step} vanished during the run; rerun to recompute it")
         groups.append(GroupResult(size=size, step=step, seeds=list(suite.seeds), arrays=arrays))
 
-    stage = out / ".staging"
-    shutil.rmtree(stage, ignore_errors=True)
-    (stage / "figures").mkdir(parents=True)
+    stage = store.new_staging(out)  # this run's own folder (a killed run's leftovers are removed)
 
     token_meta = _token_meta(meta, groups, suite, surprisal_bin)
     tables = {
@@ -312,18 +352,7 @@ def _write_outputs(cfg: StudyConfig, suite: Suite, text: Text, meta, out: Path) 
     report = write_report(stage, summary, phases, figures, findings=found,
                           extra=_extra_sections(cfg, suite, text, int(meta["doc_id"].max()) + 1))
 
-    produced = [p for p in sorted(stage.rglob("*")) if p.is_file()]
-    for p in produced:  # each final file appears complete (one rename) or keeps its previous version
-        dest = out / p.relative_to(stage)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(p, dest)
-    fresh = {out / p.relative_to(stage) for p in produced}
-    for old in (out / "figures").glob("*.png"):  # figures of sizes no longer in the study
-        if old not in fresh:
-            old.unlink()
-    shutil.rmtree(stage, ignore_errors=True)
+    store.publish(stage, out)  # each final file appears complete (one rename) or keeps its previous version
     return out / Path(report).relative_to(stage)
 
 

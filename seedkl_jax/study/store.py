@@ -3,21 +3,29 @@
 Why atomic: a study over 100 groups runs for hours; a crash or kill must leave every file either complete
 or absent, so a rerun can trust whatever it finds. Layout:
 
+  .seedkl.lock                    held by the one run writing here (study/lock.py)
   study.json                      the settings the results depend on; a rerun with other settings is refused
   groups/<size>/step<step>.npz    one finished (size, step) group: compare() arrays + seeds
   tokens.parquet, ... report.md   final outputs, rewritten from the group files at the end of every run
+  .staging-<pid>/                 the final outputs of the run with that pid, while they are written;
+                                  moved in file by file once all exist (a killed run's is removed by the next)
+
+A full disk or another filesystem failure while writing is one SeedKLError line (seedkl_jax/disk.py);
+the file being written keeps its previous version.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from seedkl_jax.disk import disk_errors
 from seedkl_jax.errors import SeedKLError
 
 SETTINGS_FILE = "study.json"
@@ -28,19 +36,25 @@ os.umask(_UMASK)  # read once at import: mkstemp files are 0600, finished files 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename, else it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    path, tmp = Path(path), None
     try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:  # the data must be on disk before the rename makes it visible
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        with disk_errors(str(path), "nothing was written (a previous version of the file is intact)"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+            yield Path(tmp)
+            with open(tmp, "rb+") as f:  # the data must be on disk before the rename makes it visible
+                os.fsync(f.fileno())
+            os.chmod(tmp, file_mode())
+            os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.remove(tmp)
+
+
+def file_mode() -> int:
+    """The mode a plainly created file gets under this process's umask (tempfiles are 0600)."""
+    return 0o666 & ~_UMASK
 
 
 def write_atomic(path: Path, writer: Callable[[Path], Any]) -> Path:
@@ -65,6 +79,41 @@ def check_writable(out: Path) -> Path:
     except OSError as e:
         raise SeedKLError(f"--out={out}: not writable ({e.strerror or e}); choose a folder you can write to") from None
     return out.resolve()
+
+
+def staging_dir(out: Path) -> Path:
+    """This run's staging folder for the final outputs (per run: a killed run's cannot be mistaken)."""
+    return Path(out) / f".staging-{os.getpid()}"
+
+
+def new_staging(out: Path) -> Path:
+    """An empty staging folder (with figures/) for this run; earlier runs' leftovers are removed
+    (the caller holds --out's lock, so no other run is writing one)."""
+    for old in Path(out).glob(".staging*"):
+        shutil.rmtree(old, ignore_errors=True)
+    stage = staging_dir(out)
+    (stage / "figures").mkdir(parents=True)
+    return stage
+
+
+def publish(stage: Path, out: Path) -> list[Path]:
+    """Move every staged file into `out` (one rename each: a file appears complete or keeps its
+    previous version), drop figures the new outputs no longer have, remove `stage`; the new paths."""
+    produced = [p for p in sorted(stage.rglob("*")) if p.is_file()]
+    for p in produced:
+        with open(p, "rb+") as f:
+            os.fsync(f.fileno())
+    moved = []
+    for p in produced:
+        dest = out / p.relative_to(stage)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(p, dest)
+        moved.append(dest)
+    for old in (out / "figures").glob("*.png"):  # figures of sizes no longer in the study
+        if old not in moved:
+            old.unlink()
+    shutil.rmtree(stage, ignore_errors=True)
+    return moved
 
 
 def group_path(out: Path, size: str, step: int) -> Path:

@@ -1,0 +1,71 @@
+"""One writer per `--out`: an exclusive lock on `<out>/.seedkl.lock`, held for the whole run.
+
+Why: two runs into one folder would both compute everything and then replace each other's files
+(a report.md pointing at figures the other run deleted). The lock is `flock`, so the kernel drops it
+when its holder dies for any reason (kill -9 included): a stale lock file never blocks a later run.
+The file stays (deleting a lock file races with the next locker) and holds the holder's pid and host
+for the message a second run prints. On a filesystem without locks (some FUSE mounts) the run goes
+on with a warning.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+from seedkl_jax.errors import SeedKLError
+
+LOCK_FILE = ".seedkl.lock"
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        where = "" if info.get("host") in (None, socket.gethostname()) else f" on {info['host']}"
+        return f"pid {info['pid']}{where}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "pid unknown"
+
+
+@contextlib.contextmanager
+def hold(out: Path, *, wait: bool = False) -> Iterator[Path]:
+    """Hold the lock of the existing folder `out` inside the block (yields the lock file's path).
+
+    Busy: SeedKLError "another seedkl run (pid N) is writing to --out=...", or with `wait` block
+    until the other run ends (saying so once on stderr).
+    """
+    path = Path(out) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise SeedKLError(f"--out={out}: cannot create its lock file ({e.strerror or e}); "
+                          "choose a folder you can write to") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            if not wait:
+                raise SeedKLError(f"--out={out}: another seedkl run ({holder}) is writing to it; wait "
+                                  "for it to end, pass --wait to queue behind it, or use another --out") from None
+            print(f"seedkl: waiting for the other run ({holder}) writing to {out}", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            warnings.warn(f"--out={out}: this filesystem has no file locks ({e.strerror}); make sure no "
+                          "other seedkl run writes to the same folder")
+        me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, me, 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
