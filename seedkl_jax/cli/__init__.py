@@ -2,44 +2,90 @@
 
 Each command is a module under seedkl_jax/cli/ that defines its absl flags and `main(argv)`; only
 the chosen command's module is imported, so `seedkl run --help` lists run's flags and nothing else.
+
+Exit status (every command): 0 done; 2 bad input or environment (a bad flag, a missing or broken
+checkpoint, a busy or full --out: one `seedkl <command>: error: ...` line, no traceback); 1 a bug
+(an unexpected exception, with its traceback).
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import sys
 
 COMMANDS = {
     "demo": ("seedkl_jax.cli.demo", "train a mini seed suite offline and run the whole study on it"),
     "run": ("seedkl_jax.cli.run", "run the convergence study on a suite (sizes x steps x seeds)"),
     "convert": ("seedkl_jax.cli.convert", "convert a HF GPT-NeoX checkpoint into the params cache"),
+    "cache": ("seedkl_jax.cli.cache", "list or clear the converted-params cache"),
 }
+HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
+EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _usage() -> str:
     lines = ["usage: seedkl <command> [--flags]   (seedkl <command> --help for its flags)", "", "commands:"]
     lines += [f"  {name:<8} {about}" for name, (_, about) in COMMANDS.items()]
+    lines += ["", "exit status: 0 done, 2 bad input or environment (one error line), 1 a bug (a traceback)"]
     return "\n".join(lines)
+
+
+def _command_help(module, prog: str) -> str:
+    from absl import flags
+
+    doc = (module.__doc__ or "").strip()
+    listing = flags.FLAGS.module_help(module.__name__).strip().split("\n", 1)[-1]  # minus its module-name line
+    return f"{doc}\n\nflags of {prog} (also --flagfile=FILE):\n{listing}\n"
+
+
+def _quiet_process() -> None:
+    """Noise the CLI does not want: transformers warns "PyTorch was not found" on import although
+    seedkl needs torch only for pytorch_model.bin files (and then says so itself); orbax's threads
+    print "Event loop is closed" tracebacks after a failed save that seedkl reports in one line."""
+    try:
+        has_torch = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        has_torch = False
+    if not has_torch:
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
-    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+    if len(argv) < 2 or argv[1] in HELP_FLAGS + ("help",):
         print(_usage())
-        return 0
+        return EXIT_OK
     cmd = argv[1]
     if cmd not in COMMANDS:
         print(f"seedkl: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    _quiet_process()
     from absl import app, flags, logging
 
     from seedkl_jax.errors import SeedKLError
 
     module = importlib.import_module(COMMANDS[cmd][0])
-    # absl's --help lists the flags of the module named by argv[0]: name it after the command.
     prog = f"seedkl {cmd}"
+    if any(a in HELP_FLAGS for a in argv[2:]):
+        print(_command_help(module, prog))
+        return EXIT_OK
     sys.argv[0] = prog
-    for flag in flags.FLAGS.get_flags_for_module(module.__name__):
-        flags.FLAGS.register_flag_by_module(prog, flag)
+
+    def parse(args):
+        try:
+            return flags.FLAGS(args)
+        except flags.Error as e:  # unknown flag, bad value, unreadable flagfile
+            print(f"{prog}: error: {e}; see {prog} --help", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
 
     def guarded(args):
         if not flags.FLAGS["verbosity"].present:  # orbax/XLA log every save step at INFO
@@ -47,11 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return module.main(args)
         except SeedKLError as e:  # bad input: one line, no traceback
-            print(f"seedkl {cmd}: error: {e}", file=sys.stderr)
-            sys.exit(2)
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
 
-    app.run(guarded, argv=[prog] + argv[2:])
-    return 0
+    app.run(guarded, argv=[prog] + argv[2:], flags_parser=parse)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -8,7 +8,13 @@ step{step}, 5 sizes x 20 steps x seeds 1,3,5,7,9) and any of --model_template, -
   seedkl run --preset= --model_template=/data/suite/{size}/seed{seed}/step{step} --revision_template= \\
       --sizes=14m,70m --steps=0,16,256,2000 --seeds=1,2,3 --text=eval.txt --out=results/
 
-The flag names are fixed: external scripts use them.
+Resume, and one writer per folder:
+
+  seedkl run --flagfile=study.flags           # killed? rerun the same command: finished groups are kept
+  seedkl run --flagfile=study.flags --wait    # queue behind another run writing the same --out
+
+The flag names are fixed: external scripts use them. Exit status: 0 done, 2 bad input or environment
+(one error line; every checkpoint is checked before any compute), 1 a bug.
 """
 from __future__ import annotations
 
@@ -45,7 +51,11 @@ _POS = flags.DEFINE_string("pos", "stanza", "Part-of-speech tags: stanza (tagged
 _OUT = flags.DEFINE_string("out", "seedkl-out", "Output folder (tokens/pairs/token_meta/summary parquet, "
                            "phases.json, figures/, report.md, groups/). Rerunning into it resumes.")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Recompute finished groups (and accept new settings) in --out.")
-_WINDOW = flags.DEFINE_integer("window", 2048, "Context window for texts longer than the model's context.")
+_WAIT = flags.DEFINE_boolean("wait", False, "If another seedkl run is writing to --out, wait for it to end "
+                             "(default: exit 2 at once).")
+_WINDOW = flags.DEFINE_integer("window", 2048, "Tokens the models see at once: texts longer than this are scored "
+                                "in sliding windows. Must fit every model's context (max_position_embeddings; "
+                                "Pythia: 2048), checked before any compute.")
 _OVERLAP = flags.DEFINE_integer("overlap", 1024, "Overlap between consecutive windows (left context kept).")
 _VOCAB_CHUNK = flags.DEFINE_integer("vocab_chunk", None, "Vocab chunk of the fused KL kernel; default: the "
                                     "kernel's benchmarked choice.")
@@ -92,7 +102,7 @@ def build_config():
         suite=suite, text=_TEXT.value, out=_OUT.value, tokenizer=_TOKENIZER.value or None,
         counts=_COUNTS.value or None, pos=_POS.value,
         pos_required=_POS.value == "stanza" and flags.FLAGS["pos"].present,
-        overwrite=_OVERWRITE.value, window=_WINDOW.value, overlap=_OVERLAP.value,
+        overwrite=_OVERWRITE.value, wait=_WAIT.value, window=_WINDOW.value, overlap=_OVERLAP.value,
         vocab_chunk=_VOCAB_CHUNK.value or None, vocab_size=_VOCAB_SIZE.value, cache_dir=_CACHE_DIR.value or None,
         save_pair_positions=_SAVE_PAIR_POSITIONS.value, n_boot=_N_BOOT.value,
     )

@@ -30,6 +30,8 @@ checkpoint found broken after it was cached, e.g. NaN weights).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -122,9 +124,11 @@ def store(entry: Path, params: dict, config: dict, info: dict,
                                                   "--cache_dir / $SEEDKL_CACHE at a writable folder with room"):
             entry.parent.mkdir(parents=True, exist_ok=True)
             sweep(root)
+            _check_room(entry.parent, params)
             tmp.mkdir()
             (tmp / WRITER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
-            _checkpointer().save(tmp / "params", params)
+            with _orbax_quiet():
+                _checkpointer().save(tmp / "params", params)
             (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
             (tmp / "entry.json").write_text(json.dumps(info, indent=2, sort_keys=True))
             for f in extra_files:
@@ -141,6 +145,36 @@ def store(entry: Path, params: dict, config: dict, info: dict,
         shutil.rmtree(tmp, ignore_errors=True)
     _remove_stale(entry)
     return entry
+
+
+def _check_room(folder: Path, params: dict) -> None:
+    """Refuse before writing when the entry cannot fit (free space, or this process's file-size
+    limit): a save that fails midway makes orbax's threads print tracebacks we cannot hold back."""
+    import resource
+
+    import jax
+
+    need = sum(int(getattr(a, "nbytes", 0)) for a in jax.tree.leaves(params))
+    if shutil.disk_usage(folder).free < need:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(folder))
+
+
+@contextlib.contextmanager
+def _orbax_quiet():
+    """orbax logs a failed save's traceback at ERROR from each of its threads before raising it:
+    the caller reports the error itself (one line for a full disk), so keep those logs back."""
+    import logging
+
+    log = logging.getLogger("absl")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _finish(tmp: Path, name: str) -> None:
