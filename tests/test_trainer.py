@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import math
+import os
 
 import jax
 import numpy as np
@@ -162,3 +163,22 @@ def test_train_suite_reuses_a_finished_size_and_retrains_a_changed_one(suite, mo
     T.train_suite(dataclasses.replace(TINY, lr=5e-3), ids, work / "tok", vocab, work / "suite",
                   progress=False)
     assert calls == [1, 1]
+
+
+def test_checkpoint_files_get_the_umasks_mode(suite):
+    trained, _, _, work = suite
+    umask = os.umask(0o022)
+    os.umask(umask)
+    files = [f for f in (work / "suite").rglob("*") if f.is_file()]
+    assert files and {f.stat().st_mode & 0o777 for f in files} == {0o666 & ~umask}
+
+
+def test_first_training_bar_says_compiling_then_restarts_its_clock(suite, tmp_path, capsys):
+    _, ids, vocab, work = suite
+    T.train_suite(dataclasses.replace(TINY, widths=(32,), steps=2, warmup=1), ids, work / "tok", vocab, tmp_path / "s",
+                  progress=True)
+    err = capsys.readouterr().err
+    frames = [f for f in err.replace("\r", "\n").splitlines() if f.startswith("train ")]
+    assert frames[0].startswith("train ") and ", compiling" in frames[0] and " 0/2 " in frames[0], frames
+    done = [f for f in frames if " 2/2 " in f]
+    assert done and ", compiling" not in done[-1], frames

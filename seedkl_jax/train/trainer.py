@@ -45,6 +45,7 @@ import optax
 from seedkl_jax.convert.mapping import params_to_state_dict
 from seedkl_jax.errors import SeedKLError
 from seedkl_jax.models import NeoXConfig, init_params, logits
+from seedkl_jax.study.store import file_mode
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -232,6 +233,8 @@ def save_checkpoint(path: Path, params: dict, model_cfg: NeoXConfig, tokenizer_d
     for name in TOKENIZER_FILES:
         if (Path(tokenizer_dir) / name).exists():
             shutil.copyfile(Path(tokenizer_dir) / name, tmp / name)
+    for f in tmp.iterdir():  # safetensors writes 0600: give the files the umask's usual mode
+        os.chmod(f, file_mode())
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
@@ -282,8 +285,10 @@ def train_suite(cfg: TrainConfig, ids: np.ndarray, tokenizer_dir: str | os.PathL
         done.unlink(missing_ok=True)
         for s in cfg.seeds:
             shutil.rmtree(workdir / size / f"seed{s}", ignore_errors=True)
-        bar = tqdm(total=cfg.steps, desc=f"train {size} (width {width}, {len(cfg.seeds)} seeds)",
-                   disable=not progress, unit="step")
+        desc = f"train {size} (width {width}, {len(cfg.seeds)} seeds)"
+        # The first step includes XLA's compile: say so, and restart the clock after it (else its
+        # seconds make the first ETA hours long).
+        bar = tqdm(total=cfg.steps, desc=f"{desc}, compiling", disable=not progress, unit="step")
         last = {}
 
         def on_step(t, params, loss):
@@ -293,6 +298,9 @@ def train_suite(cfg: TrainConfig, ids: np.ndarray, tokenizer_dir: str | os.PathL
                     save_checkpoint(workdir / size / f"seed{s}" / f"step{t}",
                                     jax.tree.map(lambda a: a[i], host), model_cfg, Path(tokenizer_dir))
             if loss is not None:
+                if t == 1:
+                    bar.reset()
+                    bar.set_description(desc)
                 bar.update(1)
                 if t % 16 == 0 or t == cfg.steps:
                     last["loss"] = float(jnp.mean(loss))
