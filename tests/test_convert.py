@@ -144,6 +144,21 @@ def test_killed_writer_leaves_no_valid_entry(hf_checkpoint, tmp_path):
     assert _entries(cache_dir) == []
     m = load(str(ckpt), cache_dir=cache_dir)
     assert m.source == "convert" and _entries(cache_dir) == [Path(m.cache_entry)]
+    assert not list((cache_dir / "models").glob(".tmp-*"))  # the dead writer's folder went with that store
+
+
+def test_disk_full_inside_orbax_is_one_line_and_leaves_nothing(hf_checkpoint, tmp_path, monkeypatch):
+    """orbax/tensorstore report a full disk as a ValueError carrying the errno in its text."""
+    def full(*a, **k):
+        raise ValueError('OUT_OF_RANGE: Error writing "embed_in/0.0" in OCDBT database: Failed to write '
+                         "338165 bytes to file 14: No space left on device [os_error_code='28']")
+
+    monkeypatch.setattr(cache, "_checkpointer", lambda: types.SimpleNamespace(save=full))
+    with pytest.raises(SeedKLError) as e:
+        load(str(hf_checkpoint(seed=4)), cache_dir=tmp_path / "c")
+    assert str(e.value).startswith(f"params cache {tmp_path / 'c'}: No space left on device (the disk is full")
+    assert "partial entry was removed" in str(e.value)
+    assert list((tmp_path / "c" / "models").iterdir()) == []
 
 
 def test_entry_without_marker_is_not_loaded(hf_checkpoint, tmp_path, monkeypatch):

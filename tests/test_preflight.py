@@ -293,3 +293,59 @@ def test_seedkl_cache_pointing_at_a_file_while_storing_is_one_line(hf_checkpoint
         load(str(hf_checkpoint(3)))
     assert str(e.value).startswith(f"params cache {tmp_path / 'file'}: Not a directory (a part of the path is a file")
     assert "$SEEDKL_CACHE" in str(e.value) and "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------- progress, leftovers
+
+
+def test_loading_and_converting_checkpoints_shows_progress(lab, tmp_path, capsys):
+    one = dataclasses.replace(lab["suite"], sizes=("s1",), steps=(0,))
+    run_study(_cfg(lab, tmp_path / "out", suite=one, cache_dir=str(tmp_path / "cache")), progress=True)
+    err = capsys.readouterr().err.replace("\r", "\n")
+    frames = [f for f in err.splitlines() if f.startswith("params s1 step 0")]
+    assert any(f" {len(SEEDS)}/{len(SEEDS)} " in f and "convert" in f for f in frames), frames[-3:]
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(lab, tmp_path):
+    out = tmp_path / "out"
+    one = dataclasses.replace(lab["suite"], sizes=("s1",), steps=(0,))
+    (out / ".staging-999999999" / "figures").mkdir(parents=True)  # what a run killed while staging leaves
+    (out / ".staging-999999999" / "report.md").write_text("half")
+    run_study(_cfg(lab, out, suite=one), progress=False)
+    assert not list(out.glob(".staging*")) and "half" not in (out / "report.md").read_text()
+
+
+def test_hub_checkpoints_are_checked_from_their_config_alone(tmp_path, monkeypatch, hf_checkpoint):
+    """A hub suite: config.json and the file list come from the hub (faked); no weights are fetched."""
+    import huggingface_hub as hf
+    import types
+
+    from seedkl_jax.study import checks
+    from seedkl_jax.study.suite import Suite
+
+    good = json.loads((hf_checkpoint(3) / "config.json").read_text())
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    (tmp_path / "llama.json").write_text(json.dumps(dict(good, model_type="llama")))
+    fetched = []
+
+    def model_info(self, repo_id, revision=None, **kw):
+        files = ["config.json"] + ([] if revision == "step2" else ["model.safetensors"])
+        return types.SimpleNamespace(sha=f"{repo_id}@{revision}", siblings=[types.SimpleNamespace(rfilename=f)
+                                                                            for f in files])
+
+    def hf_hub_download(repo_id, filename, revision=None, **kw):
+        fetched.append(filename)
+        return str(tmp_path / ("llama.json" if revision == "Org/m-seed2@step1" else "good.json"))
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(hf, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(hf.HfApi, "model_info", model_info)
+    monkeypatch.setattr(hf, "hf_hub_download", hf_hub_download)
+    suite = Suite(sizes=("m",), steps=(1, 2), seeds=(1, 2), model_template="Org/{size}-seed{seed}",
+                  revision_template="step{step}")
+    with pytest.raises(SeedKLError) as e:
+        checks.check_suite(suite, vocab_size=16, n_tokens=10, window=2048, cache_dir=tmp_path / "c")
+    msg = str(e.value)
+    assert "Org/m-seed2@step1: " in msg and "model_type 'llama' is not supported" in msg
+    assert msg.count("no model.safetensors / pytorch_model.bin weights") == 2  # both seeds of step 2
+    assert set(fetched) == {"config.json"}

@@ -282,8 +282,8 @@ def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok
             model, revision = suite.checkpoint(size, step, seed)
             where = f"size {size} step {step} seed {seed} ({model}{'@' + revision if revision else ''})"
             m = load(model, revision, dtype=cfg.dtype, cache_dir=cfg.cache_dir)
-            bar.set_postfix_str(m.source)  # "cache" (restored) or "convert" (read and converted now)
             bar.update(1)
+            bar.set_postfix_str(m.source)  # "cache" (restored) or "convert" (read and converted now); redraws
             if tok_check is not None and getattr(m, "local_dir", None):
                 tok_check.check(m.local_dir)
             if m.config.vocab_size < tok.vocab_size:
