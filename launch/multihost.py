@@ -9,7 +9,8 @@ all processes see (NFS, Lustre, a GCS FUSE mount...). Without --coordinator the 
 plain one-process `seedkl run`. --multihost_mode picks the work split (launch/README.md says which
 to use): "groups" deals whole groups to processes, "global" runs each group over every device of the
 job; both in `distributed.run_study_distributed`.
-Exit status: 0 done, 2 bad input (one-line message), 1 anything else.
+Exit status: 0 done, 2 bad input or environment (a bad flag, a broken checkpoint, a busy --out: one
+line), 1 anything else.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's seedkl_jax, installed or not
 from seedkl_jax import distributed  # noqa: E402
+from seedkl_jax.cli import quiet_process  # noqa: E402
 from seedkl_jax.cli import run as run_cli  # noqa: E402  (registers the `seedkl run` flags)
 from seedkl_jax.errors import SeedKLError  # noqa: E402
 
@@ -36,9 +38,9 @@ _BARRIER_TIMEOUT = flags.DEFINE_float("barrier_timeout", 24 * 3600.0,
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
     try:
+        if len(argv) > 1:
+            raise SeedKLError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                timeout_s=_INIT_TIMEOUT.value)
         cfg = run_cli.build_config()
@@ -51,5 +53,14 @@ def main(argv):
         print(report)
 
 
+def _parse(argv):
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:  # a bad flag is bad input: exit 2, like `seedkl run`
+        print(f"multihost: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    quiet_process()
+    app.run(main, flags_parser=_parse)

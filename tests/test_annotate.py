@@ -24,7 +24,7 @@ EOS = "<|endoftext|>"
 
 @dataclass
 class StandInTokenizer:
-    """The SPEC's Tokenizer surface (backend, vocab_size, eos_id, encode, decode_tokens)."""
+    """data.tokenizer.Tokenizer's surface (backend, vocab_size, eos_id, encode, decode_tokens)."""
     backend: tokenizers.Tokenizer
     vocab_size: int
     eos_id: int

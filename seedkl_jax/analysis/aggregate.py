@@ -34,7 +34,7 @@ Definitions (nats throughout):
     Draws use numpy's default_rng(seed) fresh per (group, metric), so results do not depend on the
     order of groups and equal-shaped groups share resamples (smoother curves across steps).
 
-Categories come from the token meta frame (one row per predicted position; SPEC's token_meta
+Categories come from the token meta frame (one row per predicted position; README's token_meta
 columns). `final_surprisal_bin` depends on size: when the meta frame has a `size` column, each group
 uses the rows of its size. Null categories (e.g. tokens without a PoS tag) are skipped.
 """

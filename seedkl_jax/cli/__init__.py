@@ -39,7 +39,7 @@ def _command_help(module, prog: str) -> str:
     return f"{doc}\n\nflags of {prog} (also --flagfile=FILE):\n{listing}\n"
 
 
-def _quiet_process() -> None:
+def quiet_process() -> None:
     """Noise the CLI does not want: transformers warns "PyTorch was not found" on import although
     seedkl needs torch only for pytorch_model.bin files (and then says so itself); orbax's threads
     print "Event loop is closed" tracebacks after a failed save that seedkl reports in one line."""
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in COMMANDS:
         print(f"seedkl: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    _quiet_process()
+    quiet_process()
     from absl import app, flags, logging
 
     from seedkl_jax.errors import SeedKLError

@@ -133,7 +133,7 @@ def write_report(out_dir, summary: pl.DataFrame, phases: dict, figures, findings
     findings: list of {"finding", "verdict", "evidence"}; None computes them with analysis.findings,
     [] leaves the section out. extra: markdown appended at the end -- a str, a {title: body} dict, or a
     list of (title, body) pairs (e.g. the study's settings, or the demo's training notes);
-    extra_sections is the same, under SPEC's name (both may be given; extra comes first).
+    extra_sections is the same under its older name (both may be given; extra comes first).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
