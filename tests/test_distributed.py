@@ -236,3 +236,29 @@ def _assert_equals_one_process(flags: list[str], out2: Path, cache: Path) -> Non
                                            err_msg=f"{name}:{col}")
             else:
                 assert a[col].equals(b[col]), f"{name}:{col}"
+
+
+def test_a_busy_out_stops_every_process_before_any_write(lab, tmp_path):
+    """Process 0 cannot take --out's lock (this test holds it): both processes exit 2 at once."""
+    from seedkl_jax.study import lock
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    port = _free_port()
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    with lock.hold(out):
+        procs = [subprocess.Popen([sys.executable, str(ROOT / "launch" / "multihost.py"), f"--coordinator=127.0.0.1:{port}",
+                                   "--num_processes=2", f"--process_id={i}", "--init_timeout=60", *lab["flags"],
+                                   f"--out={out}", f"--cache_dir={tmp_path / 'cache'}"],
+                                  cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for i in range(2)]
+        try:
+            logs = [p.communicate(timeout=300)[0] for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+    assert [p.returncode for p in procs] == [2, 2], logs
+    assert f"another seedkl run (pid {os.getpid()}) is writing to it" in logs[0]
+    assert "process 0 could not take it" in logs[1]
+    assert sorted(p.name for p in out.iterdir()) == [lock.LOCK_FILE]

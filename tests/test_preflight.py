@@ -200,6 +200,20 @@ def test_a_locked_out_is_refused_and_a_dead_holders_lock_is_not(lab, tmp_path):
         pass
 
 
+def test_wait_queues_behind_the_holder(tmp_path, capfd):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path\n"
+                               "from seedkl_jax.study import lock\n"
+                               "with lock.hold(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(3)",
+                               str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with lock.hold(out, wait=True):
+        assert holder.poll() is not None  # got the lock only once the holder was gone
+    assert f"waiting for the other run (pid {holder.pid})" in capfd.readouterr().err
+    holder.wait(timeout=60)
+
+
 def _cli(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
     code = "import sys; from seedkl_jax.cli import main; sys.exit(main(['seedkl', *sys.argv[1:]]))"
     return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=dict(os.environ, **(env_extra or {})),
