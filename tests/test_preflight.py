@@ -208,8 +208,9 @@ def test_wait_queues_behind_the_holder(tmp_path, capfd):
                                "with lock.hold(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(3)",
                                str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
+    t0 = time.perf_counter()
     with lock.hold(out, wait=True):
-        assert holder.poll() is not None  # got the lock only once the holder was gone
+        assert time.perf_counter() - t0 > 1.5  # got the lock only once the holder let go (after ~3 s)
     assert f"waiting for the other run (pid {holder.pid})" in capfd.readouterr().err
     holder.wait(timeout=60)
 
