@@ -359,6 +359,22 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert target.read_text() == "old" and sorted(p.name for p in target.parent.iterdir()) == ["f.txt"]
 
 
+def test_atomic_write_on_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path):
+    import errno
+
+    target = tmp_path / "groups" / "s" / "step0.npz"
+    store.write_text_atomic(target, "old")
+
+    def full(tmp):
+        Path(tmp).write_text("half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(SeedKLError) as e:
+        store.write_atomic(target, full)
+    assert str(e.value).startswith(f"{target}: No space left on device (the disk is full")
+    assert target.read_text() == "old" and sorted(p.name for p in target.parent.iterdir()) == ["step0.npz"]
+
+
 def test_settings_bind_out_only_while_groups_exist(tmp_path):
     a = {"results": {"window": 8, "suite": {"steps": [0, 1]}}, "annotation": {"pos": "none"}}
     b = {"results": {"window": 8, "suite": {"steps": [0, 2]}}, "annotation": {"pos": "none"}}
