@@ -20,7 +20,7 @@ from safetensors.numpy import load_file, save_file
 
 from seedkl_jax.convert import cache
 from seedkl_jax.errors import SeedKLError
-from seedkl_jax.study import lock, store
+from seedkl_jax.study import lock
 from seedkl_jax.study.run import run_study
 from test_study import SEEDS, _cfg, _flagfile, lab  # noqa: F401  (lab: the module fixture)
 
@@ -76,8 +76,10 @@ def _nothing_written(out: Path):
 
 def test_third_group_of_another_family_fails_fast_before_any_compute(lab, tmp_path, no_compute):
     assert lab["suite"].groups()[2] == ("s1", 64)
-    suite = _variant(lab, tmp_path / "suite",
-                     lambda size, step, seed, d: (size, step, seed) == ("s1", 64, 2) and _edit_config(d, model_type="llama"))
+    def edit(size, step, seed, d):
+        if (size, step, seed) == ("s1", 64, 2):
+            _edit_config(d, model_type="llama")
+    suite = _variant(lab, tmp_path / "suite", edit)
     out = tmp_path / "out"
     t0 = time.perf_counter()
     with pytest.raises(SeedKLError) as e:
@@ -112,8 +114,8 @@ def test_every_broken_checkpoint_is_listed_in_one_error(lab, tmp_path, no_comput
 
 
 def test_incomplete_shard_index_and_narrow_vocab_are_found(lab, tmp_path, hf_checkpoint, no_compute):
-    sharded = hf_checkpoint(3, fmt="sharded", vocab_size=lab["rows"], **{"hidden_size": 16, "num_hidden_layers": 1,
-                                                                          "num_attention_heads": 2, "intermediate_size": 32})
+    sharded = hf_checkpoint(3, fmt="sharded", vocab_size=lab["rows"], hidden_size=16, num_hidden_layers=1,
+                            num_attention_heads=2, intermediate_size=32)
     one = dataclasses.replace(lab["suite"], sizes=("s1",), steps=(0,))
 
     def edit(size, step, seed, d):
@@ -270,12 +272,13 @@ def test_disk_full_while_writing_outputs_keeps_the_previous_ones(lab, tmp_path):
     run_study(_cfg(lab, out, suite=one), progress=False)
     before = _snapshot(out)
     flagfile = _flagfile(lab, out)
-    flagfile.write_text(flagfile.read_text().replace("--sizes=s1,s2", "--sizes=s1").replace("--steps=0,4,64", "--steps=0,4")
-                        .replace("--save_pair_positions\n", ""))
+    flags = flagfile.read_text().replace("--sizes=s1,s2", "--sizes=s1").replace("--steps=0,4,64", "--steps=0,4")
+    flagfile.write_text(flags.replace("--save_pair_positions\n", ""))
     r = _limited(3000, ["run", f"--flagfile={flagfile}"])  # every group is done: only the outputs are written
     assert r.returncode == 2, r.stderr[-3000:]
     [line] = [ln for ln in r.stderr.splitlines() if "error" in ln.lower()]  # (and the progress bar)
-    assert "Traceback" not in r.stderr and line.startswith(f"seedkl run: error: ") and "File too large" in line and "ulimit -f" in line, line
+    assert "Traceback" not in r.stderr and line.startswith("seedkl run: error: "), line
+    assert "File too large" in line and "ulimit -f" in line, line
     after = _snapshot(out)
     after.pop(lock.LOCK_FILE), before.pop(lock.LOCK_FILE)
     assert after == before  # every previous output byte for byte, nothing staged left
