@@ -17,6 +17,8 @@ STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 FREQ = ["<10", "[10,100)", "[100,1e3)", "1e3+"]
 UPOS = ["NOUN", "VERB", "DET", "ADP", "PUNCT"]
 GROUP = {"NOUN": "content", "VERB": "content", "DET": "function", "ADP": "function", "PUNCT": "other"}
+XPOS = {"NOUN": "NN", "VERB": "VB", "DET": "DT", "ADP": "IN", "PUNCT": "."}
+PAPER = {"NN": "Nouns", "VB": "Verbs", "DT": "DT", "IN": "IN", ".": None}
 
 
 def _curve(step, size_idx):
@@ -40,6 +42,8 @@ def study(sizes=("14m", "70m"), P=240, D=6, S=3, freq_effect=0.15, func_effect=0
             "doc_id": np.sort(rng.integers(0, D, P)), "freq_bin": [FREQ[i] for i in fb],
             "upos": [UPOS[i] for i in up] if upos else [None] * P,
             "pos_group": [GROUP[UPOS[i]] for i in up] if upos else [None] * P,
+            "xpos": [XPOS[UPOS[i]] for i in up] if upos else [None] * P,
+            "paper_pos": [PAPER[XPOS[UPOS[i]]] for i in up] if upos else [None] * P,
             "final_surprisal_bin": [["[0,1)", "[1,2)", "8+"][i] for i in rng.integers(0, 3, P)]}))
         func = np.array([GROUP[UPOS[i]] == "function" for i in up])
         factor = (1 + freq_effect * (1.5 - fb)) * np.where(func, func_effect, 1.0)
@@ -47,7 +51,8 @@ def study(sizes=("14m", "70m"), P=240, D=6, S=3, freq_effect=0.15, func_effect=0
             kl = (_curve(st, si) * factor)[:, None, None] * rng.lognormal(0, 0.3, (P, S, S))
             kl[:, np.arange(S), np.arange(S)] = 0
             groups.append(GroupResult(size, st, list(range(S)), {
-                "kl": kl, "kl_uniform": rng.random((P, S)) * np.log2(st + 2), "kl_unigram": rng.random((P, S))}))
+                "kl": kl, "kl_uniform": rng.random((P, S)) * np.log2(st + 2), "kl_unigram": rng.random((P, S)),
+                "surprisal": rng.random((P, S)) * 3}))
     meta = pl.concat(frames, how="diagonal_relaxed")
     return summarize(groups, meta, n_boot=200, replicates=reps), meta
 
@@ -151,17 +156,31 @@ def _png_ok(p: Path):
 
 
 def test_figures_and_report(synthetic, tmp_path):
+    from seedkl_jax.analysis.lr import PYTHIA
     summary, phases, _ = synthetic
-    figs = make_figures(summary, phases, tmp_path / "figures")
-    names = {p.name for p in figs}
-    assert names == {"econv.png", "econv_sizes.png", "kl_baselines.png", "econv_by_freq_bin.png",
-                     "econv_by_pos_group.png", "econv_by_upos.png", "econv_by_final_surprisal_bin.png"}
+    reg = pl.DataFrame({"step": [0, 64, 0, 64], "term": ["log10_count"] * 2 + ["size=70m"] * 2,
+                        "reference": [None, None, "size=14m", "size=14m"], "coef": [0.01, -0.02, 0.0, 0.01],
+                        "ci_low": [0.0, -0.03, -0.01, 0.0], "ci_high": [0.02, -0.01, 0.01, 0.02], "n_rows": [10] * 4})
+    figs = make_figures(summary, phases, tmp_path / "figures", regression=reg, lr_schedule=PYTHIA)
+    names = [p.name for p in figs]
+    assert names == ["econv_tokens.png", "econv_pairs.png", "econv_sizes.png", "kl_baselines.png",
+                     "econv_by_freq_bin.png", "econv_by_final_surprisal_bin.png", "econv_by_paper_pos.png",
+                     "econv_by_xpos_nouns.png", "econv_by_xpos_verbs.png", "econv_by_xpos_other.png",
+                     "ce_by_freq_bin.png", "ce_by_final_surprisal_bin.png", "ce_by_paper_pos.png", "regression.png",
+                     "lr.png", "econv_by_pos_group.png", "econv_by_upos.png"]
     for p in figs:
         _png_ok(p)
     assert not list((tmp_path / "figures").glob(".*tmp"))
     fs = findings(summary, phases)
-    rep = write_report(tmp_path, summary, phases, figs, findings=fs, extra={"Settings": "seeds 0,1,2"})
+    rep = write_report(tmp_path, summary, phases, figs, findings=fs, extra={"Settings": "seeds 0,1,2"},
+                       regression=reg)
     text = rep.read_text()
+    # one section per paper figure, in the paper's order, captions naming the band's statistic
+    order = [text.index(f"figures/{n}") for n in names]
+    assert order == sorted(order)
+    assert "±1 SD over tokens (paper's main figure" in text and "bands ±1 SD over seed pairs" in text
+    assert text.index("## Regression") < text.index("## Findings of the paper")
+    assert "| size=70m | size=14m | 0.01 |" in text
     assert rep == tmp_path / "report.md" and not list(tmp_path.glob(".*tmp"))
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert sorted(links) == sorted(f"figures/{n}" for n in names)
@@ -185,7 +204,7 @@ def test_report_computes_findings_and_skips_missing_figures(tmp_path):
     rep = write_report(tmp_path, summary, phases, figs)             # findings=None -> computed
     text = rep.read_text()
     assert "Findings of the paper" in text and "inconclusive" in text
-    assert "f/econv.png" in text
+    assert "f/econv_tokens.png" in text
 
 
 def test_figures_survive_a_two_step_sweep(tmp_path):
@@ -202,3 +221,15 @@ def test_empty_summary(tmp_path):
     empty = pl.DataFrame(schema=SUMMARY_SCHEMA)
     assert make_figures(empty, {}, tmp_path / "f") == []
     assert write_report(tmp_path, empty, {}, []).exists()
+
+
+def test_econv_bands_never_cross_zero():
+    from matplotlib.figure import Figure
+    from seedkl_jax.report.figures import _sd_band
+    ax = Figure().subplots()
+    y = np.array([-0.01, -0.02, -0.001])
+    _sd_band(ax, np.arange(3), y, np.array([0.05, 0.01, 0.02]))
+    _sd_band(ax, np.arange(3), -y, np.array([0.05, 0.01, 0.02]), upper0=False)   # surprisal-like: >= 0
+    (econv,), (ce,) = ax.collections[0].get_paths(), ax.collections[1].get_paths()
+    assert econv.vertices[:, 1].max() <= 0.0 and econv.vertices[:, 1].min() < -0.05
+    assert ce.vertices[:, 1].min() >= 0.0
