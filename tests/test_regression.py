@@ -75,3 +75,20 @@ def test_divergent_tokens_match_numpy():
     least = d.filter((pl.col("size") == "70m") & (pl.col("end") == "least")).sort("rank")
     assert least["token_id"][0] == min(means, key=means.get)                # lowest KL = least divergent
     assert (least["ci_low"] <= least["e_conv"]).all() and (least["e_conv"] <= least["ci_high"]).all()
+
+
+def test_aliased_levels_are_dropped_not_a_rank_deficient_fit():
+    from seedkl_jax.analysis.regression import independent_columns
+    rng = np.random.default_rng(2)
+    groups, meta = _suite(rng, steps=(0,))
+    # make the context tag "IN" coincide with the target tag "JJ" (a collinear pair of indicators)
+    tgt = meta["xpos"].to_list()
+    ctx = ["IN" if t == "JJ" else ("NN" if c == "IN" else c) for t, c in zip(tgt, meta["context_xpos"].to_list())]
+    meta = meta.with_columns(pl.Series("context_xpos", ctx))
+    X, names, _, _ = design(meta, ["14m", "70m"])
+    keep = independent_columns(X)
+    assert len(keep) == X.shape[1] - 1 and np.linalg.matrix_rank(X[:, keep]) == len(keep)
+    reg = regression(groups, meta, n_boot=20)
+    al = reg.filter(pl.col("reference") == "aliased")
+    assert al.height == 1 and al["term"][0].startswith("context_pos=") and al["coef"].null_count() == 1
+    assert reg.filter(pl.col("term") == "log10_count")["coef"].is_finite().all()

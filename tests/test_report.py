@@ -73,7 +73,7 @@ def test_findings_reproduced_on_paper_like_data(synthetic):
     # size (larger recovers more, paired); frequency: more, reliably; function words: more, reliably
     assert [v[i] for i in (1, 2, 4, 5, 7)] == ["reproduced"] * 5, fs
     assert phases["70m"]["status"] == "four_phases"
-    # categories' KL is proportional at every step: they settle at the same checkpoint, no "faster"
+    # categories' KL is proportional at every step: they reach half their recovery together, no "faster"
     assert v[3] == v[6] == "inconclusive", fs
     assert "difference CI" in fs[2]["evidence"]
     # evidence quotes the numbers it rests on
@@ -123,11 +123,13 @@ def test_size_claim_verdict_on_synthetic_recoveries(fractions, verdict):
     assert f["evidence"].count("recovered") == 2 and "(paired)" in f["evidence"]
 
 
-def test_settle_index_and_faster():
-    from seedkl_jax.analysis.claims import settle_index
-    y = np.array([[-1.0, -0.5, -0.12, -0.1, -0.1], [-0.1, -1.0, -0.3, -0.14, -0.1]])
-    np.testing.assert_array_equal(settle_index(y), [2, 3])            # within +-50% of the final from there on
-    assert np.isnan(settle_index(np.array([[np.nan, -1.0, -1.0]])))[0]
+def test_reach_index():
+    from seedkl_jax.analysis.claims import reach_index
+    y = np.array([[-1.0, -0.5, -0.12, -0.1, -0.1],        # rises from the start: half way (-0.55) at index 1
+                  [-0.1, -1.0, -0.8, -0.5, -0.1],         # low at 1, half way back (-0.55) first at index 3
+                  [-0.1, -0.2, -0.3, -0.4, -0.5]])        # lowest at the end: reached there
+    np.testing.assert_array_equal(reach_index(y), [1, 3, 4])
+    assert np.isnan(reach_index(np.array([[np.nan, -1.0, -1.0]])))[0]
 
 
 def test_findings_inconclusive_without_effect_or_data():

@@ -10,10 +10,12 @@ test them. The quantities (fixed in advance, never tuned to an outcome):
     E[conv] after it; final = the last step.
         recovered = E_final - E_trough (nats),  fraction = recovered / (E_peak - E_trough)
     CIs from the replicates of those three steps (the same draws, so the ratio is a paired statistic).
-  * settle step of a category ("faster"): the first checkpoint from which its E[conv] stays within
-    (1 - SHARE) x |final E[conv]| of its final value at every later step (SHARE = 0.5: within +-50%).
-    Per replicate too, so two categories' settle steps compare by their paired difference (in
-    checkpoint indices).
+  * reach step of a category ("faster"): the first checkpoint, from its lowest E[conv] on, at which it
+    has come SHARE (0.5) of the way from that low point back to its final level,
+        first t >= argmin E with E(t) >= E_min + SHARE (E_final - E_min)
+    (a category that only rises reaches half its overall gain; one at its lowest at the end reaches it
+    there). Per replicate too, so two categories compare by the paired difference of their reach
+    steps (in checkpoint indices).
   * reliability of a category ("more reliably"): its sd_pairs (the SD over seed pairs the paper draws
     as the band); A is more reliable than B at a step when A's sd_pairs is lower. Summarised as the
     share of steps where it is lower: >= 2/3 for A -> A more reliable, <= 1/3 -> B, else undecided.
@@ -78,28 +80,31 @@ def recovery(summary: pl.DataFrame, size: str, phase: dict | None, replicates=No
     return out
 
 
-def settle_index(y: np.ndarray, share: float = SHARE) -> np.ndarray:
-    """y [...,T] -> [...] first index from which |y - y[-1]| <= (1 - share) |y[-1]| at every later step
-    (float; nan where y has a non-finite value, e.g. a replicate that drew a single seed)."""
+def reach_index(y: np.ndarray, share: float = SHARE) -> np.ndarray:
+    """y [...,T] -> [...] first index t >= argmin(y) with y[t] >= min + share (y[-1] - min) (float; nan
+    where y has a non-finite value, e.g. a replicate that drew a single seed)."""
     y = np.asarray(y, np.float64)
-    within = np.abs(y - y[..., -1:]) <= (1 - share) * np.abs(y[..., -1:])
-    settled = np.flip(np.cumprod(np.flip(within, -1), -1), -1).astype(bool)   # within from t on
-    return np.where(np.isfinite(y).all(-1), np.argmax(settled, -1), np.nan)
+    ok = np.isfinite(y).all(-1)
+    z = np.where(ok[..., None], y, 0.0)
+    lo = np.argmin(z, -1)
+    ymin = np.take_along_axis(z, lo[..., None], -1)
+    hit = (np.arange(z.shape[-1]) >= lo[..., None]) & (z >= ymin + share * (z[..., -1:] - ymin))
+    return np.where(ok, np.argmax(hit, -1), np.nan)
 
 
 def faster(summary: pl.DataFrame, size: str, kind: str, a: str, b: str, replicates=None) -> dict | None:
-    """Settle steps of categories a and b, and the paired CI of (index_b - index_a) (> 0: a settles first)."""
+    """Reach steps of categories a and b, and the paired CI of (index_b - index_a) (> 0: a is faster)."""
     ca, cb = curve(summary, size, kind, a), curve(summary, size, kind, b)
     steps = sorted(set(ca["step"].to_list()) & set(cb["step"].to_list()))
     if len(steps) < 3:
         return None
     ya = ca.filter(pl.col("step").is_in(steps))["e_conv"].to_numpy()
     yb = cb.filter(pl.col("step").is_in(steps))["e_conv"].to_numpy()
-    ia, ib = int(settle_index(ya)), int(settle_index(yb))
+    ia, ib = int(reach_index(ya)), int(reach_index(yb))
     out = {"a_step": steps[ia], "b_step": steps[ib], "ci": (None, None), "sign": int(np.sign(ib - ia))}
     Ra, Rb = _reps(replicates, size, steps, kind, a), _reps(replicates, size, steps, kind, b)
     if Ra is not None and Rb is not None:
-        lo, hi = paired_ci(settle_index(Rb), settle_index(Ra))
+        lo, hi = paired_ci(reach_index(Rb), reach_index(Ra))
         out["ci"] = (lo, hi)
         out["sign"] = 1 if lo > 0 else (-1 if hi < 0 else 0)
     return out

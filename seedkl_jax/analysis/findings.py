@@ -22,7 +22,7 @@ quoting the numbers it rests on. The rules are fixed in advance (never tuned to 
 3. Frequent tokens vs the rarest bin with >= `min_tokens` tokens (freq_bin, rarest first), and
 4. function vs content words (pos_group), each three ways:
    "more"     E[conv] at each size's last step (paired difference);
-   "faster"   the settle step (analysis.claims.settle_index), paired over replicates;
+   "faster"   the reach step (analysis.claims.reach_index), paired over replicates;
    "more reliably"  sd_pairs lower at >= 2/3 of the steps (analysis.claims.reliability).
 """
 from __future__ import annotations
@@ -39,10 +39,10 @@ FINDING_PHASES = ("Four phases: near-uniform, sharp convergence, sharp divergenc
                   "(paper: ~16 / 256 / 2000 steps)")
 FINDING_SIZE = "Larger models reconverge in the late phase; the smallest ones never really do"
 FINDING_FREQ = "Frequent tokens converge more than rare tokens (last step)"
-FINDING_FREQ_FAST = "Frequent tokens converge faster than rare tokens (settle step)"
+FINDING_FREQ_FAST = "Frequent tokens converge faster than rare tokens (reach step)"
 FINDING_FREQ_REL = "Frequent tokens converge more reliably than rare tokens (SD over seed pairs)"
 FINDING_POS = "Function words converge more than content words (last step)"
-FINDING_POS_FAST = "Function words converge faster than content words (settle step)"
+FINDING_POS_FAST = "Function words converge faster than content words (reach step)"
 FINDING_POS_REL = "Function words converge more reliably than content words (SD over seed pairs)"
 
 
@@ -174,7 +174,7 @@ def _category_findings(summary, sizes, kind, pick, names, min_tokens, replicates
         f = claims.faster(summary, size, kind, a["category"], b["category"], replicates)
         fast[0].append(0 if f is None else f["sign"])
         fast[1].append(f"{size}: too few steps" if f is None else
-                       f"{size}: {a['category']} settles at step {f['a_step']}, {b['category']} at step "
+                       f"{size}: {a['category']} reaches half its recovery at step {f['a_step']}, {b['category']} at step "
                        f"{f['b_step']}" + ("" if f["ci"][0] is None else
                                            f" (checkpoints later for {b['category']}: CI [{f['ci'][0]:.3g}, {f['ci'][1]:.3g}])"))
         r = claims.reliability(summary, size, kind, a["category"], b["category"])

@@ -16,6 +16,9 @@ equal weights; it is computed from per-document sufficient statistics X'X and X'
 also give the CIs: the seed/document bootstrap of analysis.bootstrap (at most REG_BOOT replicates),
 each replicate solving the weighted normal equations (a level a replicate never draws gets nan).
 
+A level that coincides with earlier columns on the given text (rank would drop) is "aliased": its
+row has reference "aliased" and no coefficient (`independent_columns`).
+
 Output rows (regression.parquet): step, term, reference, coef, ci_low, ci_high, n_rows (= sizes x
 ordered pairs x tokens in the fit). The figure plots -coef ("as convergence", like the paper).
 """
@@ -26,7 +29,6 @@ import polars as pl
 
 from seedkl_jax.analysis import bootstrap as bs
 from seedkl_jax.analysis.aggregate import GroupResult, _meta_for, size_order
-from seedkl_jax.errors import SeedKLError
 
 REG_BOOT = 200
 SCHEMA = {"step": pl.Int64, "term": pl.Utf8, "reference": pl.Utf8, "coef": pl.Float64,
@@ -85,11 +87,11 @@ def regression(groups: list[GroupResult], meta: pl.DataFrame, *, n_boot: int = R
         return pl.DataFrame(out, schema=SCHEMA)
     P = by[(sizes[0], steps[0])].arrays["kl"].shape[0]
     metas = [_meta_for(meta, s, P) for s in sizes]
-    X, names, refs, doc = design(metas[0], sizes)
+    X_all, names_all, refs, doc = design(metas[0], sizes)
+    keep = independent_columns(X_all)
+    aliased = [n for j, n in enumerate(names_all) if j not in keep]
+    X, names = X_all[:, keep], [names_all[j] for j in keep]
     D, k = int(doc.max()) + 1, X.shape[1]
-    if np.linalg.matrix_rank(X) < k:
-        raise SeedKLError(f"regression: the design ({k} columns) is rank-deficient on this text; "
-                          "a PoS level coincides with another column -- report it with the token meta")
     XtX_d = np.stack([X[doc == d].T @ X[doc == d] for d in range(D)])             # [D,k,k]
     S = by[(sizes[0], steps[0])].arrays["kl"].shape[1]
     dr = bs.draws(D, S, min(n_boot, REG_BOOT), seed)
@@ -106,7 +108,25 @@ def regression(groups: list[GroupResult], meta: pl.DataFrame, *, n_boot: int = R
             out["step"].append(int(step)); out["term"].append(name); out["reference"].append(refs.get(factor))
             out["coef"].append(float(beta[i])); out["ci_low"].append(_f(lo[i])); out["ci_high"].append(_f(hi[i]))
             out["n_rows"].append(int(Y.size))
+        for name in aliased:
+            out["step"].append(int(step)); out["term"].append(name); out["reference"].append("aliased")
+            for c in ("coef", "ci_low", "ci_high"):
+                out[c].append(None)
+            out["n_rows"].append(int(Y.size))
     return pl.DataFrame(out, schema=SCHEMA)
+
+
+def independent_columns(X: np.ndarray) -> list[int]:
+    """Indices of the columns kept, in order, each linearly independent of those before it; a level that
+    coincides with earlier columns on this text (e.g. "target untagged" = "context '.'" when every '.'
+    ends a document) is aliased: it gets no coefficient, so the design stays full rank."""
+    G = X.T @ X
+    keep: list[int] = []
+    for j in range(X.shape[1]):
+        idx = keep + [j]
+        if np.linalg.matrix_rank(G[np.ix_(idx, idx)], tol=1e-9 * max(G.trace(), 1.0)) == len(idx):
+            keep.append(j)
+    return keep
 
 
 def _f(v) -> float | None:
