@@ -52,8 +52,8 @@ def lr_figure(schedule, sizes, steps, phases: dict, path: Path, save) -> Path | 
     """Learning rate of every size over the study's steps, with paper and detected phase lines."""
     F = _axes_helpers()
     steps = sorted(int(s) for s in steps)
-    grid = np.unique(np.concatenate([np.asarray(steps, float),
-                                     np.geomspace(1, max(max(steps), 2), 400), [0.0]]))
+    grid = np.unique(np.round(np.concatenate([np.asarray(steps, float),      # integer update indices
+                                              np.geomspace(1, max(max(steps), 2), 400), [0.0]])))
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.subplots()
     drawn = False

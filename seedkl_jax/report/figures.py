@@ -77,7 +77,7 @@ def _detected_lines(ax, p: dict | None, label=False) -> None:
 
 def _shade(ax, p: dict | None) -> None:
     for ph in (p or {}).get("phases", []):
-        if ph["name"] == "uniform" and not ph["present"]:
+        if (ph["name"] == "uniform" and not ph["present"]) or ph["name"] == "none":
             continue
         ax.axvspan(ph["start_step"], ph["end_step"], color=PHASE_COLORS.get(ph["name"], "0.9"), alpha=0.35, lw=0)
 
