@@ -307,6 +307,15 @@ def test_pile_sample_paper_categories_counts():
     n = {b: merged.count(b) for b in ("100-999", "1e3-1e4", "1e4-1e5", ">=1e5")}
     assert n == {"100-999": 171, "1e3-1e4": 1025, "1e4-1e5": 1102, ">=1e5": 2364}
     assert ann.freq_bin([99_999, 100_000, 10**7]) == ["1e4-1e5", "1e5-1e6", "1e7-1e8"]   # default: decades
+    # the same counts as summary.parquet's n_tokens (the study's per-category rows), compat's merged bin
+    from seedkl_jax.analysis.aggregate import GroupResult, summarize
+    kl = np.random.default_rng(0).random((df.height, 2, 2)).astype(np.float32)
+    s = summarize([GroupResult("70m", 0, [1, 3], {"kl": kl})],
+                  df.with_columns(pl.Series("freq_bin", merged)), n_boot=5).filter(pl.col("metric") == "seeds")
+    n_of = lambda kind: dict(s.filter(pl.col("category_kind") == kind).select("category", "n_tokens").iter_rows())
+    assert {k: n_of("freq_bin")[k] for k in n} == n
+    assert n_of("paper_pos") == grouped
+    assert {t: n_of("xpos")[t] for t in ("NN", "NNP", "MD", "PRP")} == {"NN": 588, "NNP": 472, "MD": 40, "PRP": 55}
 
 
 # ------------------------------------------------------------------ frequency
