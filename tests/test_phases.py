@@ -142,7 +142,8 @@ DEMO_78K = np.array([-0.0124, -0.0124, -0.0124, -0.0124, -0.01235, -0.0123, -0.0
 
 def test_measured_rise_inside_the_cis_is_no_convergence():
     r = detect_phases(DEMO_STEPS, DEMO_78K, ci_low=DEMO_78K - 0.001, ci_high=DEMO_78K + 0.001)
-    assert r["status"] != "four_phases"
+    assert r["status"] == "no_convergence", r["message"]
+    assert r["boundaries"] == {"convergence_start": None, "divergence_start": 45, "reconvergence_start": 512}
     assert r["changes"]["convergence"]["counts"] is False
     assert abs(r["changes"]["convergence"]["delta_e_conv"]) < 0.001          # measured, not fitted
     # the same shape with a real convergence rise (+0.01, clear of the CIs) is four phases
@@ -173,3 +174,17 @@ def test_bic_prefers_simpler_models_on_noise_and_four_segments_on_four_phases():
                           + 0.05 * np.random.default_rng(4).normal(size=len(LOG2_GRID)))
     m2 = ph_lib.fit_models(line)
     assert min(m2, key=lambda k: m2[k]["bic"]) < 4
+
+
+def test_paired_replicates_decide_where_marginal_cis_overlap():
+    """A shared per-replicate shift (e.g. one seed's offset) widens every step's CI, but changes between
+    steps are measured on the same draws: the paired difference sees them, the CI overlap rule cannot."""
+    y = four_phase(LOG2_GRID, 16, 256, 2048)
+    rng = np.random.default_rng(0)
+    reps = y[None, :] + rng.normal(0, 2.0, (400, 1)) + rng.normal(0, 0.02, (400, len(y)))
+    lo, hi = np.percentile(reps, [2.5, 97.5], axis=0)
+    assert detect_phases(LOG2_GRID, y, ci_low=lo, ci_high=hi)["status"] == "no_phases"
+    assert detect_phases(LOG2_GRID, y, ci_low=lo, ci_high=hi, replicates=reps)["status"] == "four_phases"
+    # and replicates whose steps vary independently by as much do not count
+    indep = y[None, :] + rng.normal(0, 2.0, (400, len(y)))
+    assert detect_phases(LOG2_GRID, y, replicates=indep)["status"] == "no_phases"

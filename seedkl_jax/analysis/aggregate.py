@@ -262,7 +262,7 @@ def summarize(groups: list[GroupResult], meta: pl.DataFrame, n_boot: int = 1000,
     """summary.parquet: one row per (size, step, metric, category_kind, category); see module docstring
     for mean_kl, e_conv, sd_tokens, sd_pairs and analysis.bootstrap for ci_low / ci_high (of e_conv).
 
-    replicates: a dict to fill with the bootstrap replicates of e_conv, float64 [n_boot] per
+    replicates: a dict to fill with the bootstrap replicates of e_conv, float32 [n_boot] per
     (size, step, metric, category_kind, category) of the metrics in `keep` -- the same draws for every
     group, so differences of two entries are paired (bootstrap.paired_ci).
     """
@@ -296,7 +296,7 @@ def summarize(groups: list[GroupResult], meta: pl.DataFrame, n_boot: int = 1000,
                     for k, v in row.items():
                         out[k].append(v)
                     if replicates is not None and metric in keep:
-                        replicates[(g.size, int(g.step), metric, kind, lab)] = -st["reps"][:, ci]
+                        replicates[(g.size, int(g.step), metric, kind, lab)] = -st["reps"][:, ci].astype(np.float32)
     return pl.DataFrame(out, schema=SUMMARY_SCHEMA)
 
 

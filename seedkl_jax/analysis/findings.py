@@ -13,7 +13,8 @@ quoting the numbers it rests on. The rules are fixed in advance (never tuned to 
 
 1. Four phases: from phases.json (analysis.phases). "reproduced" when every size with enough steps
    shows "four_phases", or a majority does and the rest show convergence and divergence without
-   reconvergence; "not reproduced" when no size does; "inconclusive" otherwise.
+   reconvergence; "not reproduced" when no size does; "inconclusive" otherwise (e.g. some sizes show
+   all four and others lack a measurable convergence phase, "no_convergence").
 2. Size, as the paper states it: "larger models reconverge in the late phase; the smallest ones never
    really do". Per size the recovery after the trough (analysis.claims.recovery: absolute and as a
    fraction of the divergence, with CIs). "reproduced" when the largest size's recovery is clearly > 0

@@ -24,9 +24,12 @@ Method, as small steps (each a function below), decisions from the *measured* E[
      point up to the peak, final = the last step. Rises/falls are measured differences:
      convergence = y[peak] - y[start], divergence = y[trough] - y[peak], reconvergence =
      y[final] - y[trough].
-  5. `decide`: a change counts when |change| >= threshold AND, where CIs are given, its two
-     endpoints' 95% intervals do not overlap. Status:
+  5. `decide`: a change counts when |change| >= threshold AND it clears its uncertainty: with the
+     bootstrap replicates of the steps (analysis.bootstrap: the same draws at every step), the 95% CI
+     of the paired difference y[b] - y[a] excludes 0; else, where CIs are given, the two endpoints'
+     intervals do not overlap. Status:
         four segments preferred, convergence, divergence and reconvergence count -> "four_phases"
+        four segments preferred, only divergence and reconvergence count        -> "no_convergence"
         >= three segments preferred, convergence and divergence count           -> "no_reconvergence"
         >= two segments preferred, convergence counts                            -> "no_divergence"
         otherwise                                                                 -> "no_phases"
@@ -67,6 +70,7 @@ class Curve:
     hi: np.ndarray | None
     all_steps: np.ndarray          # every step given (incl. non-finite E[conv]), sorted
     keep: np.ndarray               # [len(all_steps)] bool: finite
+    reps: np.ndarray | None = None  # [B, n] bootstrap replicates of y (paired across steps)
 
 
 @dataclasses.dataclass
@@ -151,8 +155,8 @@ def curve_noise(x, y) -> float:
     return float(1.4826 * np.median(np.abs(r)))
 
 
-def prepare(steps, e_conv, ci_low=None, ci_high=None) -> Curve:
-    """Validate and sort one curve; keep the finite points."""
+def prepare(steps, e_conv, ci_low=None, ci_high=None, replicates=None) -> Curve:
+    """Validate and sort one curve; keep the finite points. replicates: [B, n] per step, optional."""
     steps = np.asarray(steps, dtype=np.int64).reshape(-1)
     y = np.asarray(e_conv, dtype=np.float64).reshape(-1)
     if steps.shape != y.shape:
@@ -168,8 +172,9 @@ def prepare(steps, e_conv, ci_low=None, ci_high=None) -> Curve:
         lo = np.asarray(ci_low, np.float64).reshape(-1)[order]
         hi = np.asarray(ci_high, np.float64).reshape(-1)[order]
     keep = np.isfinite(y)
+    reps = None if replicates is None else np.asarray(replicates, np.float64)[:, order][:, keep]
     return Curve(steps[keep], log_step_axis(steps[keep]) if keep.any() else np.zeros(0), y[keep],
-                 None if lo is None else lo[keep], None if hi is None else hi[keep], steps, keep)
+                 None if lo is None else lo[keep], None if hi is None else hi[keep], steps, keep, reps)
 
 
 def noise_floor(c: Curve) -> tuple[float, float]:
@@ -204,10 +209,15 @@ def measure(c: Curve, fit: dict | None) -> dict:
 
 
 def _counts(c: Curve, a: int, b: int, thr: float, sign: int) -> tuple[float, bool]:
-    """Measured change y[b] - y[a]; counts when sign*change >= thr and the CIs of a and b are apart."""
+    """Measured change y[b] - y[a]; counts when sign*change >= thr and it clears its uncertainty (paired
+    replicates when given, else non-overlapping CIs of a and b)."""
     d = float(c.y[b] - c.y[a])
     ok = sign * d >= thr and d != 0.0
-    if ok and c.lo is not None and np.isfinite([c.lo[a], c.hi[a], c.lo[b], c.hi[b]]).all():
+    if ok and c.reps is not None:
+        from seedkl_jax.analysis.bootstrap import paired_ci
+        lo, hi = paired_ci(c.reps[:, b], c.reps[:, a])
+        ok = lo > 0 if sign > 0 else hi < 0
+    elif ok and c.lo is not None and np.isfinite([c.lo[a], c.hi[a], c.lo[b], c.hi[b]]).all():
         ok = c.lo[b] > c.hi[a] if sign > 0 else c.hi[b] < c.lo[a]
     return d, bool(ok)
 
@@ -222,6 +232,8 @@ def decide(c: Curve, models: dict[int, dict], thr: float) -> tuple[str, int, dic
     changes = {"convergence": conv, "divergence": div, "reconvergence": rec}
     if best == 4 and conv[1] and div[1] and rec[1]:
         status = "four_phases"
+    elif best == 4 and div[1] and rec[1]:
+        status = "no_convergence"
     elif best >= 3 and conv[1] and div[1]:
         status = "no_reconvergence"
     elif best >= 2 and conv[1]:
@@ -234,11 +246,14 @@ def decide(c: Curve, models: dict[int, dict], thr: float) -> tuple[str, int, dic
 def _phase_list(c: Curve, status: str, m: dict) -> list[dict]:
     st = [int(s) for s in c.steps]
     cuts = {"four_phases": [0, m["conv_knot"], m["peak"], m["trough"], m["final"]],
+            "no_convergence": [0, m["peak"], m["trough"], m["final"]],
             "no_reconvergence": [0, m["conv_knot"], m["peak"], m["trough"], m["final"]],
             "no_divergence": [0, m["conv_knot"], m["final"]]}.get(status, [0, m["final"]])
     names = list(PHASES)
     if status == "no_reconvergence":
         names[3] = ("late", "no reconvergence")
+    if status == "no_convergence":
+        names = [PHASES[0], PHASES[2], PHASES[3]]
     out = []
     for i in range(len(cuts) - 1):
         name, label = names[i] if status != "no_phases" else ("none", "no phases")
@@ -248,10 +263,12 @@ def _phase_list(c: Curve, status: str, m: dict) -> list[dict]:
     return out
 
 
-def detect_phases(steps, e_conv, *, ci_low=None, ci_high=None, min_steps: int = MIN_STEPS) -> PhaseResult:
+def detect_phases(steps, e_conv, *, ci_low=None, ci_high=None, replicates=None,
+                  min_steps: int = MIN_STEPS) -> PhaseResult:
     """Phases of one size's E[conv] curve (module docstring): steps [n] checkpoint steps (any order,
-    distinct), e_conv [n] (nan dropped), ci_low/ci_high [n] optional 95% bootstrap interval."""
-    c = prepare(steps, e_conv, ci_low, ci_high)
+    distinct), e_conv [n] (nan dropped), ci_low/ci_high [n] optional 95% bootstrap interval,
+    replicates [B,n] optional bootstrap replicates drawn together for every step (paired changes)."""
+    c = prepare(steps, e_conv, ci_low, ci_high, replicates)
     r = PhaseResult(status="", message="", n_steps=int(len(c.y)), steps=[int(s) for s in c.all_steps],
                     e_conv_fit=[None] * len(c.all_steps))
     if len(c.y) < min_steps:
@@ -276,9 +293,9 @@ def detect_phases(steps, e_conv, *, ci_low=None, ci_high=None, min_steps: int = 
     r.phases = _phase_list(c, r.status, m)
     if r.status in ("four_phases", "no_reconvergence", "no_divergence"):
         r.boundaries["convergence_start"] = int(c.steps[m["conv_knot"]])
-    if r.status in ("four_phases", "no_reconvergence"):
+    if r.status in ("four_phases", "no_reconvergence", "no_convergence"):
         r.boundaries["divergence_start"] = int(c.steps[m["peak"]])
-    if r.status == "four_phases":
+    if r.status in ("four_phases", "no_convergence"):
         r.boundaries["reconvergence_start"] = int(c.steps[m["trough"]])
     r.message = _message(r)
     return r
@@ -289,6 +306,9 @@ def _message(r: PhaseResult) -> str:
     ch = {k: f"{v['delta_e_conv']:+.3g}" for k, v in r.changes.items()}
     if r.status == "four_phases":
         return f"four phases: {found} (paper: 16 / 256 / 2000)"
+    if r.status == "no_convergence":
+        return (f"no convergence: measured rise before the divergence {ch['convergence']} does not count "
+                f"(threshold {r.threshold:.3g}, or within its CI); {found}")
     if r.status == "no_reconvergence":
         return (f"no reconvergence: {found}; measured rise after the trough {ch['reconvergence']} "
                 f"(threshold {r.threshold:.3g}, or CIs overlap, or BIC prefers {r.n_segments} segments)")
@@ -298,13 +318,16 @@ def _message(r: PhaseResult) -> str:
             "no convergence followed by divergence beyond the noise")
 
 
-def phases_from_summary(summary: pl.DataFrame, metric: str = "seeds") -> dict[str, dict]:
+def phases_from_summary(summary: pl.DataFrame, metric: str = "seeds", replicates: dict | None = None
+                        ) -> dict[str, dict]:
     """detect_phases for every size, from the summary's (metric, category_kind == "all") rows: the
-    content of phases.json, keyed by size."""
+    content of phases.json, keyed by size. replicates: summarize's dict (paired step changes)."""
     rows = summary.filter((pl.col("metric") == metric) & (pl.col("category_kind") == "all")).sort("step")
     out = {}
     for size in dict.fromkeys(rows["size"].to_list()):
         r = rows.filter(pl.col("size") == size)
-        out[size] = detect_phases(r["step"].to_numpy(), r["e_conv"].to_numpy(),
-                                  ci_low=r["ci_low"].to_numpy(), ci_high=r["ci_high"].to_numpy()).to_dict()
+        got = [(replicates or {}).get((size, int(s), metric, "all", "all")) for s in r["step"].to_list()]
+        reps = np.stack(got, 1) if got and all(g is not None for g in got) else None
+        out[size] = detect_phases(r["step"].to_numpy(), r["e_conv"].to_numpy(), ci_low=r["ci_low"].to_numpy(),
+                                  ci_high=r["ci_high"].to_numpy(), replicates=reps).to_dict()
     return out

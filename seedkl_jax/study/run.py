@@ -92,7 +92,6 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, shard: tuple[int, int]
     text = read_text(cfg.text, tok)
 
     from seedkl_jax.data.annotate import annotate_tokens, counts_from_ids, load_counts
-    from seedkl_jax.kernels.divergence import unigram_logprobs
 
     counts = None if not cfg.counts else load_counts(cfg.counts, tok.vocab_size)  # checks the length
     settings = _settings(cfg, suite, text, tok)
@@ -311,7 +310,7 @@ def _write_outputs(cfg: StudyConfig, suite: Suite, text: Text, meta, out: Path) 
         df.write_parquet(stage / name)
     summary.write_csv(stage / "summary.csv")
 
-    phases = phases_from_summary(summary)  # per size; a too-short sweep gets status "too_short"
+    phases = phases_from_summary(summary, replicates=replicates)  # per size; paired step changes
     (stage / "phases.json").write_text(json.dumps(phases, indent=2) + "\n", encoding="utf-8")
     found = findings(summary, phases, replicates=replicates)  # the paper's findings checked on this suite
     (stage / "findings.json").write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
