@@ -53,8 +53,8 @@ def _fmt(r: dict) -> str:
     return f"{r['e_conv']:.4g}{ci}"
 
 
-def _ci_str(ci) -> str:
-    return "" if ci is None or ci[0] is None else f" [{ci[0]:.3g}, {ci[1]:.3g}]"
+def _ci_str(ci, fmt=".3g") -> str:
+    return "" if ci is None or ci[0] is None else f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
 
 
 def _cmp(a: dict, b: dict, replicates=None) -> tuple[int, str]:
@@ -120,7 +120,7 @@ def _size_finding(summary: pl.DataFrame, phases: dict, sizes: list[str], replica
     rec = [r for r in (claims.recovery(summary, s, phases.get(s), replicates) for s in sizes) if r is not None]
     parts = [f"{r['size']}: recovered {r['recovered']:.4g}{_ci_str(r['recovered_ci'])} nats from step "
              f"{r['trough_step']} to {r['final_step']}"
-             + ("" if r["fraction"] is None else f" = {r['fraction']:.0%}{_ci_str(r['fraction_ci'])} of the "
+             + ("" if r["fraction"] is None else f" = {r['fraction']:.0%}{_ci_str(r['fraction_ci'], '.0%')} of the "
                 f"divergence from step {r['peak_step']}") for r in rec]
     ev = "; ".join(parts)
     if len(rec) < 2:
