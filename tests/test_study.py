@@ -412,5 +412,6 @@ def test_compat_paper_replicates_the_papers_choices(lab, full, tmp_path):
     assert "What this run replicates" in (paper / "report.md").read_text()
     text = (ours / "report.md").read_text()
     assert "How much each corrected choice moves the results" in text and "KL to the paper's unigram minus" in text
+    assert "**Top frequency bin**" in text and "| >=1e5 |" in text          # both binnings, this run's numbers
     with pytest.raises(SeedKLError, match="--compat"):
         run_study(_cfg(lab, tmp_path / "bad", suite=suite, compat="papers"), progress=False)
