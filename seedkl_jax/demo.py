@@ -14,7 +14,9 @@ Steps (each reused when already done, so a second `seedkl demo` is fast):
   3. study (study/run.py): the normal `seedkl run` path on those checkpoints (window = the training
      context, overlap = half of it), PoS from the gold-tags file, outputs in `--out`; its params
      cache goes to `{workdir}/params-cache` and is removed afterwards (it would double the disk use).
-  4. findings (analysis/findings.py) -> `{out}/findings.json`, and the report path is printed.
+  4. findings (analysis/findings.py, written by the study to `{out}/findings.json`) are printed with
+     the report path. The suite carries the trainer's learning-rate schedule (analysis/lr.py) for
+     the report's learning-rate figure.
 The default suite (3 sizes x 4 seeds x 19 checkpoints) and `--quick` (2 sizes x 3 seeds x 9, for CI) are
 the `DEFAULT_TRAIN` / `QUICK_TRAIN` settings below; benchmarks/demo_timing.py measures their budgets.
 """
@@ -134,7 +136,7 @@ def _fingerprint(suite_dir: Path, sizes: list[str]) -> str:
 
 def demo(cfg: DemoConfig = DemoConfig()) -> Path:
     """Train (or reuse) the suite, run the study, write findings.json; returns report.md's path."""
-    from seedkl_jax.analysis.findings import findings
+    from seedkl_jax.analysis.lr import from_train_config
     from seedkl_jax.study.run import StudyConfig, run_study
     from seedkl_jax.study.suite import Suite
 
@@ -151,7 +153,8 @@ def demo(cfg: DemoConfig = DemoConfig()) -> Path:
     ctx = cfg.train.context
     report = run_study(StudyConfig(
         suite=Suite(sizes=suite.sizes, steps=suite.steps, seeds=suite.seeds,
-                    model_template=suite.model_template, revision_template=""),
+                    model_template=suite.model_template, revision_template="",
+                    lr_schedule=from_train_config(cfg.train, suite.sizes)),
         text=str(data.directory / "eval.txt"), out=str(out), tokenizer=str(data.tokenizer),
         counts=str(data.directory / "counts.npy"), pos=str(data.directory / "eval_pos.json"),
         overwrite=cfg.overwrite or stale, window=ctx, overlap=ctx // 2, cache_dir=cfg.cache_dir,
@@ -161,12 +164,8 @@ def demo(cfg: DemoConfig = DemoConfig()) -> Path:
         # and converting these tiny checkpoints again (if --out is deleted) takes seconds.
         shutil.rmtree(cfg.cache_dir, ignore_errors=True)
 
-    import polars as pl
-
-    summary = pl.read_parquet(out / "summary.parquet")
-    phases = json.loads((out / "phases.json").read_text())
-    table = findings(summary, phases, sizes=suite.sizes)
-    _write_json(out / "findings.json", table)
+    # the study's findings.json: its comparisons use the bootstrap replicates (paired differences)
+    table = json.loads((out / "findings.json").read_text())
     _write_json(stamp, {
         "suite_fingerprint": fp, "workdir": cfg.workdir, "sizes": suite.sizes,
         "num_params": {s: c.num_params() for s, c in suite.configs.items()},

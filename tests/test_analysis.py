@@ -77,7 +77,7 @@ def test_summary_points_match_hand_computation():
     assert row["n_tokens"] == P
     assert row["e_conv"] == pytest.approx(-tok.mean(), rel=1e-9)
     assert row["mean_kl"] == pytest.approx(tok.mean(), rel=1e-9)
-    assert row["sd"] == pytest.approx(tok.std(), rel=1e-9)
+    assert row["sd_tokens"] == pytest.approx(tok.std(ddof=1), rel=1e-9)
     # a category: UPOS NOUN (nulls skipped)
     upos = meta["upos"].to_list()
     m = np.array([u == "NOUN" for u in upos])
@@ -97,27 +97,85 @@ def test_summary_points_match_hand_computation():
     assert s.filter((pl.col("category_kind") == "final_surprisal_bin") & (pl.col("metric") == "seeds"))["category"].to_list() == ["[0,1)", "8+"]
 
 
+def test_sd_pairs_equal_pandas_style_computation_from_pair_level_rows():
+    """sd_pairs = ddof=1 SD over ordered pairs of each pair's mean over the category's tokens,
+    recomputed from a long pair-level frame (position, seed_a, seed_b, kl) with polars group-bys."""
+    rng = np.random.default_rng(11)
+    P, S = 37, 4
+    g = _group(rng, P, S)
+    meta = _meta(P, np.arange(P) // 8)
+    s = summarize([g], meta, n_boot=50)
+    a, b = np.nonzero(~np.eye(S, dtype=bool))
+    long = pl.DataFrame({"position": np.repeat(np.arange(1, P + 1), len(a)), "seed_a": np.tile(a, P),
+                         "seed_b": np.tile(b, P), "kl": g.arrays["kl"][:, a, b].astype(np.float64).ravel()})
+    long = long.join(meta.select("position", "upos"), on="position")
+    for cat in ("NOUN", "DET"):
+        per_pair = long.filter(pl.col("upos") == cat).group_by("seed_a", "seed_b").agg(pl.col("kl").mean())
+        row = s.filter((pl.col("metric") == "seeds") & (pl.col("category") == cat)).row(0, named=True)
+        assert row["sd_pairs"] == pytest.approx(per_pair["kl"].std(ddof=1), rel=1e-9)
+        assert row["mean_kl"] == pytest.approx(per_pair["kl"].mean(), rel=1e-9)
+    # per-seed metrics: SD over seeds of their means; surprisal rows hold the mean surprisal
+    r = s.filter((pl.col("metric") == "surprisal") & (pl.col("category_kind") == "all")).row(0, named=True)
+    sur = g.arrays["surprisal"].astype(np.float64)
+    assert r["mean_kl"] == pytest.approx(sur.mean(), rel=1e-6)
+    assert r["sd_pairs"] == pytest.approx(sur.mean(0).std(ddof=1), rel=1e-6)
+    kinds = set(s.filter(pl.col("metric") == "surprisal")["category_kind"])
+    assert kinds == set(s.filter(pl.col("metric") == "seeds")["category_kind"])
+
+
 def test_bootstrap_replicates_equal_explicit_resampling():
-    """The vectorised replicate = the mean over an explicitly expanded resample (docs x units)."""
+    """The vectorised replicate = the mean over an explicitly expanded resample: the drawn documents
+    x the ordered pairs among the drawn seeds (never a seed with itself)."""
+    from seedkl_jax.analysis import bootstrap as bs
     rng = np.random.default_rng(4)
-    P, D, U, C, B = 30, 5, 3, 2, 7
-    vals = rng.random((P, U))
+    P, D, S, C, B = 30, 5, 3, 2, 12
+    kl = _kl(rng, P, S)
     doc = rng.integers(0, D, P)
     codes = rng.integers(-1, C, P)
-    W = rng.multinomial(D, np.full(D, 1 / D), size=B).astype(float)
-    V = rng.multinomial(U, np.full(U, 1 / U), size=B).astype(float)
-    n, mean, sd, reps = agg._bootstrap_kind(vals, doc, D, codes, C, W, V)
+    dr = bs.draws(D, S, B, seed=3)
+    st = agg.category_stats(bs.ordered_pairs(kl), doc, D, codes, C, dr, pairs=True)
     for b in range(B):
-        docs = np.repeat(np.arange(D), W[b].astype(int))
-        units = np.repeat(np.arange(U), V[b].astype(int))
+        docs = np.repeat(np.arange(D), dr.W[b].astype(int))
+        seeds = np.repeat(np.arange(S), dr.V[b].astype(int))
+        pairs = [(i, j) for i in seeds for j in seeds if i != j]
         for c in range(C):
-            x = [vals[p, u] for d in docs for p in np.flatnonzero((doc == d) & (codes == c)) for u in units]
+            x = [kl[p, i, j] for d in docs for p in np.flatnonzero((doc == d) & (codes == c)) for i, j in pairs]
             if x:
-                assert reps[b, c] == pytest.approx(np.mean(x), rel=1e-12)
+                assert st["reps"][b, c] == pytest.approx(np.mean(x), rel=1e-6)
             else:
-                assert np.isnan(reps[b, c])
-    for c in range(C):
-        assert mean[c] == pytest.approx(vals[codes == c].mean())
+                assert np.isnan(st["reps"][b, c])
+    assert np.isnan(st["reps"]).any()                                 # some draw has one distinct seed
+
+
+def test_planted_seed_effect_widens_the_seed_bootstrap_ci():
+    """One seed far from the others (its pairs' KL x4): resampling seeds must see it, so the CI widens
+    compared with the same data without the outlier seed effect."""
+    rng = np.random.default_rng(12)
+    P, S, D = 200, 5, 20
+    base = _kl(rng, P, S)
+    meta = _meta(P, np.arange(P) // 10)
+    planted = base.copy()
+    planted[:, 0, :] *= 4
+    planted[:, :, 0] *= 4
+    widths = []
+    for kl in (base, planted):
+        g = GroupResult("s", 0, list(range(S)), {"kl": kl})
+        r = summarize([g], meta, n_boot=400).filter(pl.col("category_kind") == "all").row(0, named=True)
+        widths.append((r["ci_high"] - r["ci_low"]) / abs(r["e_conv"]))
+    assert widths[1] > 2 * widths[0], widths
+
+
+def test_replicates_are_paired_across_groups():
+    rng = np.random.default_rng(13)
+    P = 60
+    meta = _meta(P, np.arange(P) // 6)
+    g1, g2 = _group(rng, P, 4, step=0), _group(rng, P, 4, step=1)
+    g2.arrays["kl"] = g1.arrays["kl"] * 1.5
+    reps = {}
+    summarize([g1, g2], meta, n_boot=100, replicates=reps)
+    a, b = reps[("s", 0, "seeds", "all", "all")], reps[("s", 1, "seeds", "all", "all")]
+    np.testing.assert_allclose(b, 1.5 * a, rtol=1e-5)                # same draws: exactly proportional
+    assert ("s", 0, "uniform", "all", "all") not in reps              # only `keep` metrics are kept
 
 
 def _clustered(rng, D, per_doc, S):
@@ -145,7 +203,7 @@ def test_one_document_and_two_seeds():
     one_doc = _meta(P, np.zeros(P, int))
     s = summarize([_group(rng, P, 4)], one_doc, n_boot=300)
     r = s.filter((pl.col("metric") == "seeds") & (pl.col("category_kind") == "all")).row(0, named=True)
-    assert r["ci_low"] < r["e_conv"] < r["ci_high"]                  # pairs alone still vary
+    assert r["ci_low"] < r["e_conv"] < r["ci_high"]                  # seeds alone still vary
     # S=2 and one document: nothing to resample -> the interval is the point
     s2 = summarize([_group(rng, P, 2)], one_doc, n_boot=300)
     r2 = s2.filter((pl.col("metric") == "seeds") & (pl.col("category_kind") == "all")).row(0, named=True)
@@ -178,7 +236,7 @@ def test_missing_kinds_and_baselines_are_skipped():
     P = 20
     meta = pl.DataFrame({"position": np.arange(1, P + 1), "token_id": np.arange(P), "doc_id": np.zeros(P, int)})
     s = summarize([_group(rng, P, 3, unigram=False)], meta, n_boot=50)
-    assert set(s["category_kind"]) == {"all"} and set(s["metric"]) == {"seeds", "uniform"}
+    assert set(s["category_kind"]) == {"all"} and set(s["metric"]) == {"seeds", "uniform", "surprisal"}
 
 
 @pytest.mark.parametrize("bad", ["rows", "seeds", "one_seed", "dup", "batch"])
@@ -223,6 +281,6 @@ def test_category_in_one_document_only():
     r = s.filter((pl.col("metric") == "seeds") & (pl.col("category") == "rare")).row(0, named=True)
     assert r["n_tokens"] == 4 and r["ci_low"] is not None
     assert r["ci_low"] <= r["e_conv"] <= r["ci_high"]
-    lo, hi = agg._percentile_ci(np.array([[1.0, np.nan, np.nan], [2.0, 3.0, np.nan], [3.0, 5.0, np.nan]]))
+    lo, hi = agg.bs.percentile_ci(np.array([[1.0, np.nan, np.nan], [2.0, 3.0, np.nan], [3.0, 5.0, np.nan]]))
     assert lo[0] == pytest.approx(np.percentile([1, 2, 3], 2.5)) and hi[1] == pytest.approx(np.percentile([3, 5], 97.5))
     assert np.isnan(lo[2]) and np.isnan(hi[2])

@@ -167,6 +167,18 @@ def test_align_words_majority_and_ties():
     assert (u, x) == (["NOUN"], ["NNS"])
 
 
+def test_align_words_half_of_the_characters_rule():
+    # "abcdef": the winning tag must cover >= half of the token's non-whitespace characters
+    words = [(0, 2, "NOUN", "NN"), (2, 3, "VERB", "VB"), (3, 4, "ADJ", "JJ")]
+    u, x = pos_lib.align_words(words, "abcdef", np.array([[0, 6], [0, 4], [0, 3], [1, 4]]))
+    # [0,6): NOUN covers 2 of 6 < half -> untagged; [0,4): 2 of 4 = half -> kept; [0,3): 2 of 3;
+    # [1,4): 1 char each, the first reached (NOUN) wins with 1 of 3 < half -> untagged
+    assert u == [None, "NOUN", "NOUN", None] and x == [None, "NN", "NN", None]
+    # a leading space is not a character of the token for the rule (" ab" fully covered)
+    u, _ = pos_lib.align_words([(1, 3, "NOUN", "NN")], " ab", np.array([[0, 3]]))
+    assert u == ["NOUN"]
+
+
 # ------------------------------------------------------------------ pos="stanza" end to end (mocked)
 
 class _FakePipeline:
@@ -273,6 +285,37 @@ def test_pile_sample_penn_file():
     for k, d in enumerate(docs):
         got = df.filter((pl.col("doc_id") == k) & (pl.col("token_id") != 0))["token_id"].to_list()
         assert tok.backend.decode(got) == d
+
+
+def test_pile_sample_paper_categories_counts():
+    """n_tokens of the paper's categories on the shared sample with its Penn file and counts (issue 10)."""
+    if not PILE.is_dir():
+        pytest.skip("../shared is absent")
+    tok = _neox()
+    ids = np.load(PILE / "input_ids.npy")
+    df = ann.annotate_tokens(ids, None, None, tok, PILE / "pile_validation_token_counts.npy",
+                             str(PILE / "penn_pos_per_token.json"))
+    xpos = dict(zip(*np.unique(df["xpos"].drop_nulls().to_numpy(), return_counts=True)))
+    assert {t: xpos[t] for t in ("NN", "NNP", "IN", "JJ", "DT", "NNS", "MD", "PRP")} == \
+        {"NN": 588, "NNP": 472, "IN": 400, "JJ": 333, "DT": 304, "NNS": 270, "MD": 40, "PRP": 55}
+    grouped = df["paper_pos"].value_counts().drop_nulls()
+    grouped = dict(zip(grouped["paper_pos"].to_list(), grouped["count"].to_list()))
+    assert grouped == {"Nouns": 1335, "Verbs": 478, "JJ": 333, "IN": 400, "DT": 304, "MD": 40, "PRP": 55}
+    assert df.filter(pl.col("xpos") == "VBP")["paper_pos"].null_count() == 60   # VBP is excluded
+    assert df["context_xpos"][0] is None and df["context_xpos"][1:].to_list() == df["xpos"][:-1].to_list()
+    merged = ann.freq_bin(df["count"].to_numpy(), top=ann.PAPER_TOP_BIN)
+    n = {b: merged.count(b) for b in ("100-999", "1e3-1e4", "1e4-1e5", ">=1e5")}
+    assert n == {"100-999": 171, "1e3-1e4": 1025, "1e4-1e5": 1102, ">=1e5": 2364}
+    assert ann.freq_bin([99_999, 100_000, 10**7]) == ["1e4-1e5", "1e5-1e6", "1e7-1e8"]   # default: decades
+    # the same counts as summary.parquet's n_tokens (the study's per-category rows), compat's merged bin
+    from seedkl_jax.analysis.aggregate import GroupResult, summarize
+    kl = np.random.default_rng(0).random((df.height, 2, 2)).astype(np.float32)
+    s = summarize([GroupResult("70m", 0, [1, 3], {"kl": kl})],
+                  df.with_columns(pl.Series("freq_bin", merged)), n_boot=5).filter(pl.col("metric") == "seeds")
+    n_of = lambda kind: dict(s.filter(pl.col("category_kind") == kind).select("category", "n_tokens").iter_rows())
+    assert {k: n_of("freq_bin")[k] for k in n} == n
+    assert n_of("paper_pos") == grouped
+    assert {t: n_of("xpos")[t] for t in ("NN", "NNP", "MD", "PRP")} == {"NN": 588, "NNP": 472, "MD": 40, "PRP": 55}
 
 
 # ------------------------------------------------------------------ frequency

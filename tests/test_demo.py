@@ -93,11 +93,12 @@ def test_quick_demo_end_to_end(quick):
     work, out, r = quick
     assert r.stdout.strip().splitlines()[-1] == f"report: {out / 'report.md'}"
     for name in ("tokens.parquet", "pairs.parquet", "token_meta.parquet", "summary.parquet", "summary.csv",
-                 "phases.json", "report.md", "findings.json", "study.json"):
+                 "phases.json", "report.md", "findings.json", "study.json", "regression.parquet",
+                 "divergent_tokens.parquet"):
         assert (out / name).is_file(), name
     assert list((out / "figures").glob("*.png"))
     table = json.loads((out / "findings.json").read_text())
-    assert len(table) == 4
+    assert len(table) == 8
     report = (out / "report.md").read_text()
     for f in table:
         assert f["verdict"] in VERDICTS and f["evidence"].strip()
@@ -132,4 +133,4 @@ def test_second_demo_reuses_the_trained_suite(quick, monkeypatch):
     report = D.demo(D.DemoConfig(workdir=str(work), out=str(out), quick=True, progress=False))
     assert report == out / "report.md"
     assert {p: p.stat().st_mtime_ns for p in ckpts + groups} == stamp  # nothing trained or recomputed
-    assert len(json.loads((out / "findings.json").read_text())) == 4
+    assert len(json.loads((out / "findings.json").read_text())) == 8

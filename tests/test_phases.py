@@ -6,12 +6,19 @@ import polars as pl
 import pytest
 
 from seedkl_jax.analysis.aggregate import GroupResult, summarize
-from seedkl_jax.analysis.phases import detect_phases, log_step_axis, phases_from_summary
+from seedkl_jax.analysis import phases as ph_lib
+from seedkl_jax.analysis.phases import log_step_axis, phases_from_summary
 from seedkl_jax.errors import SeedKLError
 
 LOG2_GRID = np.array([0] + [2 ** k for k in range(18)])
 PAPER_GRID = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 4000, 8000, 16000, 32000,
                        64000, 128000, 143000])
+
+
+def detect_phases(*args, **kw) -> dict:
+    r = ph_lib.detect_phases(*args, **kw)
+    assert isinstance(r, ph_lib.PhaseResult)
+    return r.to_dict()
 
 
 def four_phase(steps, b1, b2, b3, rise=1.0, drop=2.0, recover=0.15):
@@ -124,3 +131,60 @@ def test_phases_from_summary_end_to_end():
     assert r["status"] == "four_phases"
     for key, exp in zip(("convergence_start", "divergence_start", "reconvergence_start"), (16, 256, 2000)):
         assert _within_one_octave(r["boundaries"][key], exp)
+
+
+# the demo's 78k curve before issue 10 (read off docs/demo_econv_sizes.png and the README table): the
+# old fit claimed a convergence rise of +0.0025 between steps 45 and 64 that the measurements do not show
+DEMO_STEPS = np.array([0, 1, 2, 4, 8, 11, 16, 23, 32, 45, 64, 91, 128, 181, 256, 362, 512, 724, 1024])
+DEMO_78K = np.array([-0.0124, -0.0124, -0.0124, -0.0124, -0.01235, -0.0123, -0.0123, -0.0123, -0.0122,
+                     -0.01218, -0.01223, -0.016, -0.032, -0.047, -0.047, -0.045, -0.048, -0.032, -0.0193])
+
+
+def test_measured_rise_inside_the_cis_is_no_convergence():
+    r = detect_phases(DEMO_STEPS, DEMO_78K, ci_low=DEMO_78K - 0.001, ci_high=DEMO_78K + 0.001)
+    assert r["status"] == "no_convergence", r["message"]
+    assert r["boundaries"] == {"convergence_start": None, "divergence_start": 45, "reconvergence_start": 512}
+    assert r["changes"]["convergence"]["counts"] is False
+    assert abs(r["changes"]["convergence"]["delta_e_conv"]) < 0.001          # measured, not fitted
+    # the same shape with a real convergence rise (+0.01, clear of the CIs) is four phases
+    y = DEMO_78K.copy()
+    y[8:11] += np.array([0.004, 0.008, 0.01])
+    r2 = detect_phases(DEMO_STEPS, y, ci_low=y - 0.001, ci_high=y + 0.001)
+    assert r2["status"] == "four_phases", r2["message"]
+    assert r2["boundaries"]["divergence_start"] == 64 and r2["boundaries"]["reconvergence_start"] == 512
+
+
+def test_reconvergence_must_clear_its_ci():
+    y = four_phase(LOG2_GRID, 16, 256, 2048, recover=0.15)
+    rise = y[-1] - y.min()
+    assert rise == pytest.approx(0.9)                                   # convergence 1.0, recovery 0.9
+    ok = detect_phases(LOG2_GRID, y, ci_low=y - 0.4, ci_high=y + 0.4)
+    assert ok["status"] == "four_phases"
+    wide = detect_phases(LOG2_GRID, y, ci_low=y - 0.47, ci_high=y + 0.47)  # 2 x 0.47 > 0.9 but < 1.0
+    assert wide["status"] == "no_reconvergence" and wide["boundaries"]["reconvergence_start"] is None
+    assert wide["changes"]["reconvergence"]["delta_e_conv"] == pytest.approx(rise)
+
+
+def test_bic_prefers_simpler_models_on_noise_and_four_segments_on_four_phases():
+    c = ph_lib.prepare(LOG2_GRID, four_phase(LOG2_GRID, 16, 256, 2048)
+                       + 0.01 * np.random.default_rng(3).normal(size=len(LOG2_GRID)))
+    models = ph_lib.fit_models(c)
+    assert min(models, key=lambda k: models[k]["bic"]) == 4
+    line = ph_lib.prepare(LOG2_GRID, 0.1 * log_step_axis(LOG2_GRID)
+                          + 0.05 * np.random.default_rng(4).normal(size=len(LOG2_GRID)))
+    m2 = ph_lib.fit_models(line)
+    assert min(m2, key=lambda k: m2[k]["bic"]) < 4
+
+
+def test_paired_replicates_decide_where_marginal_cis_overlap():
+    """A shared per-replicate shift (e.g. one seed's offset) widens every step's CI, but changes between
+    steps are measured on the same draws: the paired difference sees them, the CI overlap rule cannot."""
+    y = four_phase(LOG2_GRID, 16, 256, 2048)
+    rng = np.random.default_rng(0)
+    reps = y[None, :] + rng.normal(0, 2.0, (400, 1)) + rng.normal(0, 0.02, (400, len(y)))
+    lo, hi = np.percentile(reps, [2.5, 97.5], axis=0)
+    assert detect_phases(LOG2_GRID, y, ci_low=lo, ci_high=hi)["status"] == "no_phases"
+    assert detect_phases(LOG2_GRID, y, ci_low=lo, ci_high=hi, replicates=reps)["status"] == "four_phases"
+    # and replicates whose steps vary independently by as much do not count
+    indep = y[None, :] + rng.normal(0, 2.0, (400, len(y)))
+    assert detect_phases(LOG2_GRID, y, replicates=indep)["status"] == "no_phases"

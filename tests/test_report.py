@@ -17,6 +17,8 @@ STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 FREQ = ["<10", "[10,100)", "[100,1e3)", "1e3+"]
 UPOS = ["NOUN", "VERB", "DET", "ADP", "PUNCT"]
 GROUP = {"NOUN": "content", "VERB": "content", "DET": "function", "ADP": "function", "PUNCT": "other"}
+XPOS = {"NOUN": "NN", "VERB": "VB", "DET": "DT", "ADP": "IN", "PUNCT": "."}
+PAPER = {"NN": "Nouns", "VB": "Verbs", "DT": "DT", "IN": "IN", ".": None}
 
 
 def _curve(step, size_idx):
@@ -27,8 +29,9 @@ def _curve(step, size_idx):
     return 0.05 * (v - (0.2 + 0.2 * size_idx) * max(x - 11, 0))
 
 
-def study(sizes=("14m", "70m"), P=240, D=6, S=3, freq_effect=0.15, func_effect=0.7, seed=0, upos=True):
-    """Synthetic (summary, meta) with per-category effects of known sign."""
+def study(sizes=("14m", "70m"), P=240, D=6, S=3, freq_effect=0.15, func_effect=0.7, seed=0, upos=True,
+          reps=None):
+    """Synthetic (summary, meta) with per-category effects of known sign (replicates into `reps`)."""
     rng = np.random.default_rng(seed)
     fb = rng.integers(0, len(FREQ), P)
     up = rng.integers(0, len(UPOS), P)
@@ -39,6 +42,8 @@ def study(sizes=("14m", "70m"), P=240, D=6, S=3, freq_effect=0.15, func_effect=0
             "doc_id": np.sort(rng.integers(0, D, P)), "freq_bin": [FREQ[i] for i in fb],
             "upos": [UPOS[i] for i in up] if upos else [None] * P,
             "pos_group": [GROUP[UPOS[i]] for i in up] if upos else [None] * P,
+            "xpos": [XPOS[UPOS[i]] for i in up] if upos else [None] * P,
+            "paper_pos": [PAPER[XPOS[UPOS[i]]] for i in up] if upos else [None] * P,
             "final_surprisal_bin": [["[0,1)", "[1,2)", "8+"][i] for i in rng.integers(0, 3, P)]}))
         func = np.array([GROUP[UPOS[i]] == "function" for i in up])
         factor = (1 + freq_effect * (1.5 - fb)) * np.where(func, func_effect, 1.0)
@@ -46,47 +51,95 @@ def study(sizes=("14m", "70m"), P=240, D=6, S=3, freq_effect=0.15, func_effect=0
             kl = (_curve(st, si) * factor)[:, None, None] * rng.lognormal(0, 0.3, (P, S, S))
             kl[:, np.arange(S), np.arange(S)] = 0
             groups.append(GroupResult(size, st, list(range(S)), {
-                "kl": kl, "kl_uniform": rng.random((P, S)) * np.log2(st + 2), "kl_unigram": rng.random((P, S))}))
+                "kl": kl, "kl_uniform": rng.random((P, S)) * np.log2(st + 2), "kl_unigram": rng.random((P, S)),
+                "surprisal": rng.random((P, S)) * 3}))
     meta = pl.concat(frames, how="diagonal_relaxed")
-    return summarize(groups, meta, n_boot=200), meta
+    return summarize(groups, meta, n_boot=200, replicates=reps), meta
 
 
 @pytest.fixture(scope="module")
 def synthetic():
-    summary, _ = study()
-    return summary, phases_from_summary(summary)
+    reps = {}
+    summary, _ = study(reps=reps)
+    return summary, phases_from_summary(summary), reps
 
 
 def test_findings_reproduced_on_paper_like_data(synthetic):
-    summary, phases = synthetic
-    fs = findings(summary, phases)
-    assert [set(f) for f in fs] == [{"finding", "verdict", "evidence"}] * 4
+    summary, phases, reps = synthetic
+    fs = findings(summary, phases, replicates=reps)
+    assert [set(f) for f in fs] == [{"finding", "verdict", "evidence"}] * 8
     json.dumps(fs)
-    assert [f["verdict"] for f in fs] == ["reproduced"] * 4, fs
+    v = [f["verdict"] for f in fs]
+    # size (larger recovers more, paired); frequency: more, reliably; function words: more, reliably
+    assert [v[i] for i in (1, 2, 4, 5, 7)] == ["reproduced"] * 5, fs
+    assert phases["70m"]["status"] == "four_phases"
+    # categories' KL is proportional at every step: they reach half their recovery together, no "faster"
+    assert v[3] == v[6] == "inconclusive", fs
+    assert "difference CI" in fs[2]["evidence"]
     # evidence quotes the numbers it rests on
     last = summary.filter((pl.col("size") == "70m") & (pl.col("step") == STEPS[-1]) & (pl.col("metric") == "seeds")
                           & (pl.col("category") == "function")).row(0, named=True)
-    assert f"{last['e_conv']:.4g}" in fs[3]["evidence"]
-    assert "14m" in fs[0]["evidence"] and "four phases" in fs[0]["evidence"]
+    assert f"{last['e_conv']:.4g}" in fs[5]["evidence"]
+    assert "70m" in fs[0]["evidence"] and "four phases" in fs[0]["evidence"]
 
 
 def test_findings_not_reproduced_when_effects_reverse():
     summary, _ = study(freq_effect=-0.15, func_effect=1.4)           # rare and content words converge more
     fs = findings(summary, phases_from_summary(summary))
-    assert fs[2]["verdict"] == "not reproduced" and fs[3]["verdict"] == "not reproduced"
-    # sizes given largest-first: the size effect now reads reversed
-    fs2 = findings(summary, phases_from_summary(summary), sizes=["70m", "14m"])
-    assert fs2[1]["verdict"] == "not reproduced"
+    assert fs[2]["verdict"] == "not reproduced" and fs[5]["verdict"] == "not reproduced"
+    assert "CI overlap rule" in fs[2]["evidence"]                      # no replicates given
+
+
+def _recovering_suite(fractions, P=200, S=4, D=10, seed=0):
+    """Sizes whose E[conv] is flat, rises to step 256, falls to step 2048, then recovers the given
+    fraction of the fall by step 8192; summary + replicates."""
+    rng = np.random.default_rng(seed)
+    steps = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
+    meta = pl.DataFrame({"position": np.arange(1, P + 1), "token_id": np.arange(P), "doc_id": np.arange(P) // (P // D)})
+    groups = []
+    for size, frac in zip(("14m", "410m"), fractions):
+        for st in steps:
+            x = np.log2(st) if st else -1.0
+            y = -0.02 + 0.01 * np.clip(x - 4, 0, 4) / 4 - 0.04 * np.clip(x - 8, 0, 3) / 3
+            y += 0.04 * frac * np.clip(x - 11, 0, 2) / 2
+            kl = -y * rng.lognormal(-0.045, 0.3, (P, S, S))
+            kl[:, np.arange(S), np.arange(S)] = 0
+            groups.append(GroupResult(size, st, list(range(S)), {"kl": kl}))
+    reps = {}
+    summary = summarize(groups, meta, n_boot=300, replicates=reps)
+    return summary, phases_from_summary(summary), reps
+
+
+@pytest.mark.parametrize("fractions,verdict", [((0.0, 0.8), "reproduced"), ((0.8, 0.0), "not reproduced"),
+                                               ((0.4, 0.4), "inconclusive")])
+def test_size_claim_verdict_on_synthetic_recoveries(fractions, verdict):
+    summary, phases, reps = _recovering_suite(fractions)
+    f = findings(summary, phases, replicates=reps)[1]
+    assert f["verdict"] == verdict, f["evidence"]
+    from seedkl_jax.analysis.claims import recovery
+    big = recovery(summary, "410m", phases["410m"], reps)
+    assert big["fraction"] == pytest.approx(fractions[1], abs=0.15)
+    assert big["fraction_ci"][0] <= big["fraction"] <= big["fraction_ci"][1]
+    assert f["evidence"].count("recovered") == 2 and "(paired)" in f["evidence"]
+
+
+def test_reach_index():
+    from seedkl_jax.analysis.claims import reach_index
+    y = np.array([[-1.0, -0.5, -0.12, -0.1, -0.1],        # rises from the start: half way (-0.55) at index 1
+                  [-0.1, -1.0, -0.8, -0.5, -0.1],         # low at 1, half way back (-0.55) first at index 3
+                  [-0.1, -0.2, -0.3, -0.4, -0.5]])        # lowest at the end: reached there
+    np.testing.assert_array_equal(reach_index(y), [1, 3, 4])
+    assert np.isnan(reach_index(np.array([[np.nan, -1.0, -1.0]])))[0]
 
 
 def test_findings_inconclusive_without_effect_or_data():
     summary, _ = study(freq_effect=0.0, func_effect=1.0, sizes=("14m",), upos=False)
-    short = {"14m": detect_phases([0, 1, 2], [0.0, 0.1, 0.2])}
+    short = {"14m": detect_phases([0, 1, 2], [0.0, 0.1, 0.2]).to_dict()}
     fs = findings(summary, short)
     v = [f["verdict"] for f in fs]
     assert v[0] == "inconclusive" and "too short" in fs[0]["evidence"]
     assert v[1] == "inconclusive" and "two sizes" in fs[1]["evidence"]
-    assert v[3] == "inconclusive"                                     # no pos_group rows at all
+    assert v[5] == v[6] == v[7] == "inconclusive"                     # no pos_group rows at all
 
 
 def test_phase_finding_counts_statuses():
@@ -105,17 +158,31 @@ def _png_ok(p: Path):
 
 
 def test_figures_and_report(synthetic, tmp_path):
-    summary, phases = synthetic
-    figs = make_figures(summary, phases, tmp_path / "figures")
-    names = {p.name for p in figs}
-    assert names == {"econv.png", "econv_sizes.png", "kl_baselines.png", "econv_by_freq_bin.png",
-                     "econv_by_pos_group.png", "econv_by_upos.png", "econv_by_final_surprisal_bin.png"}
+    from seedkl_jax.analysis.lr import PYTHIA
+    summary, phases, _ = synthetic
+    reg = pl.DataFrame({"step": [0, 64, 0, 64], "term": ["log10_count"] * 2 + ["size=70m"] * 2,
+                        "reference": [None, None, "size=14m", "size=14m"], "coef": [0.01, -0.02, 0.0, 0.01],
+                        "ci_low": [0.0, -0.03, -0.01, 0.0], "ci_high": [0.02, -0.01, 0.01, 0.02], "n_rows": [10] * 4})
+    figs = make_figures(summary, phases, tmp_path / "figures", regression=reg, lr_schedule=PYTHIA)
+    names = [p.name for p in figs]
+    assert names == ["econv_tokens.png", "econv_pairs.png", "econv_sizes.png", "kl_baselines.png",
+                     "econv_by_freq_bin.png", "econv_by_final_surprisal_bin.png", "econv_by_paper_pos.png",
+                     "econv_by_xpos_nouns.png", "econv_by_xpos_verbs.png", "econv_by_xpos_other.png",
+                     "ce_by_freq_bin.png", "ce_by_final_surprisal_bin.png", "ce_by_paper_pos.png", "regression.png",
+                     "lr.png", "econv_by_pos_group.png", "econv_by_upos.png"]
     for p in figs:
         _png_ok(p)
     assert not list((tmp_path / "figures").glob(".*tmp"))
     fs = findings(summary, phases)
-    rep = write_report(tmp_path, summary, phases, figs, findings=fs, extra={"Settings": "seeds 0,1,2"})
+    rep = write_report(tmp_path, summary, phases, figs, findings=fs, extra={"Settings": "seeds 0,1,2"},
+                       regression=reg)
     text = rep.read_text()
+    # one section per paper figure, in the paper's order, captions naming the band's statistic
+    order = [text.index(f"figures/{n}") for n in names]
+    assert order == sorted(order)
+    assert "±1 SD over tokens (paper's main figure" in text and "bands ±1 SD over seed pairs" in text
+    assert text.index("## Regression") < text.index("## Findings of the paper")
+    assert "| size=70m | size=14m | 0.01 |" in text
     assert rep == tmp_path / "report.md" and not list(tmp_path.glob(".*tmp"))
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert sorted(links) == sorted(f"figures/{n}" for n in names)
@@ -139,7 +206,7 @@ def test_report_computes_findings_and_skips_missing_figures(tmp_path):
     rep = write_report(tmp_path, summary, phases, figs)             # findings=None -> computed
     text = rep.read_text()
     assert "Findings of the paper" in text and "inconclusive" in text
-    assert "f/econv.png" in text
+    assert "f/econv_tokens.png" in text
 
 
 def test_figures_survive_a_two_step_sweep(tmp_path):
@@ -156,3 +223,15 @@ def test_empty_summary(tmp_path):
     empty = pl.DataFrame(schema=SUMMARY_SCHEMA)
     assert make_figures(empty, {}, tmp_path / "f") == []
     assert write_report(tmp_path, empty, {}, []).exists()
+
+
+def test_econv_bands_never_cross_zero():
+    from matplotlib.figure import Figure
+    from seedkl_jax.report.figures import _sd_band
+    ax = Figure().subplots()
+    y = np.array([-0.01, -0.02, -0.001])
+    _sd_band(ax, np.arange(3), y, np.array([0.05, 0.01, 0.02]))
+    _sd_band(ax, np.arange(3), -y, np.array([0.05, 0.01, 0.02]), upper0=False)   # surprisal-like: >= 0
+    (econv,), (ce,) = ax.collections[0].get_paths(), ax.collections[1].get_paths()
+    assert econv.vertices[:, 1].max() <= 0.0 and econv.vertices[:, 1].min() < -0.05
+    assert ce.vertices[:, 1].min() >= 0.0

@@ -40,11 +40,12 @@ TOKENS_COLS = ["size", "step", "position", "token_id", "kl_mean", "kl_std", "sur
                "kl_uniform_mean", "kl_unigram_mean"]
 PAIRS_COLS = ["size", "step", "seed_a", "seed_b", "kl_mean"]
 META_COLS = ["size", "position", "token_id", "token_str", "doc_id", "count", "freq_bin", "upos", "xpos",
-             "pos_group", "context_upos", "final_surprisal", "final_surprisal_bin"]
-SUMMARY_COLS = ["size", "step", "metric", "category_kind", "category", "n_tokens", "mean_kl", "e_conv", "sd",
-                "ci_low", "ci_high"]
+             "pos_group", "context_upos", "context_xpos", "paper_pos", "final_surprisal", "final_surprisal_bin"]
+SUMMARY_COLS = ["size", "step", "metric", "category_kind", "category", "n_tokens", "mean_kl", "e_conv", "sd_tokens",
+                "sd_pairs", "ci_low", "ci_high"]
 FINAL_FILES = ["tokens.parquet", "pairs.parquet", "token_meta.parquet", "summary.parquet", "summary.csv",
-               "phases.json", "findings.json", "report.md", "study.json"]
+               "regression.parquet", "divergent_tokens.parquet", "phases.json", "findings.json", "report.md",
+               "study.json"]
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +142,7 @@ def test_outputs_exist_with_the_contract_columns(lab, full):
     assert meta.columns == META_COLS and meta.height == len(SIZES) * P
     summary = pl.read_parquet(out / "summary.parquet")
     assert summary.columns == SUMMARY_COLS
-    assert set(summary["metric"]) == {"seeds", "uniform", "unigram"}
+    assert set(summary["metric"]) == {"seeds", "uniform", "unigram", "surprisal"}
     assert {"all", "freq_bin", "upos", "pos_group", "context_upos", "final_surprisal_bin"} <= set(summary["category_kind"])
     assert pl.read_csv(out / "summary.csv").height == summary.height
     phases = json.loads((out / "phases.json").read_text())
@@ -411,3 +412,34 @@ def test_vocab_size_narrows_normalisation_to_match_counts(lab, tmp_path):
     settings = json.loads((out / "study.json").read_text())
     assert settings["results"]["tokenizer"]["vocab_size"] == V - 1
     assert pl.read_parquet(out / "tokens.parquet")["kl_unigram_mean"].is_finite().all()
+
+
+def test_compat_paper_replicates_the_papers_choices(lab, full, tmp_path):
+    """--compat=paper: first seed's final surprisal, one >=1e5 bin, the paper's unsmoothed unigram."""
+    V = lab["tok"].vocab_size
+    counts = np.bincount(np.asarray(lab["ids"]), minlength=V).astype(np.float64) * 60_000   # most ids: 0
+    np.save(tmp_path / "counts.npy", counts)
+    suite = dataclasses.replace(lab["suite"], sizes=("s1",))
+    runs = {}
+    for compat in ("none", "paper"):
+        out = tmp_path / compat
+        run_study(_cfg(lab, out, suite=suite, counts=str(tmp_path / "counts.npy"), compat=compat), progress=False)
+        runs[compat] = out
+    paper, ours = runs["paper"], runs["none"]
+    meta = pl.read_parquet(paper / "token_meta.parquet").sort("position")
+    with np.load(store.group_path(paper, "s1", max(STEPS))) as z:
+        np.testing.assert_allclose(meta["final_surprisal"], z["surprisal"][:, 0], rtol=1e-6)      # first seed
+    assert ">=1e5" in set(meta["freq_bin"]) and not any(b.startswith("1e5") for b in meta["freq_bin"])
+    ours_meta = pl.read_parquet(ours / "token_meta.parquet").sort("position")
+    assert ">=1e5" not in set(ours_meta["freq_bin"])
+    assert json.loads((paper / "study.json").read_text())["results"]["unigram"] == "paper"
+    # the paper's floor (~ -736 for the zero-count ids) makes KL to the unigram far larger than ours
+    tok = {k: pl.read_parquet(o / "tokens.parquet").filter(pl.col("step") == 0)["kl_unigram_mean"].mean()
+           for k, o in runs.items()}
+    assert np.isfinite(tok["paper"]) and tok["paper"] > tok["none"] + 100
+    assert "What this run replicates" in (paper / "report.md").read_text()
+    text = (ours / "report.md").read_text()
+    assert "How much each corrected choice moves the results" in text and "KL to the paper's unigram minus" in text
+    assert "**Top frequency bin**" in text and "| >=1e5 |" in text          # both binnings, this run's numbers
+    with pytest.raises(SeedKLError, match="--compat"):
+        run_study(_cfg(lab, tmp_path / "bad", suite=suite, compat="papers"), progress=False)

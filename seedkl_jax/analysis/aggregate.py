@@ -15,24 +15,17 @@ pair (pairs.parquet), and one per (size, step, metric, category) with uncertaint
 Definitions (nats throughout):
   * kl_mean of a token = mean of kl[p,i,j] over the S(S-1) ordered pairs i != j;
     kl_std = population SD (ddof=0) over those ordered pairs.
-  * E[conv] = e_conv = -mean_kl, mean_kl = mean over the category's tokens of the per-token unit mean.
-    Units are seed pairs (metric "seeds") or seeds (baselines "uniform", "unigram": KL of each seed's
-    prediction to the uniform / unigram distribution; their e_conv is likewise -mean KL).
-  * sd = population SD (ddof=0) over the category's tokens of the per-token unit mean (for "seeds"
-    exactly the token's kl_mean). This is the paper's +-1 SD band: spread over tokens, not an error bar.
-  * ci_low / ci_high = 95% percentile bootstrap interval of e_conv, two-way ("crossed") resampling:
-    each replicate draws the D documents with replacement AND, independently, the units with
-    replacement -- the Q = S(S-1)/2 unordered seed pairs for "seeds" (an unordered pair {i,j} is one
-    unit whose per-token value is (KL(i||j)+KL(j||i))/2, since both directions come from the same two
-    models), or the S seeds for the baselines. The replicate statistic is the token-weighted mean
-    sum_d w_d sum_u v_u K[d,c,u] / (sum_d w_d n[d,c] * sum_u v_u), with K[d,c,u] the KL sum of unit u
-    over the tokens of document d in category c, n[d,c] their count, w/v the multiplicities drawn.
-    Only the (D x C x U) sums enter, so 1000 replicates cost a few small matrix products.
-    One document: only units are resampled (multiplicity 1 always); S = 2: one pair, so only documents
-    vary. Seed pairs share seeds, so resampling them as independent units understates the seed
-    part of the variance somewhat; the interval is a guide, not a test.
-    Draws use numpy's default_rng(seed) fresh per (group, metric), so results do not depend on the
-    order of groups and equal-shaped groups share resamples (smoother curves across steps).
+  * E[conv] = e_conv = -mean_kl, mean_kl = mean over the category's tokens and units. Units are the
+    ordered seed pairs (metric "seeds", the paper's E[conv]) or the seeds (per-seed metrics
+    "uniform", "unigram": KL of each seed's prediction to the uniform / unigram distribution, and
+    "surprisal": -log p_s(target), for which mean_kl holds the mean surprisal = cross-entropy).
+  * sd_tokens = sample SD (ddof=1) over the category's tokens of the per-token unit mean: the
+    paper's "variance across contexts" band of the main curve (spread over tokens, not an error bar).
+  * sd_pairs = sample SD (ddof=1) over the units of their mean over the category's tokens: over the
+    S(S-1) ordered pairs for "seeds" (the paper's band of every binned / PoS figure and of its second
+    main-curve variant), over the S seeds for the per-seed metrics.
+  * ci_low / ci_high = 95% bootstrap interval of e_conv resampling seeds and documents
+    (analysis.bootstrap: the scheme, and why pairs are not resampled as independent units).
 
 Categories come from the token meta frame (one row per predicted position; README's token_meta
 columns). `final_surprisal_bin` depends on size: when the meta frame has a `size` column, each group
@@ -47,15 +40,21 @@ from typing import Iterable
 import numpy as np
 import polars as pl
 
+from seedkl_jax.analysis import bootstrap as bs
 from seedkl_jax.errors import SeedKLError
 
-METRICS = ("seeds", "uniform", "unigram")
-CATEGORY_KINDS = ("all", "freq_bin", "upos", "pos_group", "context_upos", "final_surprisal_bin")
+METRICS = ("seeds", "uniform", "unigram", "surprisal")
+PER_SEED = {"uniform": "kl_uniform", "unigram": "kl_unigram", "surprisal": "surprisal"}
+CATEGORY_KINDS = ("all", "freq_bin", "upos", "xpos", "pos_group", "paper_pos", "context_upos",
+                  "context_xpos", "final_surprisal_bin")
 SUMMARY_SCHEMA = {
     "size": pl.Utf8, "step": pl.Int64, "metric": pl.Utf8, "category_kind": pl.Utf8,
     "category": pl.Utf8, "n_tokens": pl.Int64, "mean_kl": pl.Float64, "e_conv": pl.Float64,
-    "sd": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+    "sd_tokens": pl.Float64, "sd_pairs": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
 }
+_PAPER_POS_ORDER = ("JJ", "IN", "DT", "MD", "PRP", "Nouns", "Verbs")
+_XPOS_ORDER = ("NN", "NNS", "NNP", "NNPS", "VB", "VBG", "VBN", "VBD", "VBZ", "VBP", "PRP$", "DT", "CC",
+               "JJ", "IN", "TO", "RB", "MD", "PRP")
 _UPOS_ORDER = ("NOUN", "PROPN", "VERB", "ADJ", "ADV", "ADP", "AUX", "CCONJ", "DET", "PART", "PRON",
                "SCONJ", "NUM", "INTJ", "PUNCT", "SYM", "X")
 _GROUP_ORDER = ("function", "content", "other")
@@ -95,10 +94,12 @@ def number_key(label: str) -> float | None:
 
 def category_order(kind: str, labels: Iterable[str]) -> list[str]:
     """Display order of a kind's categories: numeric bins by their first number (rarest / lowest
-    first), UPOS in UD's order (content classes first), pos_group as function, content, other."""
+    first), UPOS in UD's order (content classes first), pos_group as function, content, other,
+    paper_pos and xpos in the paper's figure order (other tags after, alphabetically)."""
     labels = list(dict.fromkeys(str(x) for x in labels))
-    if kind in ("upos", "context_upos", "pos_group"):
-        fixed = _GROUP_ORDER if kind == "pos_group" else _UPOS_ORDER
+    fixed = {"pos_group": _GROUP_ORDER, "upos": _UPOS_ORDER, "context_upos": _UPOS_ORDER,
+             "paper_pos": _PAPER_POS_ORDER, "xpos": _XPOS_ORDER, "context_xpos": _XPOS_ORDER}.get(kind)
+    if fixed is not None:
         rank = {k: i for i, k in enumerate(fixed)}
         return sorted(labels, key=lambda s: (rank.get(s, len(fixed)), s))
     keys = {s: number_key(s) for s in labels}
@@ -198,14 +199,12 @@ def pair_rows(group: GroupResult) -> pl.DataFrame:
 
 # ----------------------------------------------------------------------------------------- summary
 def _units(group: GroupResult, metric: str) -> np.ndarray | None:
-    """Per-token values of the resampling units [P, U] (float64), None when the metric is absent."""
-    a = group.arrays
+    """Per-token values of the units [P, U] (float64): ordered pairs for "seeds", seeds otherwise;
+    None when the metric is absent."""
     if metric == "seeds":
-        kl = np.asarray(a["kl"], dtype=np.float64)
-        i, j = np.triu_indices(kl.shape[1], k=1)
-        return 0.5 * (kl[:, i, j] + kl[:, j, i])                   # [P, Q] unordered pairs
-    key = {"uniform": "kl_uniform", "unigram": "kl_unigram"}[metric]
-    return None if a.get(key) is None else np.asarray(a[key], dtype=np.float64)
+        return bs.ordered_pairs(group.arrays["kl"])
+    v = group.arrays.get(PER_SEED[metric])
+    return None if v is None else np.asarray(v, dtype=np.float64)
 
 
 def _size_layout(meta: pl.DataFrame) -> dict:
@@ -226,82 +225,80 @@ def _size_layout(meta: pl.DataFrame) -> dict:
     return {"doc": doc_idx.astype(np.int64), "D": int(doc_idx.max()) + 1 if len(doc_idx) else 1, "kinds": kinds}
 
 
-def _bootstrap_kind(vals, doc, D, codes, C, W, V):
-    """Point estimates and bootstrap replicates of mean KL for one category kind.
+def category_stats(vals: np.ndarray, doc: np.ndarray, D: int, codes: np.ndarray, C: int, draws: bs.Draws,
+                   pairs: bool) -> dict[str, np.ndarray]:
+    """Point estimates and replicates of one category kind.
 
-    vals [P,U] unit values, doc [P] in 0..D-1, codes [P] in -1..C-1 (-1 skipped),
-    W [B,D] document multiplicities, V [B,U] unit multiplicities.
-    Returns n [C], mean [C], sd [C], reps [B,C] (nan where a replicate drew no token of c).
+    vals [P,U] unit values, doc [P], codes [P] in -1..C-1 (-1 skipped). Returns n [C], mean [C],
+    sd_tokens [C], sd_pairs [C] (ddof=1 over units of their category means), unit_means [C,U], reps [B,C].
     """
-    ok = codes >= 0
-    v, d, c = vals[ok], doc[ok], codes[ok]
-    U = vals.shape[1]
-    flat = d * C + c
-    counts = np.bincount(flat, minlength=D * C).reshape(D, C).astype(np.float64)
-    sums = np.stack([np.bincount(flat, weights=v[:, u], minlength=D * C) for u in range(U)], -1)
-    sums = sums.reshape(D, C, U)
+    counts, sums = bs.category_sums(vals, doc, D, codes, C)
     n = counts.sum(0)
-    tm = v.mean(1)                                                 # per-token unit mean
+    ok = codes >= 0
+    tm, c = vals[ok].mean(1), codes[ok]                              # per-token unit mean
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = sums.sum((0, 2)) / (n * U)
-        sd = np.sqrt(np.bincount(c, weights=(tm - mean[c]) ** 2, minlength=C) / n)
-        num = ((W @ sums.reshape(D, C * U)).reshape(-1, C, U) * V[:, None, :]).sum(-1)
-        den = (W @ counts) * V.sum(1, keepdims=True)
-        reps = num / den
-    return n, mean, sd, reps
+        unit_means = sums.sum(0) / n[:, None]                        # [C,U]
+        mean = unit_means.mean(1)
+        ss = np.bincount(c, weights=(tm - mean[c]) ** 2, minlength=C)
+        sd_tokens = np.sqrt(np.where(n > 1, ss / (n - 1), np.nan))
+        sd_pairs = unit_means.std(1, ddof=1) if vals.shape[1] > 1 else np.full(C, np.nan)
+    reps = bs.replicates(counts, sums, draws.W, draws.unit_weights(pairs))
+    return {"n": n, "mean": mean, "sd_tokens": sd_tokens, "sd_pairs": sd_pairs, "unit_means": unit_means,
+            "reps": reps}
 
 
-def _percentile_ci(reps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """2.5 / 97.5 percentiles per column of reps [B,C], ignoring nan draws (nan when all are)."""
-    lo, hi = np.full(reps.shape[1], np.nan), np.full(reps.shape[1], np.nan)
-    full = np.isfinite(reps).all(0)
-    if full.any():                                   # fast path: np.nanpercentile is slow per column
-        lo[full], hi[full] = np.percentile(reps[:, full], [2.5, 97.5], axis=0)
-    for c in np.flatnonzero(~full & np.isfinite(reps).any(0)):
-        lo[c], hi[c] = np.nanpercentile(reps[:, c], [2.5, 97.5])
-    return lo, hi
-
-
-def summarize(groups: list[GroupResult], meta: pl.DataFrame, n_boot: int = 1000, seed: int = 0) -> pl.DataFrame:
-    """summary.parquet: one row per (size, step, metric, category_kind, category); see module docstring
-    for mean_kl, e_conv, sd and the bootstrap behind ci_low / ci_high (of e_conv)."""
-    if n_boot < 1:
-        raise SeedKLError(f"n_boot={n_boot}: must be >= 1; use ~1000 for a 95% interval")
+def _ordered_groups(groups: list[GroupResult]) -> list[GroupResult]:
     seen = set()
     for g in groups:
         if (g.size, int(g.step)) in seen:
             raise SeedKLError(f"groups: ({g.size!r}, step {g.step}) given twice; pass each group once")
         seen.add((g.size, int(g.step)))
     sizes = list(dict.fromkeys(g.size for g in groups))
-    ordered = sorted(groups, key=lambda g: (sizes.index(g.size), int(g.step)))
+    return sorted(groups, key=lambda g: (sizes.index(g.size), int(g.step)))
+
+
+def summarize(groups: list[GroupResult], meta: pl.DataFrame, n_boot: int = 1000, seed: int = 0, *,
+              replicates: dict | None = None, keep: tuple[str, ...] = ("seeds",)) -> pl.DataFrame:
+    """summary.parquet: one row per (size, step, metric, category_kind, category); see module docstring
+    for mean_kl, e_conv, sd_tokens, sd_pairs and analysis.bootstrap for ci_low / ci_high (of e_conv).
+
+    replicates: a dict to fill with the bootstrap replicates of e_conv, float32 [n_boot] per
+    (size, step, metric, category_kind, category) of the metrics in `keep` -- the same draws for every
+    group, so differences of two entries are paired (bootstrap.paired_ci).
+    """
+    if n_boot < 1:
+        raise SeedKLError(f"n_boot={n_boot}: must be >= 1; use ~1000 for a 95% interval")
     layouts: dict[str, dict] = {}
     out = {k: [] for k in SUMMARY_SCHEMA}
-    for g in ordered:
-        P, _ = _check_group(g)
+    for g in _ordered_groups(groups):
+        P, S = _check_group(g)
         if g.size not in layouts:
             layouts[g.size] = _size_layout(_meta_for(meta, g.size, P))
         lay = layouts[g.size]
         if len(lay["doc"]) != P:
             raise SeedKLError(f"group {g.size}@{g.step}: P={P} positions, other steps of this size have "
                               f"{len(lay['doc'])}; score every step on the same text")
+        dr = bs.draws(lay["D"], S, n_boot, seed)
         for metric in METRICS:
             vals = _units(g, metric)
             if vals is None:
                 continue
-            rng = np.random.default_rng(seed)
-            D, U = lay["D"], vals.shape[1]
-            W = rng.multinomial(D, np.full(D, 1.0 / D), size=n_boot).astype(np.float64)
-            V = rng.multinomial(U, np.full(U, 1.0 / U), size=n_boot).astype(np.float64)
             for kind, (codes, labels) in lay["kinds"].items():
-                n, mean, sd, reps = _bootstrap_kind(vals, lay["doc"], D, codes, len(labels), W, V)
-                lo, hi = _percentile_ci(reps)
+                st = category_stats(vals, lay["doc"], lay["D"], codes, len(labels), dr, metric == "seeds")
+                lo, hi = bs.percentile_ci(st["reps"])
                 for ci, lab in enumerate(labels):
-                    if n[ci] == 0:
+                    if st["n"][ci] == 0:
                         continue
-                    out["size"].append(g.size); out["step"].append(int(g.step)); out["metric"].append(metric)
-                    out["category_kind"].append(kind); out["category"].append(lab)
-                    out["n_tokens"].append(int(n[ci])); out["mean_kl"].append(float(mean[ci]))
-                    out["e_conv"].append(-float(mean[ci])); out["sd"].append(float(sd[ci]))
-                    out["ci_low"].append(None if np.isnan(hi[ci]) else -float(hi[ci]))
-                    out["ci_high"].append(None if np.isnan(lo[ci]) else -float(lo[ci]))
+                    row = {"size": g.size, "step": int(g.step), "metric": metric, "category_kind": kind,
+                           "category": lab, "n_tokens": int(st["n"][ci]), "mean_kl": float(st["mean"][ci]),
+                           "e_conv": -float(st["mean"][ci]), "sd_tokens": _num(st["sd_tokens"][ci]),
+                           "sd_pairs": _num(st["sd_pairs"][ci]), "ci_low": _num(-hi[ci]), "ci_high": _num(-lo[ci])}
+                    for k, v in row.items():
+                        out[k].append(v)
+                    if replicates is not None and metric in keep:
+                        replicates[(g.size, int(g.step), metric, kind, lab)] = -st["reps"][:, ci].astype(np.float32)
     return pl.DataFrame(out, schema=SUMMARY_SCHEMA)
+
+
+def _num(v) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)

@@ -1,41 +1,45 @@
-"""Find the paper's four training phases in an E[conv]-over-steps curve.
+"""Find the paper's four training phases in an E[conv]-over-steps curve, deciding from the data.
 
 The paper (PolyPythias, seeds compared by KL) sees, on a log-step axis:
   1. near-uniform   -- models still output ~uniform distributions, E[conv] flat   (steps < ~16)
   2. sharp convergence -- E[conv] rises: seeds learn the same simple statistics   (~16 .. ~256)
   3. sharp divergence  -- E[conv] falls: seeds pick up different, richer features (~256 .. ~2000)
   4. slow reconvergence -- E[conv] climbs back slowly                              (> ~2000)
-This module locates the three boundaries in any suite's curve and says when a phase is missing.
+This module locates the boundaries in any suite's curve and says when a phase is missing.
 
 Axis. x = log2(step) for step > 0; step 0 sits one octave before the smallest positive step
-(x0 = log2(min positive step) - 1), so the paper's grid 0, 1, 2, 4, ... is evenly spaced
-(step 0 at x = -1). Boundaries are reported as checkpoint steps of the sweep.
+(x0 = log2(min positive step) - 1), so the paper's grid 0, 1, 2, 4, ... is evenly spaced.
 
-Method: continuous piecewise-linear least-squares fits in x with knots at checkpoints
-(design [1, x, (x-b1)+, (x-b2)+, (x-b3)+]). All knot triples are tried (exhaustively: ~1000 tiny
-batched solves for a 20-step sweep) and the best fit is kept among those whose segment slopes follow
-(free, +, -, free): convergence must rise, divergence fall; the first and last segments may do
-anything. A fitted phase "counts" when its change in E[conv] from start to end exceeds
-    threshold = max(3 * noise, 5% of the curve's range),
-noise = the median bootstrap standard error of E[conv] (CI width / 3.92) when CIs are given, else a
-robust point-to-point noise estimate (`curve_noise`: scaled MAD of each point minus the linear
-interpolation of its neighbours, which kinks and single spikes do not inflate). Decisions:
-    fewer than MIN_STEPS finite points             -> "too_short" (nothing fitted, no crash)
-    constant curve                                 -> "no_phases"
-    4-segment fit: convergence and divergence count, then
-        the last segment rises by >= threshold     -> "four_phases"
-        otherwise (flat, falling, a small wiggle)  -> "no_reconvergence"  (a curve that never recovers)
-    else 2-segment fit (free, +): the overall rise counts
-        and the first segment does not fall        -> "no_divergence"
-    otherwise                                      -> "no_phases" (one straight line is reported)
-Phase 1 is reported `present` when its change does *not* count (flat, i.e. near-uniform); a sweep
-that starts mid-training shows `present: false` there. In "no_reconvergence" the last segment is
-named "late" / "no reconvergence" and `reconvergence_start` is None. Fitting lines over log steps
-averages several checkpoints per phase, so token-level noise moves knots by at most a checkpoint or
-so (tested at +-1 log2 step); the threshold keeps tail wiggles from passing for reconvergence.
+Method, as small steps (each a function below), decisions from the *measured* E[conv]:
+  1. `prepare`: sort, drop non-finite points; fewer than MIN_STEPS -> "too_short".
+  2. `noise_floor`: the step-to-step variability of the measured curve (`curve_noise`: scaled MAD
+     of each point minus the interpolation of its neighbours; kinks and single spikes do not
+     inflate it). threshold = max(3 * noise, 5% of the curve's range).
+  3. `fit_models`: continuous piecewise-linear least squares over x with knots at checkpoints, for
+     1..4 segments with slope patterns (free), (free,+), (free,+,-), (free,+,-,+); each gets
+     BIC = n log(SSE/n) + (2 + 2k) log n (k knots, each a slope change and a location). The model
+     with the lowest BIC is the *shape the data support*; the fit only places boundaries.
+  4. `measure`: measured extremes, located with the BIC-preferred fit: peak = highest measured point
+     between its first knot and its third (or the end), trough = lowest measured point after the peak, start = lowest measured
+     point up to the peak, final = the last step. Rises/falls are measured differences:
+     convergence = y[peak] - y[start], divergence = y[trough] - y[peak], reconvergence =
+     y[final] - y[trough].
+  5. `decide`: a change counts when |change| >= threshold AND it clears its uncertainty: with the
+     bootstrap replicates of the steps (analysis.bootstrap: the same draws at every step), the 95% CI
+     of the paired difference y[b] - y[a] excludes 0; else, where CIs are given, the two endpoints'
+     intervals do not overlap. Status:
+        four segments preferred, convergence, divergence and reconvergence count -> "four_phases"
+        four segments preferred, only divergence and reconvergence count        -> "no_convergence"
+        >= three segments preferred, convergence and divergence count           -> "no_reconvergence"
+        >= two segments preferred, convergence counts                            -> "no_divergence"
+        otherwise                                                                 -> "no_phases"
+Boundaries: convergence starts at the first knot (where the flat part ends, capped at the peak),
+divergence at the measured peak, reconvergence at the measured trough (only when they count).
+`detect_phases` returns a `PhaseResult`; `to_dict()` is the content of phases.json.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -50,9 +54,53 @@ BOUNDARY_NAMES = tuple(PAPER_BOUNDARIES)
 MIN_STEPS = 6
 NOISE_SDS = 3.0
 RANGE_FRACTION = 0.05
-METHOD = ("continuous piecewise-linear least squares over x=log2(step) (step 0 one octave before the "
-          "first positive step), knots at checkpoints, slope pattern (free,+,-,+); a phase counts when "
-          "its change exceeds max(3*noise, 5% of range)")
+METHOD = ("measured E[conv] and its CIs decide; continuous piecewise-linear fits over x=log2(step) with "
+          "1..4 segments compared by BIC place the boundaries; a change counts when it exceeds max(3*noise, "
+          "5% of range) (noise = step-to-step variability) and its endpoints' CIs do not overlap")
+SEGMENT_SIGNS = {1: (), 2: (+1,), 3: (+1, -1), 4: (+1, -1, +1)}
+
+
+@dataclasses.dataclass
+class Curve:
+    """One size's measured curve, sorted by step, finite points only."""
+    steps: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    lo: np.ndarray | None
+    hi: np.ndarray | None
+    all_steps: np.ndarray          # every step given (incl. non-finite E[conv]), sorted
+    keep: np.ndarray               # [len(all_steps)] bool: finite
+    reps: np.ndarray | None = None  # [B, n] bootstrap replicates of y (paired across steps)
+
+
+@dataclasses.dataclass
+class PhaseResult:
+    """What detect_phases found (module docstring); to_dict() -> phases.json entry."""
+    status: str
+    message: str
+    n_steps: int
+    steps: list[int]
+    boundaries: dict = dataclasses.field(default_factory=lambda: {b: None for b in BOUNDARY_NAMES})
+    phases: list[dict] = dataclasses.field(default_factory=list)
+    noise_sd: float | None = None
+    threshold: float | None = None
+    n_segments: int | None = None
+    bic: dict = dataclasses.field(default_factory=dict)
+    measured: dict = dataclasses.field(default_factory=dict)
+    changes: dict = dataclasses.field(default_factory=dict)
+    e_conv_fit: list = dataclasses.field(default_factory=list)
+
+    @property
+    def reconvergence(self) -> bool:
+        return self.status == "four_phases"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.update(method=METHOD, reconvergence=self.reconvergence, paper_boundaries=dict(PAPER_BOUNDARIES),
+                 boundary_log2_offset={b: None if s is None else float(np.log2(max(s, 1) / PAPER_BOUNDARIES[b]))
+                                       for b, s in self.boundaries.items()},
+                 bic={str(k): v for k, v in self.bic.items()})
+        return d
 
 
 def log_step_axis(steps) -> np.ndarray:
@@ -82,22 +130,18 @@ def _fits(x, y, k):
 
 
 def _best(x, y, signs):
-    """Best fit whose segment slopes 2.. have the given signs (+1 / -1; 0 = free); None when none does."""
+    """Best fit whose segment slopes 2.. have the given signs (+1 / -1); None when none does."""
     k = len(signs)
     if len(x) < k + 2:
         return None
     combos, beta, sse, slopes, X = _fits(x, y, k)
     ok = np.ones(len(combos), bool)
     for i, s in enumerate(signs):
-        if s:
-            ok &= np.sign(slopes[:, i + 1]) == s
+        ok &= np.sign(slopes[:, i + 1]) == s
     if not ok.any():
         return None
     i = int(np.flatnonzero(ok)[np.argmin(sse[ok])])
-    fit = X[i] @ beta[i]
-    ends = np.concatenate([[0], combos[i], [len(x) - 1]])
-    return {"knots": combos[i], "fit": fit, "slopes": slopes[i], "ends": ends,
-            "deltas": fit[ends[1:]] - fit[ends[:-1]]}
+    return {"knots": combos[i], "fit": X[i] @ beta[i], "sse": float(sse[i])}
 
 
 def curve_noise(x, y) -> float:
@@ -111,104 +155,179 @@ def curve_noise(x, y) -> float:
     return float(1.4826 * np.median(np.abs(r)))
 
 
-def detect_phases(steps, e_conv, *, ci_low=None, ci_high=None, min_steps: int = MIN_STEPS) -> dict:
-    """Phases of one size's E[conv] curve; a JSON-ready dict (see module docstring).
-
-    steps [n] checkpoint steps (any order, distinct), e_conv [n] E[conv] at those steps (nan dropped),
-    ci_low/ci_high [n] optional bootstrap interval (sets a noise floor).
-    Keys: status, message, method, n_steps, boundaries {convergence_start, divergence_start,
-    reconvergence_start: step | None}, paper_boundaries, boundary_log2_offset (log2(found/paper)),
-    phases [{name, label, start_step, end_step, delta_e_conv, slope_per_log2_step, present}],
-    reconvergence (bool), noise_sd, threshold, steps, e_conv_fit (fitted curve, None where unfitted).
-    """
+def prepare(steps, e_conv, ci_low=None, ci_high=None, replicates=None) -> Curve:
+    """Validate and sort one curve; keep the finite points. replicates: [B, n] per step, optional."""
     steps = np.asarray(steps, dtype=np.int64).reshape(-1)
-    y_all = np.asarray(e_conv, dtype=np.float64).reshape(-1)
-    if steps.shape != y_all.shape:
-        raise SeedKLError(f"phases: {len(steps)} steps but {len(y_all)} E[conv] values; give one per step")
+    y = np.asarray(e_conv, dtype=np.float64).reshape(-1)
+    if steps.shape != y.shape:
+        raise SeedKLError(f"phases: {len(steps)} steps but {len(y)} E[conv] values; give one per step")
     if len(np.unique(steps)) != len(steps):
         raise SeedKLError("phases: steps repeat; give each checkpoint step once")
     if (steps < 0).any():
         raise SeedKLError("phases: negative step; steps are training steps >= 0")
     order = np.argsort(steps)
-    steps, y_all = steps[order], y_all[order]
-    ci_sd = None
+    steps, y = steps[order], y[order]
+    lo = hi = None
     if ci_low is not None and ci_high is not None:
-        w = np.asarray(ci_high, np.float64)[order] - np.asarray(ci_low, np.float64)[order]
-        w = w[np.isfinite(w)]
-        ci_sd = float(np.median(w) / 3.92) if w.size else None
-    keep = np.isfinite(y_all)
-    st, y = steps[keep], y_all[keep]
-    out = {
-        "status": None, "message": "", "method": METHOD, "n_steps": int(len(st)),
-        "boundaries": {b: None for b in BOUNDARY_NAMES}, "paper_boundaries": dict(PAPER_BOUNDARIES),
-        "boundary_log2_offset": {b: None for b in BOUNDARY_NAMES}, "phases": [], "reconvergence": False,
-        "noise_sd": None, "threshold": None, "steps": [int(s) for s in steps],
-        "e_conv_fit": [None] * len(steps),
-    }
-    if len(st) < min_steps:
-        out["status"] = "too_short"
-        out["message"] = (f"only {len(st)} step(s) with a finite E[conv]; phase detection needs at least "
-                          f"{max(min_steps, 5)} log-spaced checkpoints (e.g. 0,1,2,4,...)")
-        return out
-    x = log_step_axis(st)
-    rng = float(np.ptp(y))
-    noise = ci_sd if ci_sd is not None else curve_noise(x, y)
-    thr = max(NOISE_SDS * noise, RANGE_FRACTION * rng)
-    out["noise_sd"], out["threshold"] = noise, thr
-    if rng == 0.0:
-        out["status"], out["message"] = "no_phases", "no phases: E[conv] is constant over the sweep"
-        return out
+        lo = np.asarray(ci_low, np.float64).reshape(-1)[order]
+        hi = np.asarray(ci_high, np.float64).reshape(-1)[order]
+    keep = np.isfinite(y)
+    reps = None if replicates is None else np.asarray(replicates, np.float64)[:, order][:, keep]
+    return Curve(steps[keep], log_step_axis(steps[keep]) if keep.any() else np.zeros(0), y[keep],
+                 None if lo is None else lo[keep], None if hi is None else hi[keep], steps, keep, reps)
 
-    fit = _best(x, y, (+1, -1, 0))                                 # (free, +, -, free)
-    d = fit["deltas"] if fit is not None else None
-    if d is not None and d[1] >= thr and d[2] <= -thr:
-        status = "four_phases" if d[3] >= thr else "no_reconvergence"
-    else:
-        fit = _best(x, y, (+1,))                                   # (free, +)
-        d = fit["deltas"] if fit is not None else None
-        if d is not None and d[0] + d[1] >= thr and d[0] > -thr:
-            status = "no_divergence"
-        else:
-            status, fit = "no_phases", _best(x, y, ())             # one straight line
-    full_fit = np.full(len(steps), np.nan)
-    full_fit[np.flatnonzero(keep)] = fit["fit"]
-    out["status"] = status
-    out["e_conv_fit"] = [None if not np.isfinite(v) else float(v) for v in full_fit]
-    ends = fit["ends"]
-    for i in range(len(ends) - 1):
-        name, label = PHASES[i]
-        present = abs(fit["deltas"][i]) < thr if i == 0 else fit["deltas"][i] * (-1 if i == 2 else 1) >= thr
-        if i == 3 and not present:
-            name, label = "late", "no reconvergence"
-        out["phases"].append({
-            "name": name, "label": label, "start_step": int(st[ends[i]]), "end_step": int(st[ends[i + 1]]),
-            "delta_e_conv": float(fit["deltas"][i]), "slope_per_log2_step": float(fit["slopes"][i]),
-            "present": bool(present)})
-    for b, p in zip(BOUNDARY_NAMES, out["phases"][1:]):
-        if p["present"]:
-            out["boundaries"][b] = p["start_step"]
-            out["boundary_log2_offset"][b] = float(np.log2(max(p["start_step"], 1) / PAPER_BOUNDARIES[b]))
-    out["reconvergence"] = status == "four_phases"
-    found = ", ".join(f"{b.replace('_', ' ')} at step {s}" for b, s in out["boundaries"].items() if s is not None)
-    if status == "four_phases":
-        out["message"] = f"four phases: {found} (paper: 16 / 256 / 2000)"
-    elif status == "no_reconvergence":
-        out["message"] = (f"no reconvergence: {found}; after the divergence ends at step "
-                          f"{out['phases'][2]['end_step']} E[conv] does not recover")
-    elif status == "no_divergence":
-        out["message"] = f"no divergence: {found}; E[conv] rises and does not fall back"
-    else:
-        out["message"] = "no phases: E[conv] shows no convergence followed by divergence beyond the noise"
+
+def noise_floor(c: Curve) -> tuple[float, float]:
+    """(noise SD from step-to-step variability, threshold = max(3 noise, 5% of range))."""
+    noise = curve_noise(c.x, c.y)
+    return noise, max(NOISE_SDS * noise, RANGE_FRACTION * float(np.ptp(c.y)))
+
+
+def fit_models(c: Curve) -> dict[int, dict]:
+    """Best constrained fit and its BIC for 1..4 segments (those that exist for this curve)."""
+    n = len(c.y)
+    floor = (1e-6 * max(float(np.ptp(c.y)), 1e-300)) ** 2           # a perfect fit is not -inf
+    out = {}
+    for segs, signs in SEGMENT_SIGNS.items():
+        f = _best(c.x, c.y, signs)
+        if f is not None:
+            f["bic"] = float(n * np.log(max(f["sse"] / n, floor)) + (2 + 2 * len(signs)) * np.log(n))
+            out[segs] = f
     return out
 
 
-def phases_from_summary(summary: pl.DataFrame, metric: str = "seeds") -> dict[str, dict]:
+def measure(c: Curve, fit: dict | None) -> dict:
+    """Indices of the measured start, peak, trough and final points (module docstring, step 4)."""
+    n = len(c.y)
+    knots = list(fit["knots"]) if fit is not None else []
+    k1 = knots[0] if knots else 0
+    end = knots[2] if len(knots) >= 3 else n - 1
+    peak = k1 + int(np.argmax(c.y[k1:end + 1]))
+    start = int(np.argmin(c.y[:peak + 1]))
+    trough = peak + int(np.argmin(c.y[peak:]))
+    return {"conv_knot": min(k1, peak), "start": start, "peak": peak, "trough": trough, "final": n - 1}
+
+
+def _counts(c: Curve, a: int, b: int, thr: float, sign: int) -> tuple[float, bool]:
+    """Measured change y[b] - y[a]; counts when sign*change >= thr and it clears its uncertainty (paired
+    replicates when given, else non-overlapping CIs of a and b)."""
+    d = float(c.y[b] - c.y[a])
+    ok = sign * d >= thr and d != 0.0
+    if ok and c.reps is not None:
+        from seedkl_jax.analysis.bootstrap import paired_ci
+        lo, hi = paired_ci(c.reps[:, b], c.reps[:, a])
+        ok = lo > 0 if sign > 0 else hi < 0
+    elif ok and c.lo is not None and np.isfinite([c.lo[a], c.hi[a], c.lo[b], c.hi[b]]).all():
+        ok = c.lo[b] > c.hi[a] if sign > 0 else c.hi[b] < c.lo[a]
+    return d, bool(ok)
+
+
+def decide(c: Curve, models: dict[int, dict], thr: float) -> tuple[str, int, dict, dict]:
+    """(status, segments preferred by BIC, measured point indices, changes) -- module docstring, step 5."""
+    best = min(models, key=lambda k: (models[k]["bic"], k))
+    m = measure(c, models[best])
+    conv = _counts(c, m["start"], m["peak"], thr, +1)
+    div = _counts(c, m["peak"], m["trough"], thr, -1)
+    rec = _counts(c, m["trough"], m["final"], thr, +1)
+    changes = {"convergence": conv, "divergence": div, "reconvergence": rec}
+    if best == 4 and conv[1] and div[1] and rec[1]:
+        status = "four_phases"
+    elif best == 4 and div[1] and rec[1]:
+        status = "no_convergence"
+    elif best >= 3 and conv[1] and div[1]:
+        status = "no_reconvergence"
+    elif best >= 2 and conv[1]:
+        status = "no_divergence"
+    else:
+        status = "no_phases"
+    return status, best, m, changes
+
+
+def _phase_list(c: Curve, status: str, m: dict) -> list[dict]:
+    st = [int(s) for s in c.steps]
+    cuts = {"four_phases": [0, m["conv_knot"], m["peak"], m["trough"], m["final"]],
+            "no_convergence": [0, m["peak"], m["trough"], m["final"]],
+            "no_reconvergence": [0, m["conv_knot"], m["peak"], m["trough"], m["final"]],
+            "no_divergence": [0, m["conv_knot"], m["final"]]}.get(status, [0, m["final"]])
+    names = list(PHASES)
+    if status == "no_reconvergence":
+        names[3] = ("late", "no reconvergence")
+    if status == "no_convergence":
+        names = [PHASES[0], PHASES[2], PHASES[3]]
+    out = []
+    for i in range(len(cuts) - 1):
+        name, label = names[i] if status != "no_phases" else ("none", "no phases")
+        out.append({"name": name, "label": label, "start_step": st[cuts[i]], "end_step": st[cuts[i + 1]],
+                    "delta_e_conv": float(c.y[cuts[i + 1]] - c.y[cuts[i]]),
+                    "present": name not in ("late", "none")})
+    return out
+
+
+def detect_phases(steps, e_conv, *, ci_low=None, ci_high=None, replicates=None,
+                  min_steps: int = MIN_STEPS) -> PhaseResult:
+    """Phases of one size's E[conv] curve (module docstring): steps [n] checkpoint steps (any order,
+    distinct), e_conv [n] (nan dropped), ci_low/ci_high [n] optional 95% bootstrap interval,
+    replicates [B,n] optional bootstrap replicates drawn together for every step (paired changes)."""
+    c = prepare(steps, e_conv, ci_low, ci_high, replicates)
+    r = PhaseResult(status="", message="", n_steps=int(len(c.y)), steps=[int(s) for s in c.all_steps],
+                    e_conv_fit=[None] * len(c.all_steps))
+    if len(c.y) < min_steps:
+        r.status = "too_short"
+        r.message = (f"only {len(c.y)} step(s) with a finite E[conv]; phase detection needs at least "
+                     f"{max(min_steps, 5)} log-spaced checkpoints (e.g. 0,1,2,4,...)")
+        return r
+    r.noise_sd, r.threshold = noise_floor(c)
+    if np.ptp(c.y) == 0.0:
+        r.status, r.message = "no_phases", "no phases: E[conv] is constant over the sweep"
+        return r
+    models = fit_models(c)
+    r.status, r.n_segments, m, changes = decide(c, models, r.threshold)
+    r.bic = {k: f["bic"] for k, f in models.items()}
+    fit = np.full(len(c.all_steps), np.nan)
+    fit[np.flatnonzero(c.keep)] = models[r.n_segments]["fit"]
+    r.e_conv_fit = [None if not np.isfinite(v) else float(v) for v in fit]
+    r.measured = {k: {"step": int(c.steps[i]), "e_conv": float(c.y[i]),
+                      "ci_low": None if c.lo is None else float(c.lo[i]),
+                      "ci_high": None if c.hi is None else float(c.hi[i])} for k, i in m.items()}
+    r.changes = {k: {"delta_e_conv": d, "counts": ok} for k, (d, ok) in changes.items()}
+    r.phases = _phase_list(c, r.status, m)
+    if r.status in ("four_phases", "no_reconvergence", "no_divergence"):
+        r.boundaries["convergence_start"] = int(c.steps[m["conv_knot"]])
+    if r.status in ("four_phases", "no_reconvergence", "no_convergence"):
+        r.boundaries["divergence_start"] = int(c.steps[m["peak"]])
+    if r.status in ("four_phases", "no_convergence"):
+        r.boundaries["reconvergence_start"] = int(c.steps[m["trough"]])
+    r.message = _message(r)
+    return r
+
+
+def _message(r: PhaseResult) -> str:
+    found = ", ".join(f"{b.replace('_', ' ')} at step {s}" for b, s in r.boundaries.items() if s is not None)
+    ch = {k: f"{v['delta_e_conv']:+.3g}" for k, v in r.changes.items()}
+    if r.status == "four_phases":
+        return f"four phases: {found} (paper: 16 / 256 / 2000)"
+    if r.status == "no_convergence":
+        return (f"no convergence: measured rise before the divergence {ch['convergence']} does not count "
+                f"(threshold {r.threshold:.3g}, or within its CI); {found}")
+    if r.status == "no_reconvergence":
+        return (f"no reconvergence: {found}; measured rise after the trough {ch['reconvergence']} "
+                f"(threshold {r.threshold:.3g}, or CIs overlap, or BIC prefers {r.n_segments} segments)")
+    if r.status == "no_divergence":
+        return f"no divergence: {found}; measured fall {ch['divergence']} does not count"
+    return (f"no phases: measured convergence {ch['convergence']} (threshold {r.threshold:.3g}); "
+            "no convergence followed by divergence beyond the noise")
+
+
+def phases_from_summary(summary: pl.DataFrame, metric: str = "seeds", replicates: dict | None = None
+                        ) -> dict[str, dict]:
     """detect_phases for every size, from the summary's (metric, category_kind == "all") rows: the
-    content of phases.json, keyed by size."""
+    content of phases.json, keyed by size. replicates: summarize's dict (paired step changes)."""
     rows = summary.filter((pl.col("metric") == metric) & (pl.col("category_kind") == "all")).sort("step")
     out = {}
     for size in dict.fromkeys(rows["size"].to_list()):
         r = rows.filter(pl.col("size") == size)
-        out[size] = detect_phases(r["step"].to_numpy(), r["e_conv"].to_numpy(),
-                                  ci_low=r["ci_low"].to_numpy(), ci_high=r["ci_high"].to_numpy())
+        got = [(replicates or {}).get((size, int(s), metric, "all", "all")) for s in r["step"].to_list()]
+        reps = np.stack(got, 1) if got and all(g is not None for g in got) else None
+        out[size] = detect_phases(r["step"].to_numpy(), r["e_conv"].to_numpy(), ci_low=r["ci_low"].to_numpy(),
+                                  ci_high=r["ci_high"].to_numpy(), replicates=reps).to_dict()
     return out

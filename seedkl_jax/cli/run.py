@@ -67,6 +67,10 @@ _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Converted-params cache (def
 _SAVE_PAIR_POSITIONS = flags.DEFINE_boolean("save_pair_positions", False, "Also write pair_positions.parquet: "
                                             "KL of every ordered seed pair at every position.")
 _N_BOOT = flags.DEFINE_integer("n_boot", 1000, "Bootstrap replicates for the summary's 95% intervals.")
+_COMPAT = flags.DEFINE_enum("compat", "none", ["none", "paper"], "paper = the paper's own choices: final-surprisal "
+                            "bins from the first seed, one frequency bin for counts >= 1e5, the unsmoothed unigram "
+                            "with the paper's floor for zero counts; none = our corrected defaults (the report says "
+                            "how much each moves the results).")
 
 
 def _looks_local(template: str) -> bool:
@@ -104,7 +108,7 @@ def build_config():
         pos_required=_POS.value == "stanza" and flags.FLAGS["pos"].present,
         overwrite=_OVERWRITE.value, wait=_WAIT.value, window=_WINDOW.value, overlap=_OVERLAP.value,
         vocab_chunk=_VOCAB_CHUNK.value or None, vocab_size=_VOCAB_SIZE.value, cache_dir=_CACHE_DIR.value or None,
-        save_pair_positions=_SAVE_PAIR_POSITIONS.value, n_boot=_N_BOOT.value,
+        save_pair_positions=_SAVE_PAIR_POSITIONS.value, n_boot=_N_BOOT.value, compat=_COMPAT.value,
     )
 
 

@@ -15,13 +15,18 @@ Definitions (the output contract's columns):
   freq_bin      decade of count: "0", "1-9", "10-99", "100-999", then "1e3-1e4", "1e4-1e5", ...
                 where "1eK-1eK+1" means 10^K <= count < 10^(K+1). FREQ_BIN_LABELS is the
                 true order (plain string order agrees with it below 1e10).
-  upos, xpos    PoS of token p (see seedkl_jax.data.pos for alignment); None = no tag.
+  upos, xpos    PoS of token p (see seedkl_jax.data.pos for alignment); None = no tag. xpos is the
+                Penn Treebank tag when the source has one (stanza's English XPOS, a Penn tag file).
+  paper_pos     the paper's grouped PoS figure: xpos JJ, IN, DT, MD, PRP as themselves, "Nouns" for
+                NN/NNS/NNP/NNPS, "Verbs" for VB/VBG/VBN/VBD/VBZ (VBP is excluded, as in the paper),
+                None for every other tag.
   pos_group     "function" if upos in FUNCTION_UPOS, "content" if in CONTENT_UPOS, else "other"
                 (incl. no tag). NUM is *not* a function word here: in BPE text numerals are
                 digit strings, an open set with content-like frequencies, so NUM is "other".
   context_upos  upos of token p-1 (literally the previous token): None when that token has no
                 tag, so at every document start (previous token is eos) and after whitespace-only
                 tokens such as newlines.
+  context_xpos  xpos of token p-1, same rule.
 
 `pos` selects the tags: "stanza" (tag the raw text once, cached; needs text + offsets), "none",
 or a JSON file path (seedkl_jax.data.pos.read_pos_file). When stanza is unavailable (not
@@ -46,12 +51,21 @@ FUNCTION_UPOS = frozenset({"ADP", "AUX", "CCONJ", "DET", "PART", "PRON", "SCONJ"
 CONTENT_UPOS = frozenset({"NOUN", "PROPN", "VERB", "ADJ", "ADV"})
 
 FREQ_BIN_LABELS = ("0", "1-9", "10-99", "100-999") + tuple(f"1e{k}-1e{k + 1}" for k in range(3, 19))
+PAPER_TOP_BIN = 10 ** 5                 # the paper's frequency figure puts every count >= 1e5 in one bin
+PAPER_TOP_LABEL = ">=1e5"
+PAPER_POS = {"JJ": "JJ", "IN": "IN", "DT": "DT", "MD": "MD", "PRP": "PRP",
+             **{t: "Nouns" for t in ("NN", "NNS", "NNP", "NNPS")},
+             **{t: "Verbs" for t in ("VB", "VBG", "VBN", "VBD", "VBZ")}}
+PAPER_POS_ORDER = ("JJ", "IN", "DT", "MD", "PRP", "Nouns", "Verbs")
+# The paper's three Penn-tag sub-figures (category kind "xpos").
+PAPER_XPOS_PANELS = {"nouns": ("NN", "NNS", "NNP"), "verbs": ("VB", "VBG", "VBN", "VBD", "VBZ"),
+                     "other": ("PRP$", "DT", "CC", "JJ", "IN", "TO", "RB", "MD", "PRP")}
 SURPRISAL_BIN_LABELS = ("[0,1)", "[1,2)", "[2,4)", "[4,8)", "8+")
 
 META_SCHEMA = {
     "position": pl.Int64, "token_id": pl.Int64, "token_str": pl.String, "doc_id": pl.Int64,
     "count": pl.Int64, "freq_bin": pl.String, "upos": pl.String, "xpos": pl.String,
-    "pos_group": pl.String, "context_upos": pl.String,
+    "pos_group": pl.String, "context_upos": pl.String, "context_xpos": pl.String, "paper_pos": pl.String,
 }
 
 
@@ -100,13 +114,21 @@ def _check_counts(arr: np.ndarray, vocab_size: int, what: str) -> np.ndarray:
     return np.where(arr < 1, 0, np.rint(arr)).astype(np.int64)
 
 
-def freq_bin(counts: np.ndarray) -> list[str]:
-    """Decade label of each count (labels in FREQ_BIN_LABELS), computed with exact integers."""
+def freq_bin(counts: np.ndarray, top: int | None = None) -> list[str]:
+    """Decade label of each count (labels in FREQ_BIN_LABELS), computed with exact integers.
+    top=PAPER_TOP_BIN puts every count >= top into one bin labelled ">=1e5" (the paper's top bin)."""
     c = np.asarray(counts, np.int64)
     powers = 10 ** np.arange(19, dtype=np.int64)               # 1 .. 1e18
     k = np.searchsorted(powers, c, side="right")               # 0 for c==0, 1 for 1..9, ...
-    labels = np.asarray(FREQ_BIN_LABELS, dtype=object)
-    return labels[k].tolist()
+    labels = np.asarray(FREQ_BIN_LABELS, dtype=object)[k]
+    if top is not None:
+        labels[c >= top] = f">=1e{int(round(np.log10(top)))}"
+    return labels.tolist()
+
+
+def paper_pos(xpos: str | None) -> str | None:
+    """The paper's grouped PoS category of one Penn tag (PAPER_POS), None when it has none."""
+    return PAPER_POS.get(xpos) if xpos is not None else None
 
 
 # ---------------------------------------------------------------- surprisal / groups
@@ -211,4 +233,6 @@ def annotate_tokens(ids: np.ndarray, text: str | None, offsets: np.ndarray | Non
         "xpos": xpos[p],
         "pos_group": [pos_group(u) for u in upos[p]],
         "context_upos": upos[:-1],
+        "context_xpos": xpos[:-1],
+        "paper_pos": [paper_pos(x) for x in xpos[p]],
     }, schema=META_SCHEMA)

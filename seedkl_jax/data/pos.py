@@ -6,7 +6,8 @@ onto tokens through character offsets:
 
     tag(token) = majority UPOS over the token's non-whitespace characters that some word covers
                  (ties: the tag reached first); XPOS = majority XPOS among those characters that
-                 carry the winning UPOS.
+                 carry the winning UPOS. The token keeps the tag only when the winning UPOS covers
+                 at least half of its non-whitespace characters (the paper's rule), else it has none.
     whitespace-only tokens, tokens no word covers, and eos tokens get no tag (None).
 
 A multi-word token (stanza "MWT", e.g. "don't" -> do + n't) whose words have no character spans is
@@ -118,6 +119,8 @@ def align_words(words: Sequence[Word], text: str, offsets: np.ndarray,
         for k in o.tolist():                        # insertion order = first reached wins ties
             votes.setdefault(words[k][2], Counter())[words[k][3]] += 1
         upos = max(votes, key=lambda u: sum(votes[u].values()))
+        if 2 * sum(votes[upos].values()) < int((~space[a:b]).sum()):
+            continue                                # the majority tag covers under half the token
         upos_out[i], xpos_out[i] = upos, votes[upos].most_common(1)[0][0]
     return upos_out, xpos_out
 

@@ -5,16 +5,19 @@ drawing works headless and does not disturb a user's notebook backend. Steps go 
 (linear below 1, logarithmic above) so step 0 is shown next to 1, 2, 4, ... Every file is written
 to a temporary name and moved into place, so a crash never leaves a half-written PNG.
 
-Files (each skipped when its data is absent):
-  econv.png                     E[conv] vs step, one panel per size: +-1 SD band (over tokens),
-                                95% bootstrap CI band, detected phases shaded, fitted phase model,
-                                the paper's boundaries 16/256/2000 dashed
-  econv_sizes.png               all sizes on one axis, +-1 SD bands
+Files (each skipped when its data is absent), in the paper's figure order (FIGURES):
+  econv_tokens.png / econv_pairs.png   main curve per size, band +-1 SD over tokens (sd_tokens: the
+                                paper's "variance across contexts") / over ordered seed pairs (sd_pairs);
+                                95% bootstrap CI band, detected phases shaded, fitted phase model
+  econv_sizes.png               all sizes on one axis, +-1 SD over seed pairs
   kl_baselines.png              mean KL to the uniform and to the unigram distribution vs step
-  econv_by_freq_bin.png         E[conv] per frequency bin, one panel per size
-  econv_by_pos_group.png        per function / content / other
-  econv_by_upos.png             per UPOS tag
-  econv_by_final_surprisal_bin.png  per bin of the token's final surprisal (depends on size)
+  econv_by_{freq_bin, final_surprisal_bin, paper_pos}.png   per category, band +-1 SD over pairs
+  econv_by_xpos_{nouns, verbs, other}.png                   the paper's Penn-tag sub-figures
+  econv_by_{pos_group, upos}.png                            our UPOS views
+  ce_by_{freq_bin, final_surprisal_bin, paper_pos}.png      cross-entropy (mean surprisal), +-1 SD over seeds
+  regression.png, lr.png        report/appendix_figures.py
+Every step-axis panel carries the paper's boundaries (16/256/2000, dashed) and the detected ones
+(dotted). A band of E[conv] (which is <= 0) is clipped at 0, a band of surprisal at 0 from below.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import os
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -30,11 +34,14 @@ from matplotlib.patches import Patch
 
 from seedkl_jax.analysis.aggregate import category_order, size_order
 from seedkl_jax.analysis.phases import PAPER_BOUNDARIES
+from seedkl_jax.data.annotate import PAPER_XPOS_PANELS
 
 PHASE_COLORS = {"uniform": "#bdbdbd", "convergence": "#a1d99b", "divergence": "#fc9272",
                 "reconvergence": "#9ecae1", "late": "#fdd0a2"}
-CATEGORY_FIGURES = (("freq_bin", "frequency bin (corpus count)"), ("pos_group", "word class"),
-                    ("upos", "UPOS"), ("final_surprisal_bin", "final surprisal (nats)"))
+CATEGORY_FIGURES = (("freq_bin", "frequency bin (corpus count)"),
+                    ("final_surprisal_bin", "final surprisal (nats)"), ("paper_pos", "PoS (paper's groups)"))
+OUR_CATEGORY_FIGURES = (("pos_group", "word class"), ("upos", "UPOS"))
+CE_FIGURES = CATEGORY_FIGURES
 DPI = 150
 LINE = "#54278f"  # E[conv] line and bands: purple, distinct from every phase shade
 
@@ -63,9 +70,14 @@ def _paper_lines(ax, steps, label=True) -> None:
                        label="paper boundaries (16/256/2000)" if label and i == 0 else None)
 
 
+def _detected_lines(ax, p: dict | None, label=False) -> None:
+    for i, s in enumerate(v for v in ((p or {}).get("boundaries") or {}).values() if v is not None):
+        ax.axvline(max(s, 0), color="k", ls=":", lw=1.0, label="detected boundaries" if label and i == 0 else None)
+
+
 def _shade(ax, p: dict | None) -> None:
     for ph in (p or {}).get("phases", []):
-        if ph["name"] == "uniform" and not ph["present"]:
+        if (ph["name"] == "uniform" and not ph["present"]) or ph["name"] == "none":
             continue
         ax.axvspan(ph["start_step"], ph["end_step"], color=PHASE_COLORS.get(ph["name"], "0.9"), alpha=0.35, lw=0)
 
@@ -93,14 +105,25 @@ def _band(ax, r: pl.DataFrame, lo, hi, **kw) -> None:
     ax.fill_between(r["step"].to_numpy(), a, b, lw=0, **kw)
 
 
-def _econv_panels(summary, phases, sizes, path) -> Path:
+BAND_LABEL = {"sd_tokens": "±1 SD over tokens", "sd_pairs": "±1 SD over seed pairs"}
+
+
+def _sd_band(ax, st, y, sd, upper0=True, **kw) -> None:
+    """y ± sd, clipped at 0 from above (E[conv] <= 0) or from below (surprisal >= 0)."""
+    sd = np.nan_to_num(np.asarray(sd, float))
+    lo, hi = y - sd, y + sd
+    lo, hi = (lo, np.minimum(hi, 0.0)) if upper0 else (np.maximum(lo, 0.0), hi)
+    ax.fill_between(st, lo, hi, lw=0, **kw)
+
+
+def _econv_panels(summary, phases, sizes, path, band="sd_tokens") -> Path:
     fig, axes = _grid(len(sizes))
     for i, (ax, size) in enumerate(zip(axes, sizes)):
         r = _rows(summary, "seeds", "all", size)
-        st, y, sd = r["step"].to_numpy(), r["e_conv"].to_numpy(), r["sd"].to_numpy()
+        st, y, sd = r["step"].to_numpy(), r["e_conv"].to_numpy(), r[band].to_numpy()
         p = phases.get(size)
         _shade(ax, p)
-        ax.fill_between(st, y - sd, y + sd, color=LINE, alpha=0.18, lw=0, label="±1 SD over tokens")
+        _sd_band(ax, st, y, sd, color=LINE, alpha=0.18, label=BAND_LABEL[band])
         _band(ax, r, "ci_low", "ci_high", color=LINE, alpha=0.4, label="95% bootstrap CI")
         ax.plot(st, y, "o-", color=LINE, ms=3, lw=1.5, label="E[conv]")
         if p and any(v is not None for v in p.get("e_conv_fit", [])):
@@ -108,6 +131,7 @@ def _econv_panels(summary, phases, sizes, path) -> Path:
             fy = [v for v in p["e_conv_fit"] if v is not None]
             ax.plot(fx, fy, ":", color="k", lw=1.0, label="phase fit")
         _paper_lines(ax, st)
+        _detected_lines(ax, p, label=i == 0)
         _step_axis(ax, st)
         ax.set_ylabel("E[conv] (nats)" if i % 3 == 0 else "")
         status = (p or {}).get("status", "no phases computed").replace("_", " ")
@@ -121,7 +145,7 @@ def _econv_panels(summary, phases, sizes, path) -> Path:
             labels.append(f"phase: {shown[name]}")
     fig.legend(handles, labels, loc="outside lower center", ncol=5, fontsize=8, frameon=False)
     fig.suptitle("Convergence between seeds over training: E[conv] = −mean KL between seed pairs "
-                 "(higher = more alike)", fontsize=11)
+                 f"(higher = more alike); band {BAND_LABEL[band]}", fontsize=11)
     return _save(fig, path)
 
 
@@ -131,14 +155,14 @@ def _econv_sizes(summary, sizes, path) -> Path:
     allst = []
     for i, size in enumerate(sizes):
         r = _rows(summary, "seeds", "all", size)
-        st, y, sd = r["step"].to_numpy(), r["e_conv"].to_numpy(), r["sd"].to_numpy()
+        st, y, sd = r["step"].to_numpy(), r["e_conv"].to_numpy(), r["sd_pairs"].to_numpy()
         allst += list(st)
-        ax.fill_between(st, y - sd, y + sd, color=f"C{i}", alpha=0.12, lw=0)
+        _sd_band(ax, st, y, sd, color=f"C{i}", alpha=0.15)
         ax.plot(st, y, "o-", color=f"C{i}", ms=3, label=size)
     _paper_lines(ax, allst)
     _step_axis(ax, allst)
     ax.set_ylabel("E[conv] (nats)")
-    ax.set_title("E[conv] by model size (bands: ±1 SD over tokens)")
+    ax.set_title("E[conv] by model size (bands: ±1 SD over seed pairs)")
     ax.legend(fontsize=8, title="size")
     return _save(fig, path)
 
@@ -167,28 +191,35 @@ def _baselines(summary, sizes, path) -> Path | None:
     return _save(fig, path)
 
 
-def _by_category(summary, sizes, kind, what, path) -> Path | None:
-    allrows = _rows(summary, "seeds", kind)
+def _by_category(summary, sizes, phases, kind, what, path, metric="seeds", only=None) -> Path | None:
+    """One panel per size, one line per category (only: a subset, in the given order), band +-1 sd_pairs."""
+    allrows = _rows(summary, metric, kind)
+    if only is not None:
+        allrows = allrows.filter(pl.col("category").is_in(list(only)))
     if not allrows.height:
         return None
-    cats = category_order(kind, allrows["category"].unique().to_list())
-    ordered = kind in ("freq_bin", "final_surprisal_bin")
-    if ordered:
+    present = set(allrows["category"].to_list())
+    cats = [c for c in only if c in present] if only is not None else category_order(kind, present)
+    if kind in ("freq_bin", "final_surprisal_bin"):
         cmap = matplotlib.colormaps["viridis"]
         colors = {c: cmap(0.9 * i / max(len(cats) - 1, 1)) for i, c in enumerate(cats)}
     else:
         cmap = matplotlib.colormaps["tab20" if len(cats) > 10 else "tab10"]
         colors = {c: cmap(i % cmap.N) for i, c in enumerate(cats)}
+    ce = metric == "surprisal"
     fig, axes = _grid(len(sizes))
     for i, (ax, size) in enumerate(zip(axes, sizes)):
         r = allrows.filter(pl.col("size") == size)
         for c in cats:
             rc = r.filter(pl.col("category") == c).sort("step")
             if rc.height:
-                ax.plot(rc["step"].to_numpy(), rc["e_conv"].to_numpy(), "o-", ms=2.5, lw=1.3, color=colors[c])
+                st, y = rc["step"].to_numpy(), rc["mean_kl" if ce else "e_conv"].to_numpy()
+                _sd_band(ax, st, y, rc["sd_pairs"].to_numpy(), upper0=not ce, color=colors[c], alpha=0.12)
+                ax.plot(st, y, "o-", ms=2.5, lw=1.3, color=colors[c])
         _paper_lines(ax, r["step"].to_list() or [1], label=False)
+        _detected_lines(ax, (phases or {}).get(size))
         _step_axis(ax, r["step"].to_list() or [1])
-        ax.set_ylabel("E[conv] (nats)" if i % 3 == 0 else "")
+        ax.set_ylabel(("cross-entropy (nats)" if ce else "E[conv] (nats)") if i % 3 == 0 else "")
         ax.set_title(size, fontsize=10)
     last = allrows.filter(pl.col("step") == allrows["step"].max())
     n = {}                                    # token count per category, shown when all sizes agree
@@ -198,21 +229,40 @@ def _by_category(summary, sizes, kind, what, path) -> Path | None:
     handles = [Patch(color=colors[c]) for c in cats]
     labels = [f"{c} (n={n[c]})" if c in n else c for c in cats]
     fig.legend(handles, labels, loc="outside right center", fontsize=8, title=what, frameon=False)
-    fig.suptitle(f"E[conv] by {what}")
+    band = "±1 SD over seeds" if ce else "±1 SD over seed pairs"
+    fig.suptitle(f"{'Cross-entropy' if ce else 'E[conv]'} by {what} (bands: {band})")
     return _save(fig, path)
 
 
-def make_figures(summary: pl.DataFrame, phases: dict, fig_dir) -> list[Path]:
-    """Draw every figure the summary has data for into fig_dir; returns the written paths."""
+def make_figures(summary: pl.DataFrame, phases: dict, fig_dir, *, regression=None, lr_schedule=None) -> list[Path]:
+    """Draw every figure the summary has data for into fig_dir, in the paper's order; returns the paths.
+    regression: regression.parquet frame; lr_schedule: analysis.lr.LRSchedule of the suite (or None)."""
+    from seedkl_jax.report.appendix_figures import lr_figure, regression_figure
+
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
+    phases = phases or {}
     sizes = size_order(summary.filter(pl.col("metric") == "seeds")["size"].to_list())
     out: list[Path | None] = []
     if sizes:
-        out.append(_econv_panels(summary, phases or {}, sizes, fig_dir / "econv.png"))
+        out.append(_econv_panels(summary, phases, sizes, fig_dir / "econv_tokens.png", "sd_tokens"))
+        out.append(_econv_panels(summary, phases, sizes, fig_dir / "econv_pairs.png", "sd_pairs"))
         out.append(_econv_sizes(summary, sizes, fig_dir / "econv_sizes.png"))
     out.append(_baselines(summary, size_order(summary["size"].to_list()), fig_dir / "kl_baselines.png"))
-    for kind, what in CATEGORY_FIGURES:
-        if sizes:
-            out.append(_by_category(summary, sizes, kind, what, fig_dir / f"econv_by_{kind}.png"))
+    if sizes:
+        for kind, what in CATEGORY_FIGURES:
+            out.append(_by_category(summary, sizes, phases, kind, what, fig_dir / f"econv_by_{kind}.png"))
+        for panel, tags in PAPER_XPOS_PANELS.items():
+            out.append(_by_category(summary, sizes, phases, "xpos", f"Penn tag ({panel})",
+                                    fig_dir / f"econv_by_xpos_{panel}.png", only=tags))
+        for kind, what in CE_FIGURES:
+            out.append(_by_category(summary, sizes, phases, kind, what, fig_dir / f"ce_by_{kind}.png",
+                                    metric="surprisal"))
+    if regression is not None and regression.height:
+        out.append(regression_figure(regression, phases, fig_dir / "regression.png", _save))
+    if lr_schedule is not None and sizes:
+        steps = summary["step"].unique().to_list()
+        out.append(lr_figure(lr_schedule, sizes, steps, phases, fig_dir / "lr.png", _save))
+    for kind, what in OUR_CATEGORY_FIGURES if sizes else ():
+        out.append(_by_category(summary, sizes, phases, kind, what, fig_dir / f"econv_by_{kind}.png"))
     return [p for p in out if p is not None]

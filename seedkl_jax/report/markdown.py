@@ -15,30 +15,61 @@ from seedkl_jax.analysis.aggregate import category_order, size_order
 from seedkl_jax.analysis.findings import findings as compute_findings
 from seedkl_jax.analysis.phases import PAPER_BOUNDARIES
 
+BANDS = ("Bands: ±1 SD over tokens = sample SD (ddof=1) over the category's tokens of the token's mean KL over "
+         "seed pairs (the paper's 'variance across contexts'); ±1 SD over seed pairs = sample SD over the S(S−1) "
+         "ordered pairs of their mean over the category's tokens (the paper's band of every binned / PoS figure); "
+         "95% CI = seed/document bootstrap. Dashed lines: the paper's boundaries 16/256/2000; dotted: detected.")
 _FIG_SECTIONS = {
-    "econv": "E[conv] over training, per size: ±1 SD band over tokens, 95% bootstrap CI, detected phases shaded.",
-    "econv_sizes": "E[conv] of all sizes together.",
-    "kl_baselines": "Mean KL of each seed's predictions to the uniform and unigram distributions.",
-    "econv_by_freq_bin": "E[conv] by token frequency bin.",
-    "econv_by_pos_group": "E[conv] of function words, content words and other tokens.",
-    "econv_by_upos": "E[conv] by UPOS tag.",
-    "econv_by_final_surprisal_bin": "E[conv] by the token's surprisal at the last step of its size.",
+    "econv_tokens": "E[conv] per size; band ±1 SD over tokens (paper's main figure, 'variance across contexts'), "
+                    "darker band the 95% seed/document bootstrap CI; detected phases shaded, phase fit dotted.",
+    "econv_pairs": "E[conv] per size; band ±1 SD over the ordered seed pairs (the paper's second variant), "
+                   "darker band the 95% bootstrap CI.",
+    "econv_sizes": "E[conv] of all sizes together; bands ±1 SD over seed pairs.",
+    "kl_baselines": "Mean KL of each seed's predictions to the uniform and unigram distributions; bands 95% bootstrap CI.",
+    "econv_by_freq_bin": "E[conv] by corpus frequency of the target; bands ±1 SD over seed pairs.",
+    "econv_by_final_surprisal_bin": "E[conv] by the target's final surprisal; bands ±1 SD over seed pairs.",
+    "econv_by_paper_pos": "E[conv] by the paper's PoS groups (Penn tags of the target); bands ±1 SD over seed pairs.",
+    "econv_by_xpos_nouns": "E[conv] of noun tags (NN, NNS, NNP); bands ±1 SD over seed pairs.",
+    "econv_by_xpos_verbs": "E[conv] of verb tags (VB, VBG, VBN, VBD, VBZ); bands ±1 SD over seed pairs.",
+    "econv_by_xpos_other": "E[conv] of other tags (PRP$, DT, CC, JJ, IN, TO, RB, MD, PRP); bands ±1 SD over seed pairs.",
+    "ce_by_freq_bin": "Cross-entropy (mean surprisal of the target) by frequency bin; bands ±1 SD over seeds.",
+    "ce_by_final_surprisal_bin": "Cross-entropy by final-surprisal bin; bands ±1 SD over seeds.",
+    "ce_by_paper_pos": "Cross-entropy by the paper's PoS groups; bands ±1 SD over seeds.",
+    "regression": "Regression of the per-pair KL on log frequency, PoS, context PoS and size per step, coefficients "
+                  "negated (as convergence); bands 95% seed/document bootstrap CI.",
+    "lr": "Learning rate over training with the paper's (dashed) and detected (dotted) phase boundaries.",
+    "econv_by_pos_group": "E[conv] of function words, content words and other tokens (UPOS); bands ±1 SD over seed pairs.",
+    "econv_by_upos": "E[conv] by UPOS tag; bands ±1 SD over seed pairs.",
 }
-_KIND_TITLES = (("freq_bin", "frequency bin"), ("pos_group", "word class"), ("upos", "UPOS"),
-                ("final_surprisal_bin", "final surprisal bin"), ("context_upos", "UPOS of the previous token"))
+# (title, figure stems, table kind or None) in the paper's order
+PAPER_SECTIONS = (
+    ("Main curve: E[conv] over training (band: ±1 SD over tokens)", ("econv_tokens",), "econv"),
+    ("Main curve, second variant (band: ±1 SD over seed pairs)", ("econv_pairs", "econv_sizes"), None),
+    ("Baselines: KL to the uniform and unigram distributions (first → last step)", ("kl_baselines",), "baselines"),
+    ("By frequency of the target", ("econv_by_freq_bin",), "freq_bin"),
+    ("By final surprisal of the target", ("econv_by_final_surprisal_bin",), "final_surprisal_bin"),
+    ("By part of speech: the paper's groups", ("econv_by_paper_pos",), "paper_pos"),
+    ("By part of speech: Penn-tag sub-figures", ("econv_by_xpos_nouns", "econv_by_xpos_verbs", "econv_by_xpos_other"), None),
+    ("Cross-entropy by category", ("ce_by_freq_bin", "ce_by_final_surprisal_bin", "ce_by_paper_pos"), None),
+    ("Regression (appendix)", ("regression",), "regression"),
+    ("Learning rate", ("lr",), None),
+    ("Our additional views: UPOS word classes and tags", ("econv_by_pos_group", "econv_by_upos"), "pos_group"),
+)
+_KIND_TITLES = (("upos", "UPOS"), ("xpos", "Penn tag"), ("context_upos", "UPOS of the previous token"),
+                ("context_xpos", "Penn tag of the previous token"))
 METHODS = """\
 - **KL between seeds**: for each predicted position, KL(p_i ‖ p_j) in nats over the real vocabulary for
-  every ordered pair of seeds i ≠ j; a token's KL is the mean over pairs.
-- **E[conv]** = −(mean KL over the category's tokens and seed pairs); higher means the seeds agree more.
-  Baselines ("uniform", "unigram") use each seed's KL to that distribution, averaged over seeds.
-- **SD** (the ±1 SD bands) = population SD over tokens of the token's pair-mean KL: spread, not an error bar.
-- **95% CI**: percentile bootstrap (1000 resamples unless set otherwise), resampling documents and,
-  independently, unordered seed pairs (seeds for the baselines); the statistic is the token-weighted
-  mean KL of the resample. Seed pairs share seeds, so the interval somewhat understates seed variance.
-- **Phases**: continuous piecewise-linear fit of E[conv] over log2(step) (step 0 one octave before the
-  first positive step) with knots at checkpoints, slopes (free, +, −, free); a phase counts when its change
-  exceeds max(3 × noise, 5% of the curve's range). See `seedkl_jax/analysis/phases.py`.
-- **Findings**: compared at each size's last step; "clearly above/below" means non-overlapping 95% CIs.
+  every ordered pair of seeds i ≠ j.
+- **E[conv]** = −(mean KL over the category's tokens and ordered seed pairs); higher means the seeds agree more.
+  Baselines ("uniform", "unigram") use each seed's KL to that distribution; "surprisal" rows hold the mean
+  surprisal (cross-entropy) of the target.
+- **Bands**: ±1 SD over tokens (`sd_tokens`) or over seed pairs (`sd_pairs`), sample SDs (ddof=1): spread, not error bars.
+- **95% CI**: percentile bootstrap resampling seeds (pairs among the drawn seeds) and, independently, documents;
+  every group uses the same draws, so comparisons use the CI of the paired difference (`seedkl_jax/analysis/bootstrap.py`).
+- **Phases**: decided from the measured E[conv] and its CIs: a change counts when it exceeds max(3 × step-to-step
+  noise, 5% of the range) and its endpoints' CIs do not overlap; piecewise-linear fits with 1–4 segments compared by
+  BIC give the shape the data support and place the boundaries (`seedkl_jax/analysis/phases.py`).
+- **Findings**: rules fixed in advance (`seedkl_jax/analysis/findings.py`, `claims.py`).
 """
 
 
@@ -71,6 +102,32 @@ def _figure(fig_by_stem: dict, stem: str, out_dir: Path) -> str:
     return f"![{stem}]({rel})\n\n*{_FIG_SECTIONS.get(stem, stem)}*\n"
 
 
+def _regression_table(reg: pl.DataFrame | None) -> str | None:
+    if reg is None or not reg.height:
+        return None
+    last = reg.filter(pl.col("step") == reg["step"].max())
+    rows = [[d["term"], d["reference"] or "", _f(d["coef"]), f"[{_f(d['ci_low'], 3)}, {_f(d['ci_high'], 3)}]"]
+            for d in last.to_dicts() if d["term"] == "log10_count" or d["term"].startswith("size=")]
+    return (f"Coefficients at step {last['step'][0]} ({last['n_rows'][0]:,} rows: sizes × ordered pairs × tokens); "
+            "every term's full series is in `regression.parquet`.\n\n"
+            + _table(["term", "reference level", "coefficient (nats)", "95% CI"], rows))
+
+
+def _divergent_table(div: pl.DataFrame | None) -> str | None:
+    if div is None or not div.height:
+        return None
+    parts = []
+    for size in size_order(div["size"].to_list()):
+        d = div.filter(pl.col("size") == size)
+        for end in ("most", "least"):
+            e = d.filter(pl.col("end") == end).sort("rank")
+            rows = [[str(r["rank"]), repr(r["token_str"]), _f(r["count"], 6), str(r["occurrences"]), _cell(r)]
+                    for r in e.to_dicts()]
+            parts.append(f"**{size}, step {e['step'][0] if e.height else '–'}: {end} divergent**\n\n"
+                         + _table(["rank", "token", "corpus count", "occurrences", "E[conv] [95% CI]"], rows))
+    return "\n\n".join(parts)
+
+
 def _phases_section(phases: dict, sizes: list[str]) -> str:
     keys = list(PAPER_BOUNDARIES)
     rows = []
@@ -91,9 +148,10 @@ def _econv_table(summary: pl.DataFrame, sizes: list[str], metric="seeds") -> str
     r = summary.filter((pl.col("metric") == metric) & (pl.col("category_kind") == "all"))
     at = {(d["size"], d["step"]): d for d in r.to_dicts()}
     steps = sorted(set(r["step"].to_list()))
-    rows = [[str(st)] + [_cell(at.get((s, st))) + ("" if (s, st) not in at else f" ±{_f(at[(s, st)]['sd'], 3)}")
+    rows = [[str(st)] + [_cell(at.get((s, st))) + ("" if (s, st) not in at else
+                                                   f" ±{_f(at[(s, st)]['sd_tokens'], 3)} / ±{_f(at[(s, st)]['sd_pairs'], 3)}")
                          for s in sizes] for st in steps]
-    return _table(["step"] + [f"{s}: E[conv] [95% CI] ±SD" for s in sizes], rows)
+    return _table(["step"] + [f"{s}: E[conv] [95% CI] ±SD tokens / ±SD pairs" for s in sizes], rows)
 
 
 def _baseline_table(summary: pl.DataFrame, sizes: list[str]) -> str:
@@ -125,15 +183,41 @@ def _category_table(summary: pl.DataFrame, sizes: list[str], kind: str) -> str |
     return _table([kind] + [f"{s} @ step {last[s]}" for s in sizes], rows)
 
 
+def _section_table(kind, summary, sizes, regression) -> str | None:
+    if kind == "econv":
+        return _econv_table(summary, sizes)
+    if kind == "baselines":
+        return _baseline_table(summary, sizes)
+    if kind == "regression":
+        return _regression_table(regression)
+    return _category_table(summary, sizes, kind)
+
+
+def _extra_parts(*mores) -> list[str]:
+    parts = []
+    for more in mores:
+        if not more:
+            continue
+        items = ([(None, more)] if isinstance(more, str)
+                 else list(more.items()) if isinstance(more, dict) else list(more))
+        for title, body in items:
+            parts.append((f"## {title}\n\n" if title else "") + str(body).rstrip() + "\n")
+    return parts
+
+
 def write_report(out_dir, summary: pl.DataFrame, phases: dict, figures, findings=None, extra=None, *,
-                 extra_sections=None) -> Path:
-    """Write out_dir/report.md and return its path.
+                 extra_sections=None, regression: pl.DataFrame | None = None,
+                 divergent: pl.DataFrame | None = None) -> Path:
+    """Write out_dir/report.md and return its path: one section per paper figure in the paper's order
+    (PAPER_SECTIONS), then phases, findings with verdicts, the divergent-token table, methods, extras.
 
     figures: paths from make_figures (embedded relative to out_dir; unknown names go to "Other figures").
     findings: list of {"finding", "verdict", "evidence"}; None computes them with analysis.findings,
     [] leaves the section out. extra: markdown appended at the end -- a str, a {title: body} dict, or a
     list of (title, body) pairs (e.g. the study's settings, or the demo's training notes);
     extra_sections is the same under its older name (both may be given; extra comes first).
+    regression / divergent: regression.parquet and divergent_tokens.parquet frames (tables; None
+    leaves them out).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -147,33 +231,30 @@ def write_report(out_dir, summary: pl.DataFrame, phases: dict, figures, findings
     n_tok = seeds["n_tokens"].max() if seeds.height else 0
     parts = ["# How alike are models trained with different seeds?\n",
              f"Sizes: {', '.join(sizes) or '–'}. Steps: {', '.join(map(str, steps)) or '–'}. "
-             f"Tokens scored: {n_tok}. E[conv] = −mean KL between seeds (nats; higher = more alike).\n"]
+             f"Tokens scored: {n_tok}. E[conv] = −mean KL between seeds (nats; higher = more alike). "
+             "The sections follow the paper's figures in order; the findings with verdicts come after them.\n",
+             f"*{BANDS}*\n"]
+    for title, stems, kind in PAPER_SECTIONS:
+        figs = [_figure(fig_by_stem, s, out_dir) for s in stems]
+        table = _section_table(kind, summary, sizes, regression) if kind else None
+        if any(figs) or table:
+            parts += [f"## {title}\n"] + [f for f in figs if f] + ([table + "\n"] if table else [])
+    parts += ["## Training phases\n", _phases_section(phases, sizes) + "\n"]
     if findings:
         parts += ["## Findings of the paper, checked on this suite\n",
                   _table(["finding", "verdict", "evidence"],
                          [[f["finding"], f"**{f['verdict']}**", f["evidence"]] for f in findings]) + "\n"]
-    parts += ["## Training phases\n", _phases_section(phases, sizes) + "\n", _figure(fig_by_stem, "econv", out_dir),
-              "## E[conv] at each step\n", _econv_table(summary, sizes) + "\n",
-              _figure(fig_by_stem, "econv_sizes", out_dir),
-              "## Baselines: KL to the uniform and unigram distributions (first → last step)\n",
-              _baseline_table(summary, sizes) + "\n", _figure(fig_by_stem, "kl_baselines", out_dir)]
+    t = _divergent_table(divergent)
+    if t:
+        parts += ["## Most and least divergent target tokens (last step)\n", t + "\n"]
     for kind, title in _KIND_TITLES:
         t = _category_table(summary, sizes, kind)
-        if t is None:
-            continue
-        parts += [f"## E[conv] by {title} (last step of each size)\n", t + "\n",
-                  _figure(fig_by_stem, f"econv_by_{kind}", out_dir)]
+        if t is not None:
+            parts += [f"## E[conv] by {title} (last step of each size)\n", t + "\n"]
     if fig_by_stem:
         parts.append("## Other figures\n")
         parts += [_figure(fig_by_stem, stem, out_dir) for stem in list(fig_by_stem)]
-    parts += ["## Methods\n", METHODS]
-    for more in (extra, extra_sections):
-        if not more:
-            continue
-        items = ([(None, more)] if isinstance(more, str)
-                 else list(more.items()) if isinstance(more, dict) else list(more))
-        for title, body in items:
-            parts.append((f"## {title}\n\n" if title else "") + str(body).rstrip() + "\n")
+    parts += ["## Methods\n", METHODS] + _extra_parts(extra, extra_sections)
     path = out_dir / "report.md"
     tmp = out_dir / ".report.md.tmp"
     tmp.write_text("\n".join(p for p in parts if p), encoding="utf-8")

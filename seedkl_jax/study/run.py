@@ -68,6 +68,7 @@ class StudyConfig:
     n_boot: int = 1000
     dtype: str = "float32"             # params dtype of the loads (the kernel stacks and computes in float32)
     mesh: Any = None                   # jax.sharding.Mesh for compare_stacked; None = default devices
+    compat: str = "none"               # "paper": the paper's own choices (analysis/compat.py)
 
 
 @dataclasses.dataclass
@@ -138,15 +139,15 @@ def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
                        cache_dir=cfg.cache_dir, dtype=cfg.dtype)
 
     from seedkl_jax.data.annotate import annotate_tokens, counts_from_ids, load_counts
-    from seedkl_jax.kernels.divergence import unigram_logprobs
 
     counts = None if not cfg.counts else load_counts(cfg.counts, tok.vocab_size)  # checks the length
     settings = _settings(cfg, suite, text, tok)
     store.claim(out, settings, cfg.overwrite, write=False)  # refuse a foreign --out before slow annotation
     meta = annotate_tokens(text.ids, text.text, text.offsets, tok, counts, cfg.pos, cache_dir=cfg.cache_dir,
                            required=cfg.pos_required)
-    reference = unigram_logprobs(counts if counts is not None else counts_from_ids(text.ids, tok.vocab_size),
-                                 tok.vocab_size)
+    from seedkl_jax.analysis.compat import unigram_reference
+    reference = unigram_reference(cfg.compat, counts if counts is not None else counts_from_ids(text.ids, tok.vocab_size),
+                                  tok.vocab_size)
     return Prepared(cfg=cfg, suite=suite, out=out, tok=tok, tok_source=tok_source, text=text, meta=meta,
                     reference=np.asarray(reference), settings=settings,
                     timings={"setup_s": time.perf_counter() - t_start}, t_start=t_start)
@@ -207,6 +208,7 @@ def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok) -> dict[str, Any]
                           "vocab_sha256": checks.vocab_fingerprint(tok)},
             "counts": None if not cfg.counts else {"source": os.path.abspath(cfg.counts), "sha256": _file_sha(cfg.counts)},
             "window": int(cfg.window), "overlap": int(cfg.overlap), "dtype": cfg.dtype,
+            **({"unigram": "paper"} if cfg.compat == "paper" else {}),  # the kernel's reference differs
         },
         "annotation": {"pos": cfg.pos},
     }
@@ -315,9 +317,10 @@ def _write_outputs(cfg: StudyConfig, suite: Suite, text: Text, meta, out: Path) 
     import polars as pl
 
     from seedkl_jax.analysis.aggregate import GroupResult, pair_rows, summarize, token_rows
+    from seedkl_jax.analysis.divergent import divergent_tokens
     from seedkl_jax.analysis.findings import findings
     from seedkl_jax.analysis.phases import phases_from_summary
-    from seedkl_jax.data.annotate import surprisal_bin
+    from seedkl_jax.analysis.regression import regression
     from seedkl_jax.report.figures import make_figures
     from seedkl_jax.report.markdown import write_report
 
@@ -330,7 +333,7 @@ def _write_outputs(cfg: StudyConfig, suite: Suite, text: Text, meta, out: Path) 
 
     stage = store.new_staging(out)  # this run's own folder (a killed run's leftovers are removed)
 
-    token_meta = _token_meta(meta, groups, suite, surprisal_bin)
+    token_meta = _token_meta(meta, groups, suite, cfg.compat)
     tables = {
         "tokens.parquet": pl.concat([token_rows(g, meta) for g in groups], how="vertical"),
         "pairs.parquet": pl.concat([pair_rows(g) for g in groups], how="vertical"),
@@ -338,32 +341,43 @@ def _write_outputs(cfg: StudyConfig, suite: Suite, text: Text, meta, out: Path) 
     }
     if cfg.save_pair_positions:
         tables["pair_positions.parquet"] = pl.concat([_pair_positions(g) for g in groups], how="vertical")
-    summary = summarize(groups, token_meta, n_boot=cfg.n_boot, seed=0)
+    replicates: dict = {}  # bootstrap replicates (seeds + documents, the same draws for every group)
+    summary = summarize(groups, token_meta, n_boot=cfg.n_boot, seed=0, replicates=replicates)
     tables["summary.parquet"] = summary
+    tables["regression.parquet"] = reg = regression(groups, token_meta, n_boot=cfg.n_boot, seed=0)
+    tables["divergent_tokens.parquet"] = div = divergent_tokens(groups, token_meta, n_boot=cfg.n_boot, seed=0)
     for name, df in tables.items():
         df.write_parquet(stage / name)
     summary.write_csv(stage / "summary.csv")
 
-    phases = phases_from_summary(summary)  # per size; a too-short sweep gets status "too_short"
+    phases = phases_from_summary(summary, replicates=replicates)  # per size; paired step changes
     (stage / "phases.json").write_text(json.dumps(phases, indent=2) + "\n", encoding="utf-8")
-    found = findings(summary, phases)  # the paper's findings checked on this suite (also in report.md)
+    found = findings(summary, phases, replicates=replicates)  # the paper's findings checked on this suite
     (stage / "findings.json").write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
-    figures = make_figures(summary, phases, stage / "figures")
-    report = write_report(stage, summary, phases, figures, findings=found,
-                          extra=_extra_sections(cfg, suite, text, int(meta["doc_id"].max()) + 1))
+    figures = make_figures(summary, phases, stage / "figures", regression=reg,
+                           lr_schedule=getattr(suite, "lr_schedule", None))
+    report = write_report(stage, summary, phases, figures, findings=found, regression=reg, divergent=div,
+                          extra=_extra_sections(cfg, suite, text, int(meta["doc_id"].max()) + 1, groups, token_meta))
 
     store.publish(stage, out)  # each final file appears complete (one rename) or keeps its previous version
     return out / Path(report).relative_to(stage)
 
 
-def _token_meta(meta, groups, suite: Suite, surprisal_bin):
-    """meta per size + final_surprisal (mean over seeds at the size's largest step) and its bin."""
+def _token_meta(meta, groups, suite: Suite, compat: str = "none"):
+    """meta per size + final_surprisal (at the size's largest step: mean over seeds, or the first seed's
+    with compat="paper") and its bin; compat="paper" also merges every count >= 1e5 into one freq_bin."""
     import polars as pl
 
+    from seedkl_jax.analysis.compat import final_surprisal, freq_top
+    from seedkl_jax.data.annotate import freq_bin, surprisal_bin
+
     last = {g.size: g for g in groups if g.step == max(suite.steps)}
+    if freq_top(compat) is not None and "count" in meta.columns:
+        meta = meta.with_columns(pl.Series("freq_bin", freq_bin(meta["count"].to_numpy(), top=freq_top(compat)),
+                                           dtype=pl.Utf8))
     parts = []
     for size in suite.sizes:
-        final = np.asarray(last[size].arrays["surprisal"], np.float64).mean(axis=1)  # [P,S] -> [P]
+        final = final_surprisal(last[size].arrays["surprisal"], compat)  # [P,S] -> [P]
         parts.append(meta.with_columns(
             pl.lit(size).alias("size"),
             pl.Series("final_surprisal", final),
@@ -390,7 +404,11 @@ def _pair_positions(group):
     })
 
 
-def _extra_sections(cfg: StudyConfig, suite: Suite, text: Text, n_docs: int) -> list[tuple[str, str]]:
+def _extra_sections(cfg: StudyConfig, suite: Suite, text: Text, n_docs: int, groups=(), token_meta=None
+                    ) -> list[tuple[str, str]]:
+    from seedkl_jax.analysis.bootstrap import SCHEME
+    from seedkl_jax.analysis.compat import choice_effects
+
     s = suite
     lines = [
         f"- suite: sizes {', '.join(s.sizes)}; steps {', '.join(map(str, s.steps))}; seeds {', '.join(map(str, s.seeds))}",
@@ -398,5 +416,15 @@ def _extra_sections(cfg: StudyConfig, suite: Suite, text: Text, n_docs: int) -> 
         f"- text: `{text.source}`, {len(text.ids):,} tokens ({text.n_positions:,} predictions, "
         f"{n_docs} documents)",
         f"- window {cfg.window}, overlap {cfg.overlap}; PoS: {cfg.pos}; counts: {cfg.counts or 'counted over the text'}",
+        f"- compat: {cfg.compat}; uncertainty: {SCHEME} ({cfg.n_boot} replicates)",
     ]
-    return [("Study settings", "\n".join(lines))]
+    out = [("Study settings", "\n".join(lines))]
+    if groups and token_meta is not None:
+        counts, vocab = None, cfg.vocab_size
+        if cfg.counts:
+            counts = np.load(cfg.counts, allow_pickle=False)
+            vocab = vocab or len(counts)
+            counts = counts[:vocab]
+        title = "What this run replicates" if cfg.compat == "paper" else "How much each corrected choice moves the results"
+        out.append((title, choice_effects(groups, token_meta, cfg.compat, counts, vocab)))
+    return out

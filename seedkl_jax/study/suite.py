@@ -17,6 +17,7 @@ import os
 import string
 from typing import Any, Iterator
 
+from seedkl_jax.analysis.lr import PYTHIA as PYTHIA_LR
 from seedkl_jax.errors import SeedKLError
 
 PLACEHOLDERS = ("size", "seed", "step")
@@ -41,6 +42,7 @@ class Suite:
     seeds: tuple[int, ...]
     model_template: str
     revision_template: str = ""
+    lr_schedule: Any = dataclasses.field(default=None, compare=False)  # analysis.lr.LRSchedule (figure only)
 
     def __post_init__(self):
         # Accept lists from callers; keep tuples so the suite is hashable and compares by value.
@@ -120,6 +122,7 @@ PRESETS: dict[str, Suite] = {
         seeds=(1, 3, 5, 7, 9),
         model_template="EleutherAI/pythia-{size}-seed{seed}",
         revision_template="step{step}",
+        lr_schedule=PYTHIA_LR,
     ),
 }
 POLYPYTHIA_AVAILABLE_SEEDS = tuple(range(1, 10))
