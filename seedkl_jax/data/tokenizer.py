@@ -57,7 +57,7 @@ def load_tokenizer(source: str, revision: str | None = None) -> Tokenizer:
     elif not path.exists():
         if path.suffix == ".json":
             raise SeedKLError(f"{source}: no such file; check the tokenizer.json path")
-        from seedkl_jax.convert.loader import hub_snapshot, parse_ref
+        from seedkl_jax.convert.hub import hub_snapshot, parse_ref
 
         name, revision, is_local = parse_ref(source, revision)  # raises for a missing local path
         if is_local:  # raced with a deletion

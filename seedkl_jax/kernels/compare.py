@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from seedkl_jax.errors import SeedKLError
 from seedkl_jax.kernels.divergence import DEFAULT_FORM, KERNELS, check_reference
 from seedkl_jax.kernels.windows import make_windows
-from seedkl_jax.models.gpt_neox import NeoXConfig, hidden_states
+from seedkl_jax import models
 
 PER_SEED = ("surprisal", "entropy", "kl_uniform", "kl_unigram")
 
@@ -54,11 +54,13 @@ def stack_params(params_list: Sequence[Any]) -> dict:
 
 @functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "vocab_chunk", "position_block", "form",
                                              "kernel"))
-def _step(stacked, ids, targets, ref, *, cfg: NeoXConfig, vocab_size: int, vocab_chunk, position_block, form,
+def _step(stacked, ids, targets, ref, valid=None, *, cfg: Any, vocab_size: int, vocab_chunk, position_block, form,
           kernel):
-    """ids/targets [Bw,T] -> kl [Bw,T,S,S], per-seed outputs [Bw,T,S]."""
-    h = jax.vmap(lambda p: hidden_states(p, cfg, ids))(stacked)  # [S,Bw,T,D]
-    return KERNELS[kernel](h, stacked["embed_out"], targets, vocab_size=vocab_size,
+    """ids/targets [Bw,T] (valid [Bw,T]: real tokens, bidirectional models) -> kl [Bw,T,S,S], per-seed [Bw,T,S].
+    Family-agnostic: the kernel sees h [S,Bw,T,D'] and W [S,D',V] with logits = h W (models/family.py)."""
+    h = jax.vmap(lambda p: models.hidden_states(p, cfg, ids, valid))(stacked)  # [S,Bw,T,D']
+    w = jax.vmap(lambda p: models.unembedding(p, cfg))(stacked)  # [S,D',V]
+    return KERNELS[kernel](h, w, targets, vocab_size=vocab_size,
                            reference_logprobs=ref, vocab_chunk=vocab_chunk, position_block=position_block,
                            form=form)
 
@@ -126,7 +128,7 @@ def _check_finite(out: dict[str, np.ndarray], mask: np.ndarray, seed_names: Sequ
                           "report this with the checkpoints used")
 
 
-def compare_stacked(stacked: dict, cfg: NeoXConfig, input_ids, *, vocab_size: int | None = None,
+def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | None = None,
                     reference_logprobs=None, window: int = 2048, overlap: int = 1024,
                     vocab_chunk: int | None = None, mesh: Mesh | None = None,
                     seed_names: Sequence[str] | None = None, window_batch: int | None = None,
@@ -146,7 +148,7 @@ def compare_stacked(stacked: dict, cfg: NeoXConfig, input_ids, *, vocab_size: in
     """
     if kernel not in KERNELS:
         raise SeedKLError(f"kernel: {kernel!r} is not one of {sorted(KERNELS)}")
-    S = int(np.shape(stacked["embed_out"])[0])
+    S = int(np.shape(jax.tree.leaves(stacked)[0])[0])
     if S < 2:
         raise SeedKLError(f"models: got {S} seed(s); KL between seeds needs ≥ 2 checkpoints")
     seed_names = [str(i) for i in range(S)] if seed_names is None else list(seed_names)
