@@ -76,7 +76,7 @@ GPT2 = Table(
            *_conv1d("layers/attn/c_proj", _GPT2_L + "attn.c_proj"),
            *_conv1d("layers/mlp/fc_in", _GPT2_L + "mlp.c_fc"), *_conv1d("layers/mlp/fc_out", _GPT2_L + "mlp.c_proj"),
            *_ln("ln_f", "transformer.ln_f"), ("lm_head/kernel", "lm_head.weight", True)),
-    ignored=re.compile(r".*attn\.(bias|masked_bias)$"),
+    ignored=re.compile(r".*\.attn\.(bias|masked_bias)$"),
     # A bare GPT2Model (or an old save) has no `transformer.` prefix.
     rename=lambda k: k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k,
     tied=("lm_head.weight",),
