@@ -60,7 +60,7 @@ def test_eos_from_tokenizer_config(tmp_path):
 
 
 def test_bad_tokenizer_sources(tmp_path):
-    with pytest.raises(SeedKLError, match="no tokenizer.json in this directory"):
+    with pytest.raises(SeedKLError, match="no tokenizer.json, vocab.txt or vocab.json \+ merges.txt in this directory"):
         load_tokenizer(str(tmp_path))
     with pytest.raises(SeedKLError, match="no such file"):
         load_tokenizer(str(tmp_path / "missing" / "tokenizer.json"))

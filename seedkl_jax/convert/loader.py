@@ -135,6 +135,22 @@ def load(model: str, revision: str | None = None, *, dtype: str = "float32",
                  cache_entry=str(entry))
 
 
+def checkpoint_config(model: str, revision: str | None = None, *, dtype: str = "float32",
+                      cache_dir: str | os.PathLike | None = None) -> Any:
+    """Our config of a checkpoint without loading its weights: from the local config.json, a cache
+    entry, or the hub's config.json alone. Raises SeedKLError for an unsupported model_type."""
+    name, revision, is_local = parse_ref(model, revision)
+    if is_local:
+        return model_config(read_config(Path(name)), name)
+    entry = cache.entry_dir(cache.cache_root(cache_dir), name, revision, dtype, None)
+    if cache.is_complete(entry):
+        try:
+            return model_config(json.loads((entry / "config.json").read_text()), name, checked=True)
+        except (OSError, ValueError):
+            pass  # an unreadable entry: ask the hub
+    return model_config(read_config(hub_snapshot(name, revision, lambda names: ["config.json"])), name)
+
+
 def convert(ckpt: Path, weights: list[Path], cfg: Any, dtype: str,
             progress: bool = False) -> dict:
     """Read `weights` of checkpoint dir `ckpt` and build the params pytree in `dtype`."""

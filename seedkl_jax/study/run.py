@@ -29,11 +29,11 @@ import numpy as np
 from seedkl_jax.data.text import Text, read_text
 from seedkl_jax.errors import SeedKLError
 from seedkl_jax.study import store
-from seedkl_jax.study.suite import Suite, check_complete
+from seedkl_jax.study.suite import Suite, check_complete, check_configs, check_same_config
 
 # Test hook: exit abruptly (no cleanup, like a kill) right after this many groups were persisted.
 EXIT_AFTER_GROUPS_ENV = "SEEDKL_TEST_EXIT_AFTER_GROUPS"
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt")
 # Where this run's wall time went (diagnostics, rewritten by every run that aggregates): setup (inputs,
 # annotation), per computed group the wait for its params and its compare (the first one of each
 # model size includes XLA's compile), saving, and the final outputs.
@@ -52,8 +52,9 @@ class StudyConfig:
     pos: str = "stanza"                # "stanza" | "none" | FILE (see data/annotate.py)
     pos_required: bool = False         # stanza unavailable: False = warn and go on untagged, True = error
     overwrite: bool = False
-    window: int = 2048
-    overlap: int = 1024
+    window: int | None = None          # None: the model's context (kernels/windows.default_window)
+    overlap: int | None = None
+    mlm_scoring: str | None = None     # masked LMs: "unmasked" (default, the paper's) or "masked"
     vocab_chunk: int | None = None
     vocab_size: int | None = None      # normalise over ids < vocab_size; default: every id the tokenizer defines
     cache_dir: str | None = None
@@ -80,15 +81,17 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, shard: tuple[int, int]
 
     t_start = time.perf_counter()
     suite = cfg.suite.validate()
-    check_window(cfg.window, cfg.overlap)
+    if cfg.window is not None or cfg.overlap is not None:
+        check_window(2048 if cfg.window is None else cfg.window, 0 if cfg.overlap is None else cfg.overlap)
     out = store.check_writable(Path(cfg.out)) if write else Path(cfg.out).expanduser().resolve()
     check_complete(suite, cfg.cache_dir, cfg.dtype)
+    cfg = _resolve_model_settings(cfg, check_configs(suite, cfg.cache_dir, cfg.dtype))
     tok, tok_source = _tokenizer(cfg, suite)
     if cfg.vocab_size is not None:
         if not 2 <= cfg.vocab_size <= tok.vocab_size:
             raise SeedKLError(f"--vocab_size={cfg.vocab_size}: must be between 2 and the tokenizer's {tok.vocab_size} ids")
         tok = dataclasses.replace(tok, vocab_size=int(cfg.vocab_size))  # one place: every later use sees it
-    text = read_text(cfg.text, tok)
+    text = read_text(cfg.text, tok, masked_lm=cfg.mlm_scoring is not None)
 
     from seedkl_jax.data.annotate import annotate_tokens, counts_from_ids, load_counts
     from seedkl_jax.kernels.divergence import unigram_logprobs
@@ -97,7 +100,7 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, shard: tuple[int, int]
     settings = _settings(cfg, suite, text, tok)
     store.claim(out, settings, cfg.overwrite, write=False)  # refuse a foreign --out before slow annotation
     meta = annotate_tokens(text.ids, text.text, text.offsets, tok, counts, cfg.pos, cache_dir=cfg.cache_dir,
-                           required=cfg.pos_required)
+                           required=cfg.pos_required, docs=text.doc_ids)
     reference = unigram_logprobs(counts if counts is not None else counts_from_ids(text.ids, tok.vocab_size),
                                  tok.vocab_size)
     mine = suite.groups()[shard[0]::shard[1]]
@@ -117,6 +120,25 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, shard: tuple[int, int]
 
 
 # ---------------------------------------------------------------- inputs
+
+
+def _resolve_model_settings(cfg: StudyConfig, model_cfg) -> StudyConfig:
+    """Window/overlap defaults from the model's context, mlm_scoring checked against its family."""
+    from seedkl_jax.kernels.windows import MLM_SCORING, check_window, default_window
+    from seedkl_jax.models import family_of
+
+    causal = family_of(model_cfg).causal
+    if causal and cfg.mlm_scoring is not None:
+        raise SeedKLError(f"--mlm_scoring={cfg.mlm_scoring}: the suite is {model_cfg.model_type}, a causal LM; "
+                          "drop the flag (it applies to masked LMs such as BERT)")
+    if not causal and (cfg.mlm_scoring or "unmasked") not in MLM_SCORING:
+        raise SeedKLError(f"--mlm_scoring={cfg.mlm_scoring!r}: use one of {list(MLM_SCORING)}")
+    window, overlap = default_window(model_cfg.context, causal)
+    window = window if cfg.window is None else cfg.window
+    overlap = (overlap if cfg.overlap is None else cfg.overlap) if causal else 0
+    check_window(window, overlap)
+    return dataclasses.replace(cfg, window=window, overlap=overlap,
+                               mlm_scoring=None if causal else (cfg.mlm_scoring or "unmasked"))
 
 
 def _tokenizer(cfg: StudyConfig, suite: Suite):
@@ -183,6 +205,7 @@ def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok) -> dict[str, Any]
                           "vocab_sha256": _vocab_fingerprint(tok)},
             "counts": None if not cfg.counts else {"source": os.path.abspath(cfg.counts), "sha256": _file_sha(cfg.counts)},
             "window": int(cfg.window), "overlap": int(cfg.overlap), "dtype": cfg.dtype,
+            **({"mlm_scoring": cfg.mlm_scoring} if cfg.mlm_scoring else {}),
         },
         "annotation": {"pos": cfg.pos},
     }
@@ -199,8 +222,10 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
     from tqdm import tqdm
 
     from seedkl_jax.kernels.compare import compare_stacked
+    from seedkl_jax.kernels.windows import MLMSpec
 
     n_pos = text.n_positions
+    mlm = None if not cfg.mlm_scoring else MLMSpec(cfg.mlm_scoring, tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id)
     done = np.array([write and store.load_group(out, *g, suite.seeds, n_pos) is not None for g in groups], bool)
     if agree is not None:
         done = np.asarray(agree(done), bool)
@@ -222,7 +247,7 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
             t0 = time.perf_counter()
             arrays = compare_stacked(stacked, model_cfg, text.ids, vocab_size=tok.vocab_size,
                                      reference_logprobs=reference, window=cfg.window, overlap=cfg.overlap,
-                                     vocab_chunk=cfg.vocab_chunk, mesh=cfg.mesh,
+                                     vocab_chunk=cfg.vocab_chunk, mesh=cfg.mesh, mlm=mlm, doc_ids=text.doc_ids,
                                      seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds])
             arrays = {k: np.asarray(v) for k, v in arrays.items()}
             dt = time.perf_counter() - t0
@@ -257,10 +282,9 @@ def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok
                               f"tokenizer has {tok.vocab_size} ids; the checkpoint does not belong to this tokenizer")
         models.append(m)
     first = models[0]
+    ref = lambda seed, m: (seed, m.name + (f"@{m.revision}" if m.revision else ""), m.config)
     for seed, m in zip(suite.seeds[1:], models[1:]):
-        if m.config != first.config:
-            raise SeedKLError(f"size {size} step {step}: seed {seed} has a different architecture than seed "
-                              f"{suite.seeds[0]}; all seeds of a size must share one config")
+        check_same_config(f"size {size} step {step}", ref(suite.seeds[0], first), ref(seed, m))
     stacked = stack_params([m.params for m in models])
     return first.config, stacked
 
