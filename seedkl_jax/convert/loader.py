@@ -141,7 +141,10 @@ def checkpoint_config(model: str, revision: str | None = None, *, dtype: str = "
     entry, or the hub's config.json alone. Raises SeedKLError for an unsupported model_type."""
     name, revision, is_local = parse_ref(model, revision)
     if is_local:
-        return model_config(read_config(Path(name)), name)
+        config = read_config(Path(name))
+        cfg = model_config(config, name)
+        _check_tensor_names(Path(name), cfg, config)
+        return cfg
     entry = cache.entry_dir(cache.cache_root(cache_dir), name, revision, dtype, None)
     if cache.is_complete(entry):
         try:
@@ -149,6 +152,33 @@ def checkpoint_config(model: str, revision: str | None = None, *, dtype: str = "
         except (OSError, ValueError):
             pass  # an unreadable entry: ask the hub
     return model_config(read_config(hub_snapshot(name, revision, lambda names: ["config.json"])), name)
+
+
+def _check_tensor_names(ckpt: Path, cfg: Any, config: dict) -> None:
+    """The cheap part of the weights check, without reading tensors: a family's required tensor (BERT's
+    MLM head) must be there — from the safetensors headers, else config.json's `architectures`."""
+    from seedkl_jax.convert.mapping import TABLES
+
+    table = TABLES[cfg.model_type]
+    if not table.required:
+        return
+    weights = weight_files(ckpt)
+    if all(f.suffix == ".safetensors" for f in weights):
+        names = {table.rename(k) for f in weights for k in _safetensors_names(f)}
+        present = table.required in names
+    else:  # pytorch_model.bin: the names need the whole file; the declared architecture says it too
+        present = config.get("architectures") not in (["BertModel"],)
+    if not present:
+        raise SeedKLError(f"{ckpt}: {table.missing_hint}")
+
+
+def _safetensors_names(path: Path) -> list[str]:
+    with open(path, "rb") as f:
+        head = f.read(8)
+        try:
+            return [k for k in json.loads(f.read(int.from_bytes(head, "little"))) if k != "__metadata__"]
+        except (ValueError, MemoryError, OverflowError):
+            return []  # a corrupt header is reported by the full read
 
 
 def convert(ckpt: Path, weights: list[Path], cfg: Any, dtype: str,
