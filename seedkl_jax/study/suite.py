@@ -190,6 +190,8 @@ def parse_list(flag: str, value: str | list | tuple | None, kind=str) -> tuple |
         return None
     try:
         return tuple(kind(i) for i in items)
+    except SeedKLError:  # kind's own message (a SeedKLError is a ValueError too)
+        raise
     except ValueError:
         raise SeedKLError(f"{flag}={','.join(items)}: not a comma list of {kind.__name__}s; e.g. {flag}=1,3,5") from None
 
