@@ -1,8 +1,9 @@
 """The public, stable API of seedkl_jax. Everything else is an implementation detail.
 
     load(model, revision=None, *, dtype="float32", cache_dir=None) -> Model
-        One GPT-NeoX checkpoint (local HF dir or hub id[@revision]) as a Flax params pytree,
-        cached with orbax. `Model.logits(ids[B,T]) -> [B,T,V]` for small inputs.
+        One checkpoint of any supported family (GPT-NeoX, GPT-2, BERT; local HF dir or hub
+        id[@revision]) as a Flax params pytree, cached with orbax. `Model.logits(ids[B,T]) -> [B,T,V]`:
+        next-token logits (causal) or the masked-LM head's at every position of the unmasked ids (BERT).
     load_tokenizer(source) -> Tokenizer
     compare(models, input_ids, *, reference_logprobs=None, vocab_size=None, window=2048,
             overlap=1024, vocab_chunk=None, mesh=None) -> dict[str, np.ndarray]

@@ -119,6 +119,9 @@ def test_bert_suite_end_to_end_resumable(bert_lab, tmp_path):
     assert meta.filter(pl.col("size") == "b1")["doc_id"].unique().sort().to_list() == [0, 1, 2]
     assert json.loads((full / "study.json").read_text())["results"]["mlm_scoring"] == "unmasked"
     assert json.loads((full / "study.json").read_text())["results"]["window"] == 64  # the models' context
+    # the analyses run unchanged: phases per size, the paper's findings, the report
+    assert set(json.loads((full / "phases.json").read_text())) == set(BERT_SIZES)
+    assert json.loads((full / "findings.json").read_text()) and (full / "report.md").is_file()
 
     # kl_mean against transformers in float64, documents scored separately as [CLS] doc [SEP]
     docs = [t.ids[np.flatnonzero(t.doc_ids == d)].tolist() for d in range(3)]

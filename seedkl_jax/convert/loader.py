@@ -77,6 +77,9 @@ class Model:
     def family(self) -> families.Family:
         return families.family_of(self.config)
 
+    def num_params(self) -> int:
+        return int(sum(np.size(x) for x in jax.tree.leaves(self.params)))
+
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
         """ids [B,T] (mask [B,T], 1 = token) -> float32 logits [B,T,V]. Small inputs and tests."""
         ids = np.asarray(input_ids)
