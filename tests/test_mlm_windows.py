@@ -27,7 +27,6 @@ def test_every_wordpiece_once_in_its_own_document(mode, lengths, window):
         n = int(w.valid[k].sum()) - 2  # wordpieces of this chunk
         assert w.ids[k, 0] == CLS and w.ids[k, n + 1] == SEP and np.all(w.ids[k, n + 2:] == PAD)
         assert not w.mask[k, 0] and not w.mask[k, n + 1:].any()  # [CLS]/[SEP]/padding never scored
-        pos = w.dest[k, 1:n + 1] + 1                               # text positions of the chunk's slots
         slots = np.flatnonzero(w.mask[k])
         assert np.all(w.targets[k, slots] == ids[w.dest[k, slots] + 1])  # the scored wordpiece itself
         assert len(set(docs[w.starts[k]:w.starts[k] + n])) == 1            # one document per window
@@ -37,7 +36,6 @@ def test_every_wordpiece_once_in_its_own_document(mode, lengths, window):
             assert np.all(w.ids[k, slots] == MASK)
             other = np.setdiff1d(np.arange(1, n + 1), slots)
             assert np.array_equal(w.ids[k, other], ids[w.starts[k] + other - 1])
-        del pos
     n_chunks = sum(-(-n // (window - 2)) for n in lengths)
     if mode == "unmasked":
         assert w.num_windows == n_chunks
@@ -48,6 +46,8 @@ def test_every_wordpiece_once_in_its_own_document(mode, lengths, window):
 def test_window_defaults_follow_the_context():
     assert default_window(2048, True) == (2048, 1024) and default_window(1024, True) == (1024, 512)
     assert default_window(512, False) == (512, 0) and default_window(40, False) == (40, 0)
+    assert default_window(2048, True, 512) == (512, 256) and default_window(2048, True, 512, 100) == (512, 100)
+    assert default_window(512, False, 128, 64) == (128, 0)
 
 
 def test_bad_mlm_inputs():

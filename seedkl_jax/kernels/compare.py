@@ -165,8 +165,7 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
     ids = _check_ids(input_ids, vocab_size)
     ref = None if reference_logprobs is None else check_reference(reference_logprobs, vocab_size)
     causal = families.family_of(cfg).causal
-    dw, do = default_window(cfg.context, causal)
-    window, overlap = (dw if window is None else int(window)), (do if overlap is None else int(overlap))
+    window, overlap = default_window(cfg.context, causal, window, overlap)
     if causal:
         win = make_windows(ids, window, overlap)
     elif mlm is None:

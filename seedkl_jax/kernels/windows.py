@@ -132,10 +132,16 @@ class MLMSpec:
             raise SeedKLError(f"--mlm_scoring={self.mode!r}: use one of {list(MLM_SCORING)}")
 
 
-def default_window(context: int, causal: bool) -> tuple[int, int]:
-    """(window, overlap) defaults for a model of `context` positions: the whole context, half of it
-    overlapping (GPT-NeoX 2048/1024, GPT-2 1024/512); masked LMs: the context (≤ 512), no overlap."""
-    return (context, context // 2) if causal else (min(context, 512), 0)
+def default_window(context: int, causal: bool, window: int | None = None,
+                   overlap: int | None = None) -> tuple[int, int]:
+    """(window, overlap) for a model of `context` positions, filling what is not given (None): the whole
+    context, half the window overlapping (GPT-NeoX 2048/1024, GPT-2 1024/512); masked LMs score
+    documents in chunks: window = the context (≤ 512), never an overlap."""
+    if window is None:
+        window = context if causal else min(context, 512)
+    if not causal:
+        return int(window), 0
+    return int(window), int(window) // 2 if overlap is None else int(overlap)
 
 
 def mlm_windows(input_ids: np.ndarray, doc_ids: np.ndarray, spec: MLMSpec, window: int = 512) -> Windows:

@@ -133,7 +133,7 @@ class GPT2(nn.Module):
     def setup(self):
         cfg = self.cfg
         self.wte = blocks.Embed(cfg.vocab_size, cfg.hidden_size, self.std)
-        self.wpe = blocks.Embed(cfg.max_position_embeddings, cfg.hidden_size, 0.01)
+        self.wpe = blocks.Embed(cfg.max_position_embeddings, cfg.hidden_size, self.std)
         self.layers = blocks.scan_layers(GPT2Layer, cfg.num_layers, (0, nn.broadcast))(cfg, self.precision, self.std)
         self.ln_f = blocks.LayerNorm(cfg.layer_norm_eps)
         if not cfg.tie_word_embeddings:

@@ -81,8 +81,8 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, shard: tuple[int, int]
 
     t_start = time.perf_counter()
     suite = cfg.suite.validate()
-    if cfg.window is not None or cfg.overlap is not None:
-        check_window(2048 if cfg.window is None else cfg.window, 0 if cfg.overlap is None else cfg.overlap)
+    if cfg.window is not None:  # fully checked once the model's context is known (_resolve_model_settings)
+        check_window(cfg.window, cfg.overlap or 0)
     out = store.check_writable(Path(cfg.out)) if write else Path(cfg.out).expanduser().resolve()
     check_complete(suite, cfg.cache_dir, cfg.dtype)
     cfg = _resolve_model_settings(cfg, check_configs(suite, cfg.cache_dir, cfg.dtype))
@@ -133,9 +133,7 @@ def _resolve_model_settings(cfg: StudyConfig, model_cfg) -> StudyConfig:
                           "drop the flag (it applies to masked LMs such as BERT)")
     if not causal and (cfg.mlm_scoring or "unmasked") not in MLM_SCORING:
         raise SeedKLError(f"--mlm_scoring={cfg.mlm_scoring!r}: use one of {list(MLM_SCORING)}")
-    window, overlap = default_window(model_cfg.context, causal)
-    window = window if cfg.window is None else cfg.window
-    overlap = (overlap if cfg.overlap is None else cfg.overlap) if causal else 0
+    window, overlap = default_window(model_cfg.context, causal, cfg.window, cfg.overlap)
     check_window(window, overlap)
     return dataclasses.replace(cfg, window=window, overlap=overlap,
                                mlm_scoring=None if causal else (cfg.mlm_scoring or "unmasked"))
