@@ -5,10 +5,11 @@
         id[@revision]) as a Flax params pytree, cached with orbax. `Model.logits(ids[B,T]) -> [B,T,V]`:
         next-token logits (causal) or the masked-LM head's at every position of the unmasked ids (BERT).
     load_tokenizer(source) -> Tokenizer
-    compare(models, input_ids, *, reference_logprobs=None, vocab_size=None, window=2048,
-            overlap=1024, vocab_chunk=None, mesh=None) -> dict[str, np.ndarray]
+    compare(models, input_ids, *, reference_logprobs=None, vocab_size=None, window=None,
+            overlap=None, vocab_chunk=None, mesh=None) -> dict[str, np.ndarray]
         Per-position KL between every ordered pair of seeds (kl [P,S,S]), surprisal, entropy,
-        KL to uniform and unigram ([P,S]); P = N-1 predictions for an N-token text.
+        KL to uniform and unigram ([P,S]); P = N-1 predictions for an N-token text (masked LMs:
+        of wordpieces 1..N-1 themselves). Windows default to the models' context.
     compare_stacked(...)  the same on params already stacked on a leading seed axis.
     Suite, StudyConfig, run_study(config) -> Path     the whole study (`seedkl run`).
     demo(...)                                         `seedkl demo`.

@@ -145,7 +145,7 @@ def checkpoint_config(model: str, revision: str | None = None, *, dtype: str = "
     name, revision, is_local = parse_ref(model, revision)
     if is_local:
         config = read_config(Path(name))
-        cfg = model_config(config, name)
+        cfg = model_config(config, name, checked=True)  # no transformers import; `load` checks it fully
         _check_tensor_names(Path(name), cfg, config)
         return cfg
     entry = cache.entry_dir(cache.cache_root(cache_dir), name, revision, dtype, None)
