@@ -347,3 +347,16 @@ def test_cache_hit_does_not_import_transformers(hf_checkpoint, tmp_path):
                          env=os.environ | {"JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("\n")[:2] == ["[]", "GPTNeoXConfig"]  # hf_config still there, on demand
+
+
+def test_entries_of_an_older_params_layout_miss(hf_checkpoint, tmp_path, monkeypatch):
+    """The cache key carries the params layout version: an entry written under another layout (e.g. the
+    flat pre-Flax NeoX tree) is never restored, and converting again replaces it."""
+    ckpt = hf_checkpoint(seed=4)
+    monkeypatch.setattr(cache, "LAYOUT_VERSION", 1)
+    old = load(str(ckpt), cache_dir=tmp_path)
+    monkeypatch.undo()
+    new = load(str(ckpt), cache_dir=tmp_path)
+    assert new.source == "convert" and new.cache_entry != old.cache_entry
+    assert _entries(tmp_path) == [Path(new.cache_entry)]  # the old-layout entry is gone
+    assert load(str(ckpt), cache_dir=tmp_path).source == "cache"

@@ -51,6 +51,7 @@ def test_gpt2_parity(family_checkpoint, name):
     ids = np.random.default_rng(0).integers(0, config.get("vocab_size", 512), (2, 40))
     model = load(str(ckpt))
     assert isinstance(model.config, models.GPT2Config) and model.family.causal
+    assert type(model.hf_config).__name__ == "GPT2Config" and model.num_params() > 0
     _assert_parity(model.logits(ids), ckpt, "gpt2", ids)
 
 
@@ -63,6 +64,7 @@ def test_bert_parity(family_checkpoint, name):
     mask[1, 30:] = 0  # right padding: the real positions must match (pads are never scored)
     model = load(str(ckpt))
     assert isinstance(model.config, models.BertConfig) and not model.family.causal
+    assert type(model.hf_config).__name__ == "BertConfig"
     ours = model.logits(ids, mask)
     _assert_parity(ours, ckpt, "bert", ids, mask, where=mask.astype(bool))
     # the mask must matter, or the check above proves nothing about it (bidirectional: all positions move)
