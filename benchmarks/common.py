@@ -101,18 +101,14 @@ def encode_text(text_path: Path, tok_path: Path) -> np.ndarray:
 def _random_state_dict(cfg, rng: np.random.Generator) -> dict[str, np.ndarray]:
     D, F, V, L = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_layers
     normal = lambda *shape, sd=0.02: (sd * rng.standard_normal(shape, dtype=np.float32))
+    ln = lambda *s: {"scale": np.ones(s, np.float32), "bias": np.zeros(s, np.float32)}
+    dense = lambda n_in, n_out: {"kernel": normal(L, n_in, n_out), "bias": np.zeros((L, n_out), np.float32)}
     params = {
-        "embed_in": normal(V, D),
-        "layers": {
-            "ln1_scale": np.ones((L, D), np.float32), "ln1_bias": np.zeros((L, D), np.float32),
-            "ln2_scale": np.ones((L, D), np.float32), "ln2_bias": np.zeros((L, D), np.float32),
-            "qkv_w": normal(L, D, 3 * D), "qkv_b": np.zeros((L, 3 * D), np.float32),
-            "out_w": normal(L, D, D), "out_b": np.zeros((L, D), np.float32),
-            "fc_in_w": normal(L, D, F), "fc_in_b": np.zeros((L, F), np.float32),
-            "fc_out_w": normal(L, F, D), "fc_out_b": np.zeros((L, D), np.float32),
-        },
-        "final_ln_scale": np.ones(D, np.float32), "final_ln_bias": np.zeros(D, np.float32),
-        "embed_out": normal(D, V, sd=2.5 / np.sqrt(D)),
+        "embed_in": {"embedding": normal(V, D)},
+        "layers": {"ln1": ln(L, D), "ln2": ln(L, D), "attn": {"qkv": dense(D, 3 * D), "out": dense(D, D)},
+                   "mlp": {"fc_in": dense(D, F), "fc_out": dense(F, D)}},
+        "final_ln": ln(D),
+        "embed_out": {"kernel": normal(D, V, sd=2.5 / np.sqrt(D))},
     }
     from seedkl_jax.convert.mapping import params_to_state_dict
 

@@ -60,7 +60,7 @@ def main(argv):
         fwd = jax.jit(lambda p, i, cfg=cfg: jax.vmap(lambda q: hidden_states(q, cfg, i))(p))
         h = fwd(stacked, ids)
         t_fwd = _best(lambda: fwd(stacked, ids).block_until_ready(), R)
-        kernel = lambda: jax.block_until_ready(divergence_jit(h, stacked["embed_out"], ids,
+        kernel = lambda: jax.block_until_ready(divergence_jit(h, stacked["embed_out"]["kernel"], ids,
                                                               vocab_size=common.REAL_VOCAB))
         t_kernel = _best(kernel, R)
         hf = GPTNeoXConfig(**{k: v for k, v in cfg.to_hf_dict().items() if k != "architectures"})

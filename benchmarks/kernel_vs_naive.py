@@ -112,7 +112,7 @@ def worker(spec: str) -> None:
     compiled = _step.lower(stacked, ids, targets, None, **kw).compile()
     temp = compiled.memory_analysis().temp_size_in_bytes
     h = jax.ShapeDtypeStruct((_SEEDS.value, _TOKENS.value, cfg.hidden_size), "float32")
-    kernel_temp = divergence_jit.lower(h, stacked["embed_out"], targets[0], None, vocab_size=kw["vocab_size"],
+    kernel_temp = divergence_jit.lower(h, stacked["embed_out"]["kernel"], targets[0], None, vocab_size=kw["vocab_size"],
                                        kernel=kernel).compile().memory_analysis().temp_size_in_bytes
     run = lambda: jax.block_until_ready(compiled(stacked, ids, targets, None))
     run()
@@ -186,7 +186,7 @@ def main(argv):
     cfg, stacked, ids, targets = _setup(vocab, S, T)
     Vr = vocab - PAD
     h = jax.jit(jax.vmap(lambda p: hidden_states(p, cfg, ids)))(stacked)[:, 0]  # [S,T,D]
-    w, t = stacked["embed_out"], targets[0]
+    w, t = stacked["embed_out"]["kernel"], targets[0]
 
     def kernel_run(**kw):
         """(run, temp bytes) of the kernel on this step's hidden states."""

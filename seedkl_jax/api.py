@@ -1,13 +1,15 @@
 """The public, stable API of seedkl_jax. Everything else is an implementation detail.
 
     load(model, revision=None, *, dtype="float32", cache_dir=None) -> Model
-        One GPT-NeoX checkpoint (local HF dir or hub id[@revision]) as a Flax params pytree,
-        cached with orbax. `Model.logits(ids[B,T]) -> [B,T,V]` for small inputs.
+        One checkpoint of any supported family (GPT-NeoX, GPT-2, BERT; local HF dir or hub
+        id[@revision]) as a Flax params pytree, cached with orbax. `Model.logits(ids[B,T]) -> [B,T,V]`:
+        next-token logits (causal) or the masked-LM head's at every position of the unmasked ids (BERT).
     load_tokenizer(source) -> Tokenizer
-    compare(models, input_ids, *, reference_logprobs=None, vocab_size=None, window=2048,
-            overlap=1024, vocab_chunk=None, mesh=None) -> dict[str, np.ndarray]
+    compare(models, input_ids, *, reference_logprobs=None, vocab_size=None, window=None,
+            overlap=None, vocab_chunk=None, mesh=None) -> dict[str, np.ndarray]
         Per-position KL between every ordered pair of seeds (kl [P,S,S]), surprisal, entropy,
-        KL to uniform and unigram ([P,S]); P = N-1 predictions for an N-token text.
+        KL to uniform and unigram ([P,S]); P = N-1 predictions for an N-token text (masked LMs:
+        of wordpieces 1..N-1 themselves). Windows default to the models' context.
     compare_stacked(...)  the same on params already stacked on a leading seed axis.
     Suite, StudyConfig, run_study(config) -> Path     the whole study (`seedkl run`).
     demo(...)                                         `seedkl demo`.

@@ -153,3 +153,77 @@ def torch_logits(ckpt, ids, attention_mask=None) -> np.ndarray:
     with torch.no_grad():
         out = _torch_model(str(ckpt))(torch.as_tensor(np.asarray(ids)), attention_mask=mask)
     return out.logits.float().numpy()
+
+
+# ---------------------------------------------------------------- other families (GPT-2, BERT)
+# family_checkpoint(kind, seed=0, *, fmt="safetensors", tokenizer=None, **config) -> Path
+#   kind "gpt2" (GPT2LMHeadModel), "bert" (BertForPreTraining) or "bert-nohead" (a bare BertModel);
+#   config updates TINY_GPT2 / TINY_BERT; fmt "safetensors" or "bin" (pytorch_model.bin, as MultiBERTs;
+#   "bin-tf" also spells LayerNorm weights gamma/beta, as TF-converted checkpoints do);
+#   tokenizer: None | "wordpiece" (vocab.txt of TINY_WORDS) | "bpe" (tokenizer.json of TINY_WORDS).
+# family_logits(ckpt, kind, ids, attention_mask=None, dtype="float32") -> np.ndarray [B,T,V] (the oracle)
+TINY_GPT2 = dict(vocab_size=512, n_embd=64, n_layer=2, n_head=4, n_positions=128)
+TINY_BERT = dict(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=128, max_position_embeddings=128)
+_HF_CLASSES = {"gpt2": ("GPT2Config", "GPT2LMHeadModel"), "bert": ("BertConfig", "BertForPreTraining"),
+               "bert-nohead": ("BertConfig", "BertModel")}
+
+
+def wordpiece_vocab(path: Path, words=TINY_WORDS) -> Path:
+    """vocab.txt of a BERT WordPiece tokenizer: [PAD]=0, [UNK], [CLS], [SEP], [MASK], then `words`."""
+    Path(path).write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def family_checkpoint(tmp_path_factory):
+    built: dict[str, Path] = {}
+
+    def make(kind: str, seed: int = 0, *, fmt: str = "safetensors", tokenizer: str | None = None, **config) -> Path:
+        key = json.dumps([kind, seed, fmt, tokenizer, sorted(config.items())])
+        if key in built:
+            return built[key]
+        import torch
+        import transformers
+
+        cfg_cls, model_cls = (getattr(transformers, n) for n in _HF_CLASSES[kind])
+        base = TINY_GPT2 if kind == "gpt2" else TINY_BERT
+        torch.manual_seed(seed)
+        model = model_cls(cfg_cls(**{**base, **config})).eval()
+        out = tmp_path_factory.mktemp(f"{kind}-{fmt}-s{seed}")
+        model.save_pretrained(out)
+        if fmt.startswith("bin"):
+            sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+            if fmt == "bin-tf":
+                sd = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+                      for k, v in sd.items()}
+            torch.save(sd, out / "pytorch_model.bin")
+            (out / "model.safetensors").unlink()
+        if tokenizer == "wordpiece":
+            wordpiece_vocab(out / "vocab.txt")
+            (out / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+        elif tokenizer == "bpe":
+            tiny_tokenizer(out / "tokenizer.json")
+        built[key] = out
+        return out
+
+    return make
+
+
+@functools.lru_cache(maxsize=4)
+def _family_model(ckpt: str, kind: str, dtype: str):
+    import torch
+    import transformers
+
+    model = getattr(transformers, _HF_CLASSES[kind][1]).from_pretrained(ckpt, dtype=torch.float32).eval()
+    return model.double() if dtype == "float64" else model
+
+
+def family_logits(ckpt, kind: str, ids, attention_mask=None, dtype: str = "float32") -> np.ndarray:
+    import torch
+
+    mask = None if attention_mask is None else torch.as_tensor(np.asarray(attention_mask))
+    with torch.no_grad():
+        out = _family_model(str(ckpt), kind, dtype)(torch.as_tensor(np.asarray(ids)), attention_mask=mask)
+    z = out.prediction_logits if kind == "bert" else out.logits
+    return z.numpy().astype(np.float64 if dtype == "float64" else np.float32)

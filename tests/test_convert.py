@@ -57,7 +57,7 @@ def test_formats_give_identical_params(hf_checkpoint, tmp_path):
         _assert_same_params(ref.params, m.params)
     # and the params are the checkpoint's tensors (transposed to [in, out]), not e.g. all zeros
     sd = load_file(st / "model.safetensors")
-    np.testing.assert_array_equal(ref.params["layers"]["qkv_w"][1],
+    np.testing.assert_array_equal(ref.params["layers"]["attn"]["qkv"]["kernel"][1],
                                   sd["gpt_neox.layers.1.attention.query_key_value.weight"].T)
 
 
@@ -83,7 +83,7 @@ def test_old_pythia_style_config(hf_checkpoint, tmp_path):
     m = load(str(ckpt))
     assert (m.config.rotary_pct, m.config.rotary_emb_base) == (0.5, 500.0)
     assert str(m.hf_config.dtype).endswith("float32")
-    assert m.params["embed_in"].dtype == np.float32
+    assert m.params["embed_in"]["embedding"].dtype == np.float32
 
 
 # --------------------------------------------------------------------------- cache
@@ -124,7 +124,7 @@ def test_changed_checkpoint_is_reconverted(hf_checkpoint, tmp_path):
     shutil.copy(hf_checkpoint(seed=5) / "model.safetensors", ckpt / "model.safetensors")
     new = load(str(ckpt), cache_dir=tmp_path / "c")
     assert new.source == "convert" and new.cache_entry != old.cache_entry
-    assert not np.array_equal(old.params["embed_in"], new.params["embed_in"])
+    assert not np.array_equal(old.params["embed_in"]["embedding"], new.params["embed_in"]["embedding"])
     assert _entries(tmp_path / "c") == [Path(new.cache_entry)]  # the stale entry is gone
 
 
@@ -267,8 +267,9 @@ BAD = {  # case -> (make(ckpt copy, tmp_path) -> (model, load kwargs), expected 
     "bad dtype": (lambda c, t: (str(c), {"dtype": "float16"}), "dtype='float16': not supported"),
     "no config.json": (_edit(lambda c: (c / "config.json").unlink()), "no config.json"),
     "no weights": (_edit(lambda c: (c / "model.safetensors").unlink()), "no weights"),
-    "not gpt_neox": (_edit(lambda c: (c / "config.json").write_text('{"model_type": "llama"}')),
-                     "model_type is 'llama', not 'gpt_neox'"),
+    "unsupported family": (_edit(lambda c: (c / "config.json").write_text('{"model_type": "llama"}')),
+                           "model_type is 'llama', which seedkl does not read; supported model types: "
+                           "bert, gpt2, gpt_neox"),
     "truncated safetensors": (_edit(lambda c: _truncate(c / "model.safetensors")),
                               "truncated or corrupt.*re-download"),
     "missing tensor": (_edit(lambda c: _rewrite_weights(
@@ -361,3 +362,16 @@ def test_cache_hit_does_not_import_transformers(hf_checkpoint, tmp_path):
                          env=os.environ | {"JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("\n")[:2] == ["[]", "GPTNeoXConfig"]  # hf_config still there, on demand
+
+
+def test_entries_of_an_older_params_layout_miss(hf_checkpoint, tmp_path, monkeypatch):
+    """The cache key carries the params layout version: an entry written under another layout (e.g. the
+    flat pre-Flax NeoX tree) is never restored, and converting again replaces it."""
+    ckpt = hf_checkpoint(seed=4)
+    monkeypatch.setattr(cache, "LAYOUT_VERSION", 1)
+    old = load(str(ckpt), cache_dir=tmp_path)
+    monkeypatch.undo()
+    new = load(str(ckpt), cache_dir=tmp_path)
+    assert new.source == "convert" and new.cache_entry != old.cache_entry
+    assert _entries(tmp_path) == [Path(new.cache_entry)]  # the old-layout entry is gone
+    assert load(str(ckpt), cache_dir=tmp_path).source == "cache"

@@ -180,7 +180,7 @@ def test_cached_logits_match_recompute_and_oracle(suite, form, with_ref, vocab_s
     stacked = stack_params([m.params for m in models])
     h = jax.vmap(lambda p: hidden_states(p, models[0].config, ids[:, :-1]))(stacked)  # [S,2,23,D]
     run = lambda cache: {k: np.asarray(v) for k, v in divergence_jit(
-        h, stacked["embed_out"], ids[:, 1:], ref, vocab_size=vocab_size, vocab_chunk=5000, position_block=16,
+        h, stacked["embed_out"]["kernel"], ids[:, 1:], ref, vocab_size=vocab_size, vocab_chunk=5000, position_block=16,
         form=form, cache_logits=cache).items()}
     cached, recomputed = run(True), run(False)
     assert set(cached) == set(recomputed) == {"kl", "surprisal", "entropy", "kl_uniform"} | (
@@ -288,9 +288,9 @@ def test_unigram_logprobs():
 def _broken(model, seed, where):
     params = jax.tree.map(np.array, model.params)
     if where == "nan":
-        params["layers"]["fc_in_w"][0, 0, 0] = np.nan
+        params["layers"]["mlp"]["fc_in"]["kernel"][0, 0, 0] = np.nan
     else:
-        params["embed_out"][:, 5] = np.inf
+        params["embed_out"]["kernel"][:, 5] = np.inf
     return dataclasses.replace(model, params=params, name=f"broken{seed}")
 
 

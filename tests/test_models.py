@@ -67,7 +67,7 @@ def test_bfloat16_params_close_to_float32(hf_checkpoint):
     ckpt = hf_checkpoint()
     ids = _ids(512, (1, 16))
     f32, bf16 = load(str(ckpt)), load(str(ckpt), dtype="bfloat16")
-    assert bf16.params["layers"]["qkv_w"].dtype.name == "bfloat16"
+    assert bf16.params["layers"]["attn"]["qkv"]["kernel"].dtype.name == "bfloat16"
     z32, z16 = f32.logits(ids), bf16.logits(ids)
     assert z16.dtype == np.float32
     assert 0 < np.abs(z32 - z16).max() < 0.05 * np.abs(z32).max()
@@ -87,15 +87,15 @@ def test_blocked_attention_equals_one_block(hf_checkpoint, monkeypatch, block):
     """Scoring each query block against its key prefix only changes nothing but rounding."""
     import jax
 
-    from seedkl_jax.models import gpt_neox
+    from seedkl_jax.models import attention, gpt_neox
 
     model = load(str(hf_checkpoint(seed=5)))
     ids = _ids(512, (2, 45), seed=3)
     mask = np.ones_like(ids)
     mask[0, 40:] = 0
     run = lambda: np.asarray(jax.jit(lambda p: gpt_neox.hidden_states(p, model.config, ids, mask))(model.params))
-    monkeypatch.setattr(gpt_neox, "ATTENTION_BLOCK", 1 << 30)
+    monkeypatch.setattr(attention, "ATTENTION_BLOCK", 1 << 30)
     whole = run()
-    monkeypatch.setattr(gpt_neox, "ATTENTION_BLOCK", block)
+    monkeypatch.setattr(attention, "ATTENTION_BLOCK", block)
     blocked = run()
     assert np.abs(whole - blocked).max() <= 1e-5 * np.abs(whole).max()

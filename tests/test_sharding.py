@@ -26,7 +26,7 @@ cfg = NeoXConfig(vocab_size=1000, hidden_size=32, num_layers=2, num_heads=4, int
                  max_position_embeddings=16)
 params = [init_params(cfg, jax.random.PRNGKey(s)) for s in range(4)]
 for p in params:
-    p["embed_out"] = p["embed_out"] * 25.0  # logits of a few nats, KLs of order 0.1
+    p["embed_out"]["kernel"] = p["embed_out"]["kernel"] * 25.0  # logits of a few nats, KLs of order 0.1
 stacked = stack_params(params)
 rng = np.random.RandomState(0)
 ids = rng.randint(0, 997, 50)                      # 12 windows of 8 tokens (overlap 4)

@@ -339,8 +339,8 @@ def test_rerun_with_other_settings_is_refused(lab, full):
     other = dataclasses.replace(lab["suite"], steps=(0, 4))
     with pytest.raises(SeedKLError, match=r"other settings .*suite\.steps: \[0, 4, 64\] -> \[0, 4\]"):
         run_study(_cfg(lab, out, suite=other), progress=False)
-    with pytest.raises(SeedKLError, match=r"window: 2048 -> 1024"):
-        run_study(_cfg(lab, out, window=1024, overlap=512), progress=False)
+    with pytest.raises(SeedKLError, match=r"window: 256 -> 128"):  # default: the checkpoints' context, 256
+        run_study(_cfg(lab, out, window=128, overlap=64), progress=False)
     assert (out / "study.json").read_text() == before
 
 

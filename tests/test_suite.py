@@ -177,3 +177,61 @@ def test_help_documents_the_fixed_flags():
     assert "--text" in r.stdout, r.stderr  # (absl exits 1 after --help)
     for name in FIXED_FLAGS:
         assert f"--{name}" in r.stdout or f"--[no]{name}" in r.stdout, name
+
+
+# ---------------------------------------------------------------- the other public suites (issue 11)
+
+def test_multiberts_presets():
+    s = PRESETS["multiberts"]
+    # 29 checkpoints: 0, 20, ..., 200 thousand steps, then 300, ..., 2000 thousand (written out here)
+    assert list(s.steps) == [0, 20, 40, 60, 80, 100, 120, 140, 160, 180, 200] + list(range(300, 2001, 100))
+    assert len(s.steps) == 29 and list(s.seeds) == [0, 1, 2, 3, 4]
+    assert s.checkpoint("base", 20, 3) == ("google/multiberts-seed_3-step_20k", "main")
+    final = PRESETS["multiberts-final"]
+    assert list(final.seeds) == list(range(25)) and len(final.steps) == 1
+    assert final.checkpoint("base", 2000, 24) == ("google/multiberts-seed_24", "main")
+    for name in ("multiberts", "multiberts-final"):
+        PRESETS[name].validate()
+
+
+def test_mistral_presets_have_named_seeds():
+    small, medium = PRESETS["mistral-gpt2-small"], PRESETS["mistral-gpt2-medium"]
+    assert small.seeds == ("alias-gpt2-small-x21", "battlestar-gpt2-small-x49", "caprica-gpt2-small-x81",
+                           "darkmatter-gpt2-small-x343", "expanse-gpt2-small-x777")
+    assert [s.split("-")[0] for s in medium.seeds] == ["arwen", "beren", "celebrimbor", "durin", "eowyn"]
+    assert small.checkpoint("small", 400000, "alias-gpt2-small-x21") == (
+        "stanford-crfm/alias-gpt2-small-x21", "checkpoint-400000")
+    # log-spaced, ascending, on Mistral's saving schedule (every 10 to 100, 50 to 2k, 100 to 20k, 1000 to 400k)
+    steps = small.steps
+    assert list(steps) == sorted(steps) and steps[-1] == 400000 and steps == medium.steps
+    on_schedule = lambda n: (n <= 100 and n % 10 == 0) or (n <= 2000 and n % 50 == 0) or (
+        n <= 20000 and n % 100 == 0) or n % 1000 == 0
+    assert all(on_schedule(n) for n in steps)
+    assert all(b / a <= 2.5 for a, b in zip(steps, steps[1:]))
+    small.validate(), medium.validate()
+
+
+def test_seeds_may_be_names():
+    assert parse_list("--seeds", "1, alias-x21,3", suite_lib.seed_value) == (1, "alias-x21", 3)
+    s = Suite(sizes=["a"], steps=[0], seeds=["alias", "beren"], model_template="/x/{size}/{seed}")
+    assert s.checkpoint("a", 0, "beren") == ("/x/a/beren", None)
+    assert Suite(**s.to_dict()) == s
+    with pytest.raises(SeedKLError, match="neither an integer nor a name"):
+        parse_list("--seeds", "1,a b", suite_lib.seed_value)
+    cfg = _config(["--preset=mistral-gpt2-small", "--seeds=alias-gpt2-small-x21,caprica-gpt2-small-x81", "--text=t"])
+    assert cfg.suite.seeds == ("alias-gpt2-small-x21", "caprica-gpt2-small-x81")
+
+
+def test_help_lists_every_preset():
+    code = "import sys; from seedkl_jax.cli import main; sys.exit(main(['seedkl', 'run', '--help']))"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    for name, s in PRESETS.items():
+        assert f"{name}: {s.model_template}" in r.stdout, name
+    assert "--mlm_scoring" in r.stdout
+
+
+def test_mlm_scoring_flag_and_window_defaults():
+    cfg = _config(["--preset=multiberts", "--text=t", "--mlm_scoring=masked"])
+    assert cfg.mlm_scoring == "masked" and cfg.window is None and cfg.overlap is None  # from the model's context
+    with pytest.raises(flags.IllegalFlagValueError):
+        _config(["--text=t", "--mlm_scoring=half"])

@@ -116,3 +116,27 @@ def test_bad_inputs(tmp_path, tiny_tok):
         read_text(_save(tmp_path / "big.npy", [0, 3, 10_000]), tiny_tok)
     with pytest.raises(SeedKLError, match="1-D integer"):
         read_text(_save(tmp_path / "f.npy", [0.5, 1.0]), tiny_tok)
+
+
+def test_masked_lm_layout(tmp_path):
+    """[CLS] + every document's wordpieces, no separators; doc_ids per token; offsets into the text."""
+    from conftest import wordpiece_vocab
+
+    from seedkl_jax.data.text import read_text
+    from seedkl_jax.data.tokenizer import load_tokenizer
+
+    wordpiece_vocab(tmp_path / "vocab.txt", ("the", "cat", "sat", "dog", "ran", ".", "##s"))
+    tok = load_tokenizer(str(tmp_path))
+    assert (tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id, tok.eos_id) == (2, 3, 4, 0, 3)
+    f = tmp_path / "t.txt"
+    f.write_text("The cats sat.<|endoftext|><|endoftext|>A dog ran.", encoding="utf-8")
+    t = read_text(f, tok, masked_lm=True)
+    assert tok.decode_tokens(t.ids) == ["[CLS]", "the", "cat", "##s", "sat", ".", "[UNK]", "dog", "ran", "."]
+    assert t.doc_ids.tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 1, 1]  # the empty document is dropped
+    assert t.text == "The cats sat.\n\nA dog ran."
+    assert [t.text[a:b] for a, b in t.offsets[1:]] == ["The", "cat", "s", "sat", ".", "A", "dog", "ran", "."]
+    with pytest.raises(SeedKLError, match="masked LM needs document boundaries"):
+        np.save(tmp_path / "ids.npy", t.ids)
+        read_text(tmp_path / "ids.npy", tok, masked_lm=True)
+    with pytest.raises(SeedKLError, match="not a WordPiece tokenizer"):
+        read_text(f, load_tokenizer(str(tiny_tokenizer_file(tmp_path / "bpe"))), masked_lm=True)

@@ -60,7 +60,7 @@ def test_eos_from_tokenizer_config(tmp_path):
 
 
 def test_bad_tokenizer_sources(tmp_path):
-    with pytest.raises(SeedKLError, match="no tokenizer.json in this directory"):
+    with pytest.raises(SeedKLError, match="no tokenizer.json, vocab.txt or vocab.json \+ merges.txt in this directory"):
         load_tokenizer(str(tmp_path))
     with pytest.raises(SeedKLError, match="no such file"):
         load_tokenizer(str(tmp_path / "missing" / "tokenizer.json"))
@@ -91,3 +91,29 @@ def test_hub_tokenizer_from_local_hf_cache(tmp_path, monkeypatch):
     assert seen == {"repo_id": "Org/tiny", "revision": "step3", "local_files_only": True}
     assert tok.source == str(snap / "tokenizer.json") and tok.eos_id == 0
     shutil.rmtree(snap)
+
+
+def test_bert_wordpiece_and_gpt2_bpe_vocab_files(tmp_path):
+    """MultiBERTs ship vocab.txt (WordPiece), GPT-2 repos vocab.json + merges.txt (byte-level BPE)."""
+    import tokenizers
+    from conftest import wordpiece_vocab
+
+    wp = tmp_path / "bert"
+    wp.mkdir()
+    wordpiece_vocab(wp / "vocab.txt", ("hello", "world", "##s", "!"))
+    tok = load_tokenizer(str(wp))
+    ids, offsets = tok.encode("Hello worlds!")
+    assert tok.decode_tokens(ids) == ["hello", "world", "##s", "!"] and offsets.tolist() == [[0, 5], [6, 11], [11, 12], [12, 13]]
+    assert (tok.vocab_size, tok.eos_id, tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id) == (9, 3, 2, 3, 4, 0)
+    (wp / "tokenizer_config.json").write_text('{"do_lower_case": false}')
+    assert load_tokenizer(str(wp)).decode_tokens(load_tokenizer(str(wp)).encode("Hello")[0]) == ["[UNK]"]
+
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["the cat sat on the mat"] * 20, vocab_size=300, special_tokens=["<|endoftext|>"])
+    gpt2 = tmp_path / "gpt2"
+    gpt2.mkdir()
+    bpe.save_model(str(gpt2))
+    tok = load_tokenizer(str(gpt2))
+    assert tok.eos_id == bpe.token_to_id("<|endoftext|>") and tok.cls_id is None
+    assert tok.encode("the cat<|endoftext|>")[0].tolist() == bpe.encode("the cat<|endoftext|>").ids
+    assert tok.encode("the cat<|endoftext|>")[0][-1] == tok.eos_id

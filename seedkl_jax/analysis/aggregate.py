@@ -187,12 +187,13 @@ def pair_rows(group: GroupResult) -> pl.DataFrame:
     P, S = _check_group(group)
     kl = np.asarray(group.arrays["kl"], dtype=np.float64)
     ia, ib = np.nonzero(~np.eye(S, dtype=bool))
-    seeds = np.asarray(group.seeds, dtype=np.int64)
+    named = any(isinstance(s, str) for s in group.seeds)  # named seeds (study/suite.py): a text column
+    seeds = np.asarray([str(s) for s in group.seeds]) if named else np.asarray(group.seeds, dtype=np.int64)
     return pl.DataFrame({
         "size": pl.Series([group.size] * len(ia), dtype=pl.Utf8),
         "step": pl.Series([int(group.step)] * len(ia), dtype=pl.Int64),
-        "seed_a": pl.Series(seeds[ia], dtype=pl.Int64),
-        "seed_b": pl.Series(seeds[ib], dtype=pl.Int64),
+        "seed_a": pl.Series(seeds[ia], dtype=pl.Utf8 if named else pl.Int64),
+        "seed_b": pl.Series(seeds[ib], dtype=pl.Utf8 if named else pl.Int64),
         "kl_mean": pl.Series(kl.mean(0)[ia, ib], dtype=pl.Float64),
     })
 

@@ -1,4 +1,4 @@
-"""`seedkl convert`: convert one HF GPT-NeoX checkpoint into the params cache (ahead of a study).
+"""`seedkl convert`: convert one HF checkpoint (GPT-NeoX, GPT-2, BERT) into the params cache (ahead of a study).
 
     seedkl convert --model=EleutherAI/pythia-70m-seed3 --revision=step1000
     seedkl convert --model=/data/suite/70m/seed3/step1000 --cache_dir=/scratch/seedkl
@@ -29,5 +29,5 @@ def main(argv: list[str]) -> None:
                      progress=True)
     what = "already cached" if model.source == "cache" else "converted"
     rev = f"@{model.revision}" if model.revision else ""
-    print(f"{model.name}{rev}: {what} ({model.config.num_params():,} params, {model.dtype}); "
+    print(f"{model.name}{rev}: {what} ({model.num_params():,} params, {model.dtype}); "
           f"cache entry: {model.cache_entry}")

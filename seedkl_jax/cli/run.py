@@ -24,8 +24,14 @@ from absl import flags
 
 from seedkl_jax.errors import SeedKLError
 
-_PRESET = flags.DEFINE_string("preset", "polypythia", "Built-in suite to start from (polypythia); '' = none, "
-                              "then --model_template, --sizes, --steps and --seeds are all needed.")
+def _preset_help() -> str:
+    from seedkl_jax.study.suite import describe_presets
+
+    return ("Built-in suite to start from; '' = none, then --model_template, --sizes, --steps and --seeds are all "
+            "needed. Presets:\n" + describe_presets())
+
+
+_PRESET = flags.DEFINE_string("preset", "polypythia", _preset_help())
 _MODEL_TEMPLATE = flags.DEFINE_string(
     "model_template", None, "Checkpoint of one (size, seed, step): hub id or local folder with {size}, {seed}, "
     "{step} placeholders, e.g. EleutherAI/pythia-{size}-seed{seed} or /data/suite/{size}/seed{seed}/step{step}. "
@@ -35,7 +41,8 @@ _REVISION_TEMPLATE = flags.DEFINE_string(
     "gives local paths (no revision).")
 _SIZES = flags.DEFINE_list("sizes", None, "Comma list of sizes (the {size} values), e.g. 14m,70m.")
 _STEPS = flags.DEFINE_list("steps", None, "Comma list of training steps (ascending), e.g. 0,16,256,2000.")
-_SEEDS = flags.DEFINE_list("seeds", None, "Comma list of seeds (at least 2), e.g. 1,3,5,7,9.")
+_SEEDS = flags.DEFINE_list("seeds", None, "Comma list of seeds (at least 2): integers or names, e.g. 1,3,5,7,9 or "
+                           "alias-gpt2-small-x21,battlestar-gpt2-small-x49.")
 _TEXT = flags.DEFINE_string(
     "text", None, "Evaluation text: a UTF-8 file whose documents are separated by <|endoftext|>, a folder of "
     "*.txt files (one document each), or an .npy of token ids used as given. Text is scored as "
@@ -53,10 +60,16 @@ _OUT = flags.DEFINE_string("out", "seedkl-out", "Output folder (tokens/pairs/tok
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Recompute finished groups (and accept new settings) in --out.")
 _WAIT = flags.DEFINE_boolean("wait", False, "If another seedkl run is writing to --out, wait for it to end "
                              "(default: exit 2 at once).")
-_WINDOW = flags.DEFINE_integer("window", 2048, "Tokens the models see at once: texts longer than this are scored "
-                                "in sliding windows. Must fit every model's context (max_position_embeddings; "
-                                "Pythia: 2048), checked before any compute.")
-_OVERLAP = flags.DEFINE_integer("overlap", 1024, "Overlap between consecutive windows (left context kept).")
+_WINDOW = flags.DEFINE_integer("window", None, "Tokens the models see at once: texts longer than this are "
+                               "scored in sliding windows. Must fit every model's context (max_position_embeddings), "
+                               "checked before any compute; default the model's context (GPT-NeoX 2048, GPT-2 1024, "
+                               "BERT 512 incl. [CLS]/[SEP]).")
+_OVERLAP = flags.DEFINE_integer("overlap", None, "Overlap between consecutive windows (left context kept); default "
+                                "half the window (causal models; masked LMs score documents in chunks, no overlap).")
+_MLM_SCORING = flags.DEFINE_enum(
+    "mlm_scoring", None, ["unmasked", "masked"], "Masked LMs (BERT) only: 'unmasked' (default, the paper's: each "
+    "document fed as is, the MLM distribution at every wordpiece) or 'masked' (every wordpiece masked once, in 7 "
+    "interleaved passes: 7x the forward passes).")
 _VOCAB_CHUNK = flags.DEFINE_integer("vocab_chunk", None, "Vocab chunk of the fused KL kernel; default: the "
                                     "kernel's benchmarked choice.")
 _VOCAB_SIZE = flags.DEFINE_integer(
@@ -81,11 +94,11 @@ def _looks_local(template: str) -> bool:
 def build_config():
     """StudyConfig from the parsed flags."""
     from seedkl_jax.study.run import StudyConfig
-    from seedkl_jax.study.suite import Suite, get_preset, parse_list
+    from seedkl_jax.study.suite import Suite, get_preset, parse_list, seed_value
 
     sizes = parse_list("--sizes", _SIZES.value, str)
     steps = parse_list("--steps", _STEPS.value, int)
-    seeds = parse_list("--seeds", _SEEDS.value, int)
+    seeds = parse_list("--seeds", _SEEDS.value, seed_value)
     revision = _REVISION_TEMPLATE.value
     if revision is None and _MODEL_TEMPLATE.value is not None and _looks_local(_MODEL_TEMPLATE.value):
         revision = ""  # a local path template with the preset's hub revision makes no sense
@@ -107,6 +120,7 @@ def build_config():
         counts=_COUNTS.value or None, pos=_POS.value,
         pos_required=_POS.value == "stanza" and flags.FLAGS["pos"].present,
         overwrite=_OVERWRITE.value, wait=_WAIT.value, window=_WINDOW.value, overlap=_OVERLAP.value,
+        mlm_scoring=_MLM_SCORING.value,
         vocab_chunk=_VOCAB_CHUNK.value or None, vocab_size=_VOCAB_SIZE.value, cache_dir=_CACHE_DIR.value or None,
         save_pair_positions=_SAVE_PAIR_POSITIONS.value, n_boot=_N_BOOT.value, compat=_COMPAT.value,
     )

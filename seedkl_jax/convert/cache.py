@@ -48,6 +48,9 @@ from typing import Any
 MARKER = "COMPLETE"
 WRITER = "WRITER"  # in a .tmp-* folder: {"host", "pid"} of the process writing it
 STALE_TMP_S = 24 * 3600  # a .tmp-* folder older than this is abandoned whoever wrote it
+# Version of the params layout stored (2: the Flax modules' nested trees). Part of every entry's name,
+# so entries of an older layout miss (and are removed as stale when the checkpoint is stored again).
+LAYOUT_VERSION = 2
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -64,7 +67,7 @@ def entry_dir(root: Path, model: str, revision: str | None, dtype: str, fingerpr
     """Where the entry for (model, revision, dtype, fingerprint) lives (existing or not)."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "--", Path(model).name if os.path.isabs(model) else model)
     slug = f"{slug.strip('-')[:60]}{'@' + revision if revision else ''}-{dtype}"
-    return root / "models" / f"{slug}-{_hash(model, revision, dtype)[:12]}-{_hash(fingerprint)[:8]}"
+    return root / "models" / f"{slug}-{_hash(model, revision, dtype)[:12]}-{_hash(LAYOUT_VERSION, fingerprint)[:8]}"
 
 
 def is_complete(entry: Path) -> bool:

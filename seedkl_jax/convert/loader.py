@@ -1,10 +1,11 @@
-"""Load one GPT-NeoX checkpoint (local HF directory or hub id) as our params pytree, via the cache.
+"""Load one checkpoint (local HF directory or hub id) of any supported family as Flax params, via the cache.
 
 Why our own reader: transformers >= 5 has no Flax code, and we want float32 numpy params in our
-layout (models/gpt_neox.py) without building a torch model. The path is
+layout (models/*.py) without building a torch model. The path is
 
-    resolve (local dir | hub id[@revision] -> files)  ->  cache hit? restore (orbax)
-    else: config.json (must be gpt_neox)  ->  weights (safetensors | shards | pytorch_model.bin)
+    resolve (convert/hub.py: local dir | hub id[@revision] -> files)  ->  cache hit? restore (orbax)
+    else: config.json (model_type picks the family: models.FAMILIES)
+          ->  weights (safetensors | shards | pytorch_model.bin)
           ->  mapping.state_dict_to_params (names/shapes checked, upcast float32)  ->  cache.store
 
 Every bad input raises SeedKLError naming the input and the fix, before anything is cached.
@@ -16,10 +17,9 @@ import dataclasses
 import functools
 import json
 import os
-import re
 import types
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import ml_dtypes
@@ -27,31 +27,33 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from seedkl_jax.convert import cache
+from seedkl_jax.convert.hub import (TOKENIZER_FILES, hub_snapshot, parse_ref, pick_checkpoint_files,
+                                    weight_files)
 from seedkl_jax.convert.mapping import state_dict_to_params
 from seedkl_jax.errors import SeedKLError
+from seedkl_jax.models import family as families
 from seedkl_jax.models import gpt_neox
 
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # preference order; each may be sharded
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-HUB_TIMEOUT_S = 10.0
 # "cache" or "convert": how the most recent `load` got its params (also `Model.source`).
 LAST_LOAD_SOURCE: str | None = None
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # safetensors dtype tags -> numpy (little-endian on disk).
 _ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": ml_dtypes.bfloat16, "I64": "<i8",
               "I32": "<i4", "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
 _FLOAT_TAGS = {"F64", "F32", "F16", "BF16"}
 # One compiled forward per (config, dtype): jit's cache is keyed on the static args.
-_logits = jax.jit(gpt_neox.logits, static_argnums=1, static_argnames=("dtype", "precision"))
+_logits = jax.jit(families.logits, static_argnums=1, static_argnames=("dtype", "precision"))
 
 
 @dataclasses.dataclass
 class Model:
-    """A loaded checkpoint. `params` has numpy leaves in `dtype` (no leading seed axis)."""
+    """A loaded checkpoint of any family. `params` has numpy leaves in `dtype` (no leading seed axis).
 
-    config: gpt_neox.NeoXConfig
+    `config` is the family's config (NeoXConfig, GPT2Config, BertConfig); `logits(ids)` gives
+    next-token logits (causal) or the masked-LM head's logits at every position of the unmasked ids."""
+
+    config: Any
     hf_dict: dict  # config.json as read (dtype forced to float32); `hf_config` builds on it
     params: dict
     name: str  # absolute local path, or hub id
@@ -63,9 +65,20 @@ class Model:
 
     @functools.cached_property
     def hf_config(self) -> Any:
-        """transformers.GPTNeoXConfig of the checkpoint (dtype float32). Built on first use: importing
+        """transformers' config of the checkpoint (dtype float32). Built on first use: importing
         transformers (and torch, which it pulls in) costs seconds that a cache hit need not pay."""
-        return configs(self.hf_dict, self.name)[0]
+        if self.config.model_type == "gpt_neox":
+            return configs(self.hf_dict, self.name)[0]
+        from transformers import AutoConfig
+
+        return AutoConfig.for_model(**self.hf_dict)
+
+    @property
+    def family(self) -> families.Family:
+        return families.family_of(self.config)
+
+    def num_params(self) -> int:
+        return int(sum(np.size(x) for x in jax.tree.leaves(self.params)))
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
         """ids [B,T] (mask [B,T], 1 = token) -> float32 logits [B,T,V]. Small inputs and tests."""
@@ -102,11 +115,11 @@ def load(model: str, revision: str | None = None, *, dtype: str = "float32",
         params, config = hit
     else:
         if not is_local:
-            ckpt = hub_snapshot(name, revision, _pick_checkpoint_files)
+            ckpt = hub_snapshot(name, revision, pick_checkpoint_files)
             weights = weight_files(ckpt)
         config = read_config(ckpt)
     # A cache entry's config passed transformers' checks when it was stored: read it directly.
-    cfg = configs(config, name)[1] if hit is None else neox_config(config, name)
+    cfg = model_config(config, name, checked=hit is not None)
     if hit is None:
         params = convert(ckpt, weights, cfg, dtype, progress)
         extra = [] if is_local else [ckpt / f for f in TOKENIZER_FILES if (ckpt / f).is_file()]
@@ -125,7 +138,53 @@ def load(model: str, revision: str | None = None, *, dtype: str = "float32",
                  cache_entry=str(entry))
 
 
-def convert(ckpt: Path, weights: list[Path], cfg: gpt_neox.NeoXConfig, dtype: str,
+def checkpoint_config(model: str, revision: str | None = None, *, dtype: str = "float32",
+                      cache_dir: str | os.PathLike | None = None) -> Any:
+    """Our config of a checkpoint without loading its weights: from the local config.json, a cache
+    entry, or the hub's config.json alone. Raises SeedKLError for an unsupported model_type."""
+    name, revision, is_local = parse_ref(model, revision)
+    if is_local:
+        config = read_config(Path(name))
+        cfg = model_config(config, name, checked=True)  # no transformers import; `load` checks it fully
+        _check_tensor_names(Path(name), cfg, config)
+        return cfg
+    entry = cache.entry_dir(cache.cache_root(cache_dir), name, revision, dtype, None)
+    if cache.is_complete(entry):
+        try:
+            return model_config(json.loads((entry / "config.json").read_text()), name, checked=True)
+        except (OSError, ValueError):
+            pass  # an unreadable entry: ask the hub
+    return model_config(read_config(hub_snapshot(name, revision, lambda names: ["config.json"])), name)
+
+
+def _check_tensor_names(ckpt: Path, cfg: Any, config: dict) -> None:
+    """The cheap part of the weights check, without reading tensors: a family's required tensor (BERT's
+    MLM head) must be there — from the safetensors headers, else config.json's `architectures`."""
+    from seedkl_jax.convert.mapping import TABLES
+
+    table = TABLES[cfg.model_type]
+    if not table.required:
+        return
+    weights = weight_files(ckpt)
+    if all(f.suffix == ".safetensors" for f in weights):
+        names = {table.rename(k) for f in weights for k in _safetensors_names(f)}
+        present = table.required in names
+    else:  # pytorch_model.bin: the names need the whole file; the declared architecture says it too
+        present = config.get("architectures") not in (["BertModel"],)
+    if not present:
+        raise SeedKLError(f"{ckpt}: {table.missing_hint}")
+
+
+def _safetensors_names(path: Path) -> list[str]:
+    with open(path, "rb") as f:
+        head = f.read(8)
+        try:
+            return [k for k in json.loads(f.read(int.from_bytes(head, "little"))) if k != "__metadata__"]
+        except (ValueError, MemoryError, OverflowError):
+            return []  # a corrupt header is reported by the full read
+
+
+def convert(ckpt: Path, weights: list[Path], cfg: Any, dtype: str,
             progress: bool = False) -> dict:
     """Read `weights` of checkpoint dir `ckpt` and build the params pytree in `dtype`."""
     with tqdm(total=0, unit="tensor", desc="read weights", disable=not progress) as bar:
@@ -139,64 +198,34 @@ def convert(ckpt: Path, weights: list[Path], cfg: gpt_neox.NeoXConfig, dtype: st
 
 # --------------------------------------------------------------------------- resolution
 
-def parse_ref(model: str, revision: str | None) -> tuple[str, str | None, bool]:
-    """-> (absolute local path or hub id, revision or None, is_local)."""
-    revision = revision or None
-    path = Path(model).expanduser()
-    if path.exists():
-        if revision:
-            raise SeedKLError(f"{model}: a local directory takes no revision (got {revision!r}); drop "
-                              "the revision, or point at that revision's own directory")
-        return str(path.resolve()), None, True
-    name, at, rev = model.partition("@")
-    if at:
-        if not rev or (revision and revision != rev):
-            raise SeedKLError(f"{model}: revision after '@' is empty or contradicts revision="
-                              f"{revision!r}; give it once, e.g. EleutherAI/pythia-70m@step1000")
-        revision = rev
-    if _HUB_ID.match(name):
-        return name, revision, False
-    raise SeedKLError(f"{model}: no such directory (and not a hub id like "
-                      "EleutherAI/pythia-70m-seed3@step1000); check the path")
-
-
-def weight_files(ckpt: Path) -> list[Path]:
-    """The weight files of a local checkpoint dir: the first of WEIGHT_FILES present, or its shards."""
-    if not ckpt.is_dir():
-        raise SeedKLError(f"{ckpt}: not a directory; pass the checkpoint directory (config.json + weights)")
-    if not (ckpt / "config.json").is_file():
-        raise SeedKLError(f"{ckpt}: no config.json; pass a HF checkpoint directory (config.json + weights)")
-    for single in WEIGHT_FILES:
-        if (ckpt / single).is_file():
-            return [ckpt / single]
-        index = ckpt / f"{single}.index.json"
-        if index.is_file():
-            try:
-                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            except (ValueError, KeyError, AttributeError) as e:
-                raise SeedKLError(f"{index}: unreadable shard index ({e}); re-download it") from e
-            missing = [s for s in shards if not (ckpt / s).is_file()]
-            if missing:
-                raise SeedKLError(f"{index}: shard(s) {missing[:3]} missing; re-download them")
-            return [ckpt / s for s in shards]
-    raise SeedKLError(f"{ckpt}: no weights (model.safetensors, model.safetensors.index.json or "
-                      "pytorch_model.bin); re-download or re-save the checkpoint")
-
-
 def read_config(ckpt: Path) -> dict:
-    """config.json as a dict, checked to be GPT-NeoX, with dtype forced to float32."""
+    """config.json as a dict, checked to be of a supported family, with dtype forced to float32."""
     path = ckpt / "config.json"
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise SeedKLError(f"{path}: unreadable ({e}); re-download the checkpoint's config.json") from e
-    if not isinstance(raw, dict) or raw.get("model_type") != "gpt_neox":
+    if not isinstance(raw, dict) or raw.get("model_type") not in families.FAMILIES:
         kind = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
-        raise SeedKLError(f"{path}: model_type is {kind!r}, not 'gpt_neox'; seedkl reads only "
-                          "GPT-NeoX (Pythia) checkpoints")
+        raise SeedKLError(f"{path}: model_type is {kind!r}, which seedkl does not read; supported model "
+                          f"types: {', '.join(sorted(families.FAMILIES))}")
     raw.pop("torch_dtype", None)  # old Pythia configs say float16; we always convert to float32
     raw["dtype"] = "float32"
     return raw
+
+
+def model_config(config: dict, name: str, checked: bool = False) -> Any:
+    """Our config (of the family config.json's model_type names) from a config.json dict of `name`.
+    `checked`: the dict comes from a cache entry (it passed transformers' checks when stored)."""
+    fam = families.family_of(config.get("model_type"))
+    if fam.model_type == "gpt_neox":
+        return neox_config(config, name) if checked else configs(config, name)[1]
+    try:
+        return fam.config.from_hf_dict(config)
+    except SeedKLError as e:
+        raise SeedKLError(f"{name}: {str(e).removeprefix('config: ')}") from e
+    except (ValueError, TypeError) as e:
+        raise SeedKLError(f"{name}: config.json rejected ({e}); fix or re-download it") from e
 
 
 def configs(config: dict, name: str) -> tuple[Any, gpt_neox.NeoXConfig]:
@@ -298,75 +327,3 @@ def _read_torch_bin(path: Path, bar: tqdm | None) -> dict[str, np.ndarray]:
         bar.total += len(out)
         bar.update(len(out))
     return out
-
-
-# --------------------------------------------------------------------------- hub
-
-def _pick_checkpoint_files(names: set[str]) -> list[str]:
-    """config.json + one weight format (as `weight_files` prefers) + tokenizer files, from a listing."""
-    if "config.json" not in names:
-        raise SeedKLError("no config.json in the hub repo; it is not a transformers checkpoint")
-    for single in WEIGHT_FILES:
-        if single in names:
-            weights = [single]
-            break
-        stem, ext = single.rsplit(".", 1)
-        shards = sorted(n for n in names if re.fullmatch(rf"{stem}-\d+-of-\d+\.{ext}", n))
-        if shards and f"{single}.index.json" in names:
-            weights = [f"{single}.index.json", *shards]
-            break
-    else:
-        raise SeedKLError("the hub repo has no model.safetensors / pytorch_model.bin weights")
-    return ["config.json", *weights, *(t for t in TOKENIZER_FILES if t in names)]
-
-
-def hub_snapshot(repo_id: str, revision: str | None, pick: Callable[[set[str]], list[str]]) -> Path:
-    """Download the files `pick(repo listing)` chooses into HF's cache; return their directory.
-
-    Offline (or hub unreachable), a revision already in HF's local cache is used as is.
-    """
-    import huggingface_hub as hf
-
-    ref = f"{repo_id}@{revision}" if revision else repo_id
-    try:
-        info = hf.HfApi().model_info(repo_id, revision=revision, timeout=HUB_TIMEOUT_S)
-    except Exception as e:
-        err = _hub_error(ref, revision, e)
-        try:  # unreachable: a revision already in HF's local cache still works
-            snap = Path(hf.snapshot_download(repo_id, revision=revision, local_files_only=True))
-            pick({p.name for p in snap.iterdir()})
-            return snap
-        except Exception:
-            raise err from e
-    try:
-        files = pick({s.rfilename for s in info.siblings or []})
-    except SeedKLError as e:
-        raise SeedKLError(f"{ref}: {e}; pass a GPT-NeoX checkpoint") from None
-    path = None
-    for name in files:
-        try:
-            path = hf.hf_hub_download(repo_id, name, revision=info.sha)
-        except Exception as e:
-            raise _hub_error(ref, revision, e) from e
-    return Path(path).parent
-
-
-def _hub_error(ref: str, revision: str | None, e: Exception) -> SeedKLError:
-    """Translate a huggingface_hub / network failure into one actionable line (or re-raise bugs)."""
-    from huggingface_hub import errors as he
-
-    if isinstance(e, he.RevisionNotFoundError):
-        return SeedKLError(f"{ref}: revision {revision!r} not found on the hub; use an existing branch "
-                           "or tag (Pythia checkpoints: step0 ... step143000)")
-    if isinstance(e, he.RepositoryNotFoundError):
-        return SeedKLError(f"{ref}: no such (public) model on the hub and no such local directory; "
-                           "check the id or path")
-    if isinstance(e, he.HfHubHTTPError):
-        return SeedKLError(f"{ref}: the hub refused the request ({str(e).splitlines()[0]}); check the "
-                           "id/revision or pass a local checkpoint directory")
-    if isinstance(e, (OSError, TimeoutError)) or type(e).__module__.split(".")[0] in ("httpx", "httpx2",
-                                                                                        "requests"):
-        return SeedKLError(f"{ref}: not a local directory, and the Hugging Face hub was unreachable "
-                           f"({type(e).__name__}); pass a local checkpoint directory (config.json + "
-                           "weights) or retry online")
-    raise e

@@ -194,14 +194,15 @@ def token_pos(ids, text, offsets, tokenizer, pos, token_strs, cache_dir=None, *,
 def annotate_tokens(ids: np.ndarray, text: str | None, offsets: np.ndarray | None, tokenizer,
                     counts: np.ndarray | str | os.PathLike | None, pos: str | None,
                     cache_dir: str | os.PathLike | None = None, *,
-                    required: bool = False) -> pl.DataFrame:
+                    required: bool = False, docs: np.ndarray | None = None) -> pl.DataFrame:
     """Per-prediction categories for one scored text.
 
     ids: [N] token ids as scored (incl. leading/trailing eos); text/offsets: the raw text and
     [N,2] char spans of every id (None for an ids-only input); tokenizer: seedkl_jax Tokenizer
     (uses vocab_size, eos_id, decode_tokens); counts: [vocab_size] array, a `.npy` path, or None
     (count over `ids`); pos: "stanza" | "none" | tag-file path; required: a stanza failure
-    raises instead of warning. Returns P = N-1 rows (position 1..N-1), columns META_SCHEMA.
+    raises instead of warning; docs: [N] document of every token (masked-LM texts, which have no eos
+    between documents; None = from eos). Returns P = N-1 rows (position 1..N-1), columns META_SCHEMA.
     """
     ids = np.asarray(ids)
     if ids.ndim != 1 or ids.size < 2 or not np.issubdtype(ids.dtype, np.integer):
@@ -226,7 +227,7 @@ def annotate_tokens(ids: np.ndarray, text: str | None, offsets: np.ndarray | Non
         "position": np.arange(1, ids.size, dtype=np.int64),
         "token_id": ids[p].astype(np.int64),
         "token_str": token_strs[p],
-        "doc_id": doc_ids(ids, tokenizer.eos_id)[p],
+        "doc_id": (doc_ids(ids, tokenizer.eos_id) if docs is None else np.asarray(docs, np.int64))[p],
         "count": tok_count[p],
         "freq_bin": freq_bin(tok_count[p]),
         "upos": upos[p],

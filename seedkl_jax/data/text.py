@@ -15,6 +15,13 @@ the span of their separator, or an empty span at the start / end).
 
 Which document each predicted position belongs to is defined once, in `data.annotate.doc_ids`
 (a document owns its closing eos; empty documents fold into the preceding one).
+
+Masked LMs (BERT; `read_text(..., masked_lm=True)`) score every wordpiece of every document and
+nothing else, so their text has no separators: ids = [CLS] + wordpieces of document 0 + of
+document 1 + ..., position p ≥ 1 is wordpiece p itself, and `Text.doc_ids` [N] says which document
+each token belongs to (the [CLS] at 0 counts with document 0; empty documents are dropped). The
+character text joins the documents with a blank line. The kernel side (kernels/windows.py) cuts each
+document into ≤ 510-wordpiece chunks fed as [CLS] chunk [SEP].
 """
 from __future__ import annotations
 
@@ -39,6 +46,7 @@ class Text:
     offsets: np.ndarray | None
     source: str
     eos_id: int
+    doc_ids: np.ndarray | None = None  # [N] document of every token (masked LMs); None = from eos (data.annotate)
 
     @property
     def n_positions(self) -> int:
@@ -50,14 +58,18 @@ class Text:
         return hashlib.sha256(np.ascontiguousarray(self.ids, dtype=np.int64).tobytes()).hexdigest()
 
 
-def read_text(path: str | os.PathLike, tokenizer) -> Text:
-    """Read `--text` (FILE, DIR or .npy; see module docstring) with `tokenizer` (data.tokenizer.Tokenizer)."""
+def read_text(path: str | os.PathLike, tokenizer, *, masked_lm: bool = False) -> Text:
+    """Read `--text` (FILE, DIR or .npy; see module docstring) with `tokenizer` (data.tokenizer.Tokenizer).
+    masked_lm: the layout a masked LM scores (module docstring); needs a WordPiece tokenizer ([CLS])."""
     p = Path(path).expanduser()
     if not p.exists():
         raise SeedKLError(f"--text={path}: no such file or directory; give a UTF-8 text file, a folder of "
                           "*.txt documents or an .npy of token ids")
     eos = int(tokenizer.eos_id)
     if p.is_file() and p.suffix == ".npy":
+        if masked_lm:
+            raise SeedKLError(f"--text={path}: a masked LM needs document boundaries, which an .npy of ids "
+                              "does not have; pass the text (a file or a folder of .txt documents)")
         return _read_ids(p, tokenizer)
     if p.is_dir():
         files = sorted(p.glob("*.txt"))
@@ -68,6 +80,8 @@ def read_text(path: str | os.PathLike, tokenizer) -> Text:
         docs = _read_utf8(p).split(EOS_TEXT)
     if not any(d.strip() for d in docs):
         raise SeedKLError(f"--text={path}: the text is empty; give a file with at least one non-empty document")
+    if masked_lm:
+        return _masked_lm_text(docs, tokenizer, str(p))
     ids, offsets, pos = [eos], [(0, 0)], 0
     for k, doc in enumerate(docs):
         if k:
@@ -83,6 +97,28 @@ def read_text(path: str | os.PathLike, tokenizer) -> Text:
     offsets.append((pos, pos))
     return Text(ids=np.asarray(ids, np.int32), text=EOS_TEXT.join(docs),
                 offsets=np.asarray(offsets, np.int64), source=str(p), eos_id=eos)
+
+
+def _masked_lm_text(docs: list[str], tokenizer, source: str) -> Text:
+    """[CLS] + every document's wordpieces, no separators; doc_ids per token (module docstring)."""
+    if tokenizer.cls_id is None:
+        raise SeedKLError(f"{tokenizer.source}: not a WordPiece tokenizer with [CLS]/[SEP]/[MASK]; a masked LM's "
+                          "tokenizer is needed (BERT's vocab.txt)")
+    sep = "\n\n"
+    ids, offsets, doc_of, parts, pos = [tokenizer.cls_id], [(0, 0)], [0], [], 0
+    for doc in docs:
+        d_ids, d_off = tokenizer.encode(doc)
+        if not len(d_ids):
+            continue
+        if parts:
+            pos += len(sep)
+        ids.extend(int(i) for i in d_ids)
+        offsets.extend((int(a) + pos, int(b) + pos) for a, b in np.asarray(d_off).reshape(-1, 2))
+        doc_of.extend([len(parts)] * len(d_ids))
+        parts.append(doc)
+        pos += len(doc)
+    return Text(ids=np.asarray(ids, np.int32), text=sep.join(parts), offsets=np.asarray(offsets, np.int64),
+                source=source, eos_id=int(tokenizer.cls_id), doc_ids=np.asarray(doc_of, np.int64))
 
 
 def _read_utf8(p: Path) -> str:

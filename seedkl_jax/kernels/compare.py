@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from seedkl_jax.errors import SeedKLError
 from seedkl_jax.kernels.divergence import DEFAULT_FORM, KERNELS, check_reference
-from seedkl_jax.kernels.windows import make_windows
-from seedkl_jax.models.gpt_neox import NeoXConfig, hidden_states
+from seedkl_jax.kernels.windows import MLMSpec, default_window, make_windows, mlm_windows
+from seedkl_jax.models import family as families
 
 PER_SEED = ("surprisal", "entropy", "kl_uniform", "kl_unigram")
 
@@ -54,11 +54,13 @@ def stack_params(params_list: Sequence[Any]) -> dict:
 
 @functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "vocab_chunk", "position_block", "form",
                                              "kernel"))
-def _step(stacked, ids, targets, ref, *, cfg: NeoXConfig, vocab_size: int, vocab_chunk, position_block, form,
+def _step(stacked, ids, targets, ref, valid=None, *, cfg: Any, vocab_size: int, vocab_chunk, position_block, form,
           kernel):
-    """ids/targets [Bw,T] -> kl [Bw,T,S,S], per-seed outputs [Bw,T,S]."""
-    h = jax.vmap(lambda p: hidden_states(p, cfg, ids))(stacked)  # [S,Bw,T,D]
-    return KERNELS[kernel](h, stacked["embed_out"], targets, vocab_size=vocab_size,
+    """ids/targets [Bw,T] (valid [Bw,T]: real tokens, bidirectional models) -> kl [Bw,T,S,S], per-seed [Bw,T,S].
+    Family-agnostic: the kernel sees h [S,Bw,T,D'] and W [S,D',V] with logits = h W (models/family.py)."""
+    h = jax.vmap(lambda p: families.hidden_states(p, cfg, ids, valid))(stacked)  # [S,Bw,T,D']
+    w = jax.vmap(lambda p: families.unembedding(p, cfg))(stacked)  # [S,D',V]
+    return KERNELS[kernel](h, w, targets, vocab_size=vocab_size,
                            reference_logprobs=ref, vocab_chunk=vocab_chunk, position_block=position_block,
                            form=form)
 
@@ -126,9 +128,10 @@ def _check_finite(out: dict[str, np.ndarray], mask: np.ndarray, seed_names: Sequ
                           "report this with the checkpoints used")
 
 
-def compare_stacked(stacked: dict, cfg: NeoXConfig, input_ids, *, vocab_size: int | None = None,
-                    reference_logprobs=None, window: int = 2048, overlap: int = 1024,
+def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | None = None,
+                    reference_logprobs=None, window: int | None = None, overlap: int | None = None,
                     vocab_chunk: int | None = None, mesh: Mesh | None = None,
+                    mlm: MLMSpec | None = None, doc_ids=None,
                     seed_names: Sequence[str] | None = None, window_batch: int | None = None,
                     position_block: int | None = None, kernel: str = "fused", form: str = DEFAULT_FORM,
                     progress: bool = False
@@ -141,12 +144,16 @@ def compare_stacked(stacked: dict, cfg: NeoXConfig, input_ids, *, vocab_size: in
     `divergence.unigram_logprobs`). vocab_chunk / position_block: the kernel's C and Pb (defaults
     from benchmarks/kernel_vs_naive.py). kernel "fused" (default) or "naive" (materialises [S,P,V]).
     window_batch: windows per jitted step (default: the mesh's data-axis size).
+    window/overlap: default the model's context / half of it (kernels/windows.default_window).
+    Masked LMs (cfg of a non-causal family) need `mlm` (how to score) and take one text [N] laid out as
+    data/text.py's masked-LM text, `doc_ids` [N] its documents (default: one document); outputs are then
+    per wordpiece p = 1..N−1 (its own distribution, not the next token's).
     Returns float32 numpy: kl [P,S,S] (KL(p_i‖p_j), diagonal exactly 0, never negative),
     surprisal, entropy, kl_uniform[, kl_unigram] [P,S].
     """
     if kernel not in KERNELS:
         raise SeedKLError(f"kernel: {kernel!r} is not one of {sorted(KERNELS)}")
-    S = int(np.shape(stacked["embed_out"])[0])
+    S = int(np.shape(jax.tree.leaves(stacked)[0])[0])
     if S < 2:
         raise SeedKLError(f"models: got {S} seed(s); KL between seeds needs ≥ 2 checkpoints")
     seed_names = [str(i) for i in range(S)] if seed_names is None else list(seed_names)
@@ -157,7 +164,14 @@ def compare_stacked(stacked: dict, cfg: NeoXConfig, input_ids, *, vocab_size: in
         raise SeedKLError(f"vocab_size: {vocab_size} must be in [1, {cfg.vocab_size}] (the model's vocab rows)")
     ids = _check_ids(input_ids, vocab_size)
     ref = None if reference_logprobs is None else check_reference(reference_logprobs, vocab_size)
-    win = make_windows(ids, window, overlap)
+    causal = families.family_of(cfg).causal
+    window, overlap = default_window(cfg.context, causal, window, overlap)
+    if causal:
+        win = make_windows(ids, window, overlap)
+    elif mlm is None:
+        raise SeedKLError(f"mlm: {cfg.model_type} is a masked LM; pass mlm=MLMSpec(mode, [CLS], [SEP], [MASK], [PAD] ids)")
+    else:
+        win = mlm_windows(ids, np.zeros(np.shape(ids), np.int64) if doc_ids is None else doc_ids, mlm, window)
     T = win.ids.shape[1]
     if T > cfg.max_position_embeddings:
         raise SeedKLError(f"window: {window} tokens exceed the model's context of {cfg.max_position_embeddings}; "
@@ -180,7 +194,8 @@ def compare_stacked(stacked: dict, cfg: NeoXConfig, input_ids, *, vocab_size: in
     step = functools.partial(_step, cfg=cfg, vocab_size=vocab_size, vocab_chunk=vocab_chunk,
                              position_block=position_block, form=form, kernel=kernel)
     # Dispatch every batch (async), then collect: the device never waits for the host.
-    pending = [step(params, put_batch(win.ids[i:i + bw]), put_batch(win.targets[i:i + bw]), ref_dev)
+    valid = (lambda i: None) if win.valid is None else (lambda i: put_batch(win.valid[i:i + bw]))
+    pending = [step(params, put_batch(win.ids[i:i + bw]), put_batch(win.targets[i:i + bw]), ref_dev, valid(i))
                for i in range(0, win.num_windows, bw)]
     chunks: list[dict[str, np.ndarray]] = []
     for i, res in enumerate(tqdm(pending, desc="compare", unit="batch", disable=not progress, leave=False)):
@@ -197,15 +212,27 @@ def _real_vocab_size(model) -> int | None:
     v = getattr(model, "real_vocab_size", None)
     if v:
         return int(v)
+    from seedkl_jax.convert.hub import has_tokenizer
+
     local_dir = getattr(model, "local_dir", None)
-    if local_dir and (Path(local_dir) / "tokenizer.json").is_file():
+    if local_dir and Path(local_dir).is_dir() and has_tokenizer({p.name for p in Path(local_dir).iterdir()}):
         from seedkl_jax.data.tokenizer import load_tokenizer
         return load_tokenizer(str(local_dir)).vocab_size
     return None
 
 
+def _mlm_spec(model, mode: str = "unmasked") -> MLMSpec:
+    """The unmasked (paper's) scoring spec of a masked LM, from the tokenizer beside its checkpoint."""
+    from seedkl_jax.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(str(getattr(model, "local_dir", "")))
+    if tok.cls_id is None:
+        raise SeedKLError(f"{tok.source}: no [CLS]/[SEP]/[MASK]/[PAD]; pass mlm=MLMSpec(...) explicitly")
+    return MLMSpec(mode, tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id)
+
+
 def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_size: int | None = None,
-            window: int = 2048, overlap: int = 1024, vocab_chunk: int | None = None,
+            window: int | None = None, overlap: int | None = None, vocab_chunk: int | None = None,
             mesh: Mesh | None = None, **options) -> dict[str, np.ndarray]:
     """`compare_stacked` on loaded models (`seedkl_jax.api.load`): same config, ≥ 2 seeds.
 
@@ -219,6 +246,9 @@ def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_
              for i, m in enumerate(models)]
     cfg = models[0].config
     for m, name in zip(models[1:], names[1:]):
+        if type(m.config) is not type(cfg):
+            raise SeedKLError(f"models: {name} is a {m.config.model_type} but {names[0]} a {cfg.model_type}; "
+                              "compare seeds of one model family, size and config only")
         if m.config != cfg:
             diff = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(m.config, f.name)]
             raise SeedKLError(f"models: {name} differs from {names[0]} in {', '.join(diff)}; "
@@ -229,6 +259,8 @@ def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_
                           "compare checkpoints that share one tokenizer")
     if vocab_size is None:
         vocab_size = vocabs.pop()
+    if not families.family_of(cfg).causal and options.get("mlm") is None:
+        options["mlm"] = _mlm_spec(models[0])
     return compare_stacked(stack_params([m.params for m in models]), cfg, input_ids,
                            vocab_size=vocab_size, reference_logprobs=reference_logprobs, window=window,
                            overlap=overlap, vocab_chunk=vocab_chunk, mesh=mesh, seed_names=names, **options)

@@ -15,6 +15,14 @@ after the window). Position p is kept from window k(p) = max(0, ⌈(p − T)/s�
 
 A batch of texts [B,N] is windowed row by row and the windows concatenated; `dest` maps every
 kept slot to its index in the flattened output [B·(N−1)].
+
+Masked LMs (`mlm_windows`) are scored per document, not by sliding windows: each document's
+wordpieces (text layout in data/text.py: ids = [CLS] + documents, position p = wordpiece p) are cut
+into chunks of ≤ window − 2 pieces, each fed as [CLS] chunk [SEP] (+ [PAD], `valid` = 0 there), and
+slot τ of a chunk predicts the wordpiece in that slot itself ([CLS]/[SEP] are never kept).
+"unmasked" (the paper's) feeds the ids as they are: one window per chunk. "masked" feeds each chunk
+in k = MASKED_PASSES interleaved passes, pass j replacing the slots τ ≡ j (mod k) by [MASK] and
+keeping only those, so every wordpiece is predicted once without seeing itself: k times the forwards.
 """
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ class Windows:
     dest: np.ndarray       # int64 index into the flattened output [B·(N−1)] (−1 where not kept)
     starts: np.ndarray     # [W] text index of each window's first token (−1 for padding windows)
     out_shape: tuple       # (N−1,) for one text, (B, N−1) for a batch
+    valid: np.ndarray | None = None  # int32 [W,T]: 1 = real token (bidirectional models' attention mask)
 
     @property
     def num_windows(self) -> int:
@@ -48,7 +57,8 @@ class Windows:
         pad = lambda a, v: np.concatenate([a, np.full((extra,) + a.shape[1:], v, a.dtype)])
         return dataclasses.replace(self, ids=pad(self.ids, 0), targets=pad(self.targets, 0),
                                    mask=pad(self.mask, False), dest=pad(self.dest, -1),
-                                   starts=pad(self.starts, -1))
+                                   starts=pad(self.starts, -1),
+                                   valid=None if self.valid is None else pad(self.valid, 0))
 
     def stitch(self, values: np.ndarray) -> np.ndarray:
         """values [W,T,...] per slot -> out_shape + [...] in text order (kept slots only)."""
@@ -99,3 +109,73 @@ def make_windows(input_ids: np.ndarray, window: int = 2048, overlap: int = 1024)
     kept = np.sort(win.dest[win.mask])
     assert np.array_equal(kept, np.arange(rows.shape[0] * (N - 1))), "every position exactly once"
     return win
+
+
+MLM_SCORING = ("unmasked", "masked")
+# Passes of --mlm_scoring=masked: each masks every 7th wordpiece (~14%, near BERT's 15% pre-training rate).
+MASKED_PASSES = 7
+
+
+@dataclasses.dataclass(frozen=True)
+class MLMSpec:
+    """How a masked LM scores a text: mode (MLM_SCORING) and its tokenizer's special ids."""
+
+    mode: str
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    pad_id: int
+    passes: int = MASKED_PASSES
+
+    def __post_init__(self):
+        if self.mode not in MLM_SCORING:
+            raise SeedKLError(f"--mlm_scoring={self.mode!r}: use one of {list(MLM_SCORING)}")
+
+
+def default_window(context: int, causal: bool, window: int | None = None,
+                   overlap: int | None = None) -> tuple[int, int]:
+    """(window, overlap) for a model of `context` positions, filling what is not given (None): the whole
+    context, half the window overlapping (GPT-NeoX 2048/1024, GPT-2 1024/512); masked LMs score
+    documents in chunks: window = the context (≤ 512), never an overlap."""
+    if window is None:
+        window = context if causal else min(context, 512)
+    if not causal:
+        return int(window), 0
+    return int(window), int(window) // 2 if overlap is None else int(overlap)
+
+
+def mlm_windows(input_ids: np.ndarray, doc_ids: np.ndarray, spec: MLMSpec, window: int = 512) -> Windows:
+    """Windows of a masked-LM text [N] (see the module docstring); out_shape (N−1,)."""
+    ids, docs = np.asarray(input_ids), np.asarray(doc_ids)
+    if ids.ndim != 1 or docs.shape != ids.shape:
+        raise SeedKLError(f"input_ids/doc_ids: a masked LM scores one text [N] with a document id per token, got "
+                          f"{ids.shape} and {docs.shape}")
+    if window < 3:
+        raise SeedKLError(f"window: {window} leaves no room for a wordpiece between [CLS] and [SEP]; use ≥ 3")
+    chunks = []  # (first position, length) of each chunk, positions 1..N-1
+    starts = np.flatnonzero(np.diff(docs[1:], prepend=-1)) + 1
+    for a, b in zip(starts, [*starts[1:], len(ids)]):
+        chunks += [(c, min(b, c + window - 2) - c) for c in range(a, b, window - 2)]
+    T = max(n for _, n in chunks) + 2
+    passes = spec.passes if spec.mode == "masked" else 1
+    W = len(chunks) * passes
+    win = {k: np.zeros((W, T), np.int32) for k in ("ids", "targets", "valid")}
+    win["ids"][:] = spec.pad_id
+    mask, dest = np.zeros((W, T), bool), np.full((W, T), -1, np.int64)
+    tau = np.arange(T)
+    for c, (a, n) in enumerate(chunks):
+        for j in range(passes):
+            w = c * passes + j
+            win["ids"][w, 0], win["ids"][w, 1:n + 1], win["ids"][w, n + 1] = spec.cls_id, ids[a:a + n], spec.sep_id
+            win["targets"][w, 1:n + 1] = ids[a:a + n]
+            win["valid"][w, :n + 2] = 1
+            keep = (tau >= 1) & (tau <= n) & ((tau - 1) % passes == j)
+            if spec.mode == "masked":
+                win["ids"][w, keep] = spec.mask_id
+            mask[w], dest[w] = keep, np.where(keep, a + tau - 2, -1)
+    used = mask.any(1)  # a masked pass past a short chunk's end keeps nothing: drop it
+    out = Windows(ids=win["ids"][used], targets=win["targets"][used], mask=mask[used], dest=dest[used],
+                  starts=np.repeat([a for a, _ in chunks], passes).astype(np.int64)[used], out_shape=(len(ids) - 1,),
+                  valid=win["valid"][used])
+    assert np.array_equal(np.sort(out.dest[out.mask]), np.arange(len(ids) - 1)), "every wordpiece exactly once"
+    return out

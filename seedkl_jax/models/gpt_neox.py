@@ -1,68 +1,48 @@
-"""GPT-NeoX (Pythia) forward pass as a pure JAX function over a plain params pytree.
+"""GPT-NeoX (Pythia) as a Flax Linen module over the shared blocks (models/blocks.py).
 
 Axis names used throughout: B batch, T positions, D model width, H heads, K head width (D = H*K),
 F MLP width, L layers, V vocab rows (padded, e.g. 50,304 for Pythia), S seeds (a leading axis that
 callers add by stacking params; this module never sees it — `jax.vmap` does).
 
-Params (one model; every leaf float, layer leaves stacked on a leading L axis so that one
-`lax.scan` runs all layers — compile time stays flat in depth):
+Params (one model, float leaves; the L layers are one `nn.scan`, so layer leaves have a leading L axis
+and compile time stays flat in depth):
 
-    embed_in        [V, D]
-    layers/ln1_scale, ln1_bias, ln2_scale, ln2_bias    [L, D]
-    layers/qkv_w    [L, D, 3D]   columns in HF order: per head h, (q, k, v) blocks of K
-    layers/qkv_b    [L, 3D]
-    layers/out_w    [L, D, D],  out_b [L, D]
-    layers/fc_in_w  [L, D, F],  fc_in_b [L, F]
-    layers/fc_out_w [L, F, D],  fc_out_b [L, D]
-    final_ln_scale, final_ln_bias   [D]
-    embed_out       [D, V]       (untied; Pythia has no output bias)
+    embed_in/embedding                   [V, D]
+    layers/ln1/{scale,bias}, ln2/...     [L, D]
+    layers/attn/qkv/{kernel [L,D,3D], bias [L,3D]}   columns in HF order: per head h, (q, k, v) of K
+    layers/attn/out/{kernel [L,D,D], bias [L,D]}
+    layers/mlp/fc_in/{kernel [L,D,F], bias [L,F]},  layers/mlp/fc_out/{kernel [L,F,D], bias [L,D]}
+    final_ln/{scale,bias}                [D]
+    embed_out/kernel                     [D, V]   (absent when tied: embed_in's transpose; no bias)
 
 The math mirrors `transformers.GPTNeoXForCausalLM` (the oracle in tests/test_models.py):
-partial NeoX-style rotary on the first `rotary_ndims` of each head, attention softmax in float32,
-parallel residual x + attn(ln1 x) + mlp(ln2 x) or sequential, exact (erf) gelu by default.
+partial NeoX-style rotary on the first `rotary_ndims` of each head, attention softmax in float32
+(the blocked causal core in models/attention.py), parallel residual x + attn(ln1 x) + mlp(ln2 x) or
+sequential, exact (erf) gelu by default.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any, Callable
+from typing import Any, ClassVar
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from seedkl_jax.errors import SeedKLError
-from seedkl_jax.models import attention
+from seedkl_jax.models import attention, blocks
 
 Params = dict[str, Any]
-# Query block of the causal attention (models/attention.py).
-ATTENTION_BLOCK = attention.ATTENTION_BLOCK
-
-# HF's ACT2FN names -> jax functions. Anything else is refused by name (see `activation`).
-_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),  # the default costs ~1e-4 in logits
-    "gelu_python": functools.partial(jax.nn.gelu, approximate=False),
-    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
-    "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
-    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
-    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
-    "relu": jax.nn.relu,
-    "relu2": lambda x: jnp.square(jax.nn.relu(x)),
-    "relu6": jax.nn.relu6,
-    "silu": jax.nn.silu,
-    "swish": jax.nn.silu,
-    "tanh": jnp.tanh,
-    "sigmoid": jax.nn.sigmoid,
-    "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),
-    "linear": lambda x: x,
-    "leaky_relu": functools.partial(jax.nn.leaky_relu, negative_slope=0.01),
-}
+HIGHEST = blocks.HIGHEST
 
 
 @dataclasses.dataclass(frozen=True)
 class NeoXConfig:
     """The architectural switches of a GPT-NeoX checkpoint (hashable: it is a jit static arg)."""
 
+    model_type: ClassVar[str] = "gpt_neox"
+    causal: ClassVar[bool] = True
     vocab_size: int  # rows of embed_in / columns of embed_out (padded)
     hidden_size: int
     num_layers: int
@@ -76,6 +56,11 @@ class NeoXConfig:
     max_position_embeddings: int = 2048
     attention_bias: bool = True
     tie_word_embeddings: bool = False
+
+    @property
+    def context(self) -> int:
+        """Longest input the model takes (positions)."""
+        return self.max_position_embeddings
 
     @property
     def head_dim(self) -> int:
@@ -136,9 +121,9 @@ class NeoXConfig:
         if self.hidden_size % self.num_heads:
             raise SeedKLError(f"config: hidden_size {self.hidden_size} is not divisible by "
                               f"num_attention_heads {self.num_heads}; fix the checkpoint's config.json")
-        if self.hidden_act not in _ACTIVATIONS:
+        if self.hidden_act not in blocks.ACTIVATIONS:
             raise SeedKLError(f"config: hidden_act={self.hidden_act!r} is not supported; use one of "
-                              f"{sorted(_ACTIVATIONS)}")
+                              f"{sorted(blocks.ACTIVATIONS)}")
         if self.rotary_ndims % 2:
             raise SeedKLError(f"config: rotary_pct={self.rotary_pct} gives an odd rotary width "
                               f"{self.rotary_ndims} for head width {self.head_dim}")
@@ -148,33 +133,6 @@ class NeoXConfig:
         per_layer = 4 * D + (D * 3 * D + 3 * D) + (D * D + D) + (D * F + F) + (F * D + D)
         return 2 * V * D + L * per_layer + 2 * D
 
-
-def init_params(cfg: NeoXConfig, key: jax.Array, std: float = 0.02) -> Params:
-    """Random init like HF's GPT-NeoX (normal(std) weights, zero biases, unit LayerNorm)."""
-    D, F, V, L = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_layers
-    keys = jax.random.split(key, 6)
-    normal = lambda k, shape: std * jax.random.normal(k, shape, jnp.float32)
-    zeros, ones = (lambda *s: jnp.zeros(s, jnp.float32)), (lambda *s: jnp.ones(s, jnp.float32))
-    return {
-        "embed_in": normal(keys[0], (V, D)),
-        "layers": {
-            "ln1_scale": ones(L, D), "ln1_bias": zeros(L, D),
-            "ln2_scale": ones(L, D), "ln2_bias": zeros(L, D),
-            "qkv_w": normal(keys[1], (L, D, 3 * D)), "qkv_b": zeros(L, 3 * D),
-            "out_w": normal(keys[2], (L, D, D)), "out_b": zeros(L, D),
-            "fc_in_w": normal(keys[3], (L, D, F)), "fc_in_b": zeros(L, F),
-            "fc_out_w": normal(keys[4], (L, F, D)), "fc_out_b": zeros(L, D),
-        },
-        "final_ln_scale": ones(D), "final_ln_bias": zeros(D),
-        "embed_out": normal(keys[5], (D, V)),
-    }
-
-
-def _layer_norm(x, scale, bias, eps):
-    x32 = x.astype(jnp.float32)
-    mean = x32.mean(-1, keepdims=True)
-    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-    return ((x32 - mean) * jax.lax.rsqrt(var + eps) * scale + bias).astype(x.dtype)
 
 
 def _rotary(x, positions, cfg: NeoXConfig):
@@ -192,66 +150,116 @@ def _rotary(x, positions, cfg: NeoXConfig):
     return jnp.concatenate([x_rot * cos + rotated * sin, x_pass], -1)
 
 
-def _attention(x, lp, bias_mask, positions, cfg: NeoXConfig, precision):
-    """x [B,T,D] -> [B,T,D]. bias_mask [B,1,T,T] additive (0 or dtype-min)."""
-    B, T, _ = x.shape
-    H, K = cfg.num_heads, cfg.head_dim
-    qkv = jnp.einsum("btd,de->bte", x, lp["qkv_w"], precision=precision) + lp["qkv_b"]
-    qkv = qkv.reshape(B, T, H, 3, K)  # HF interleaves (q,k,v) per head
-    q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]  # [B,T,H,K]
-    q, k = _rotary(q, positions, cfg), _rotary(k, positions, cfg)
-    out = attention.causal_attention(q, k, v, bias_mask, precision, ATTENTION_BLOCK).reshape(B, T, H * K)
-    return jnp.einsum("btd,de->bte", out, lp["out_w"], precision=precision) + lp["out_b"]
+class NeoXAttention(nn.Module):
+    """x [B,T,D] -> [B,T,D]: fused qkv, rotary, blocked causal attention, output projection."""
+
+    cfg: NeoXConfig
+    precision: Any = HIGHEST
+    std: float = 0.02
+
+    @nn.compact
+    def __call__(self, x, bias_mask, positions):
+        cfg, (B, T, D) = self.cfg, x.shape
+        H, K = cfg.num_heads, cfg.head_dim
+        qkv = blocks.Dense(3 * D, std=self.std, precision=self.precision, name="qkv")(x)
+        qkv = qkv.reshape(B, T, H, 3, K)  # HF interleaves (q,k,v) per head
+        q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]  # [B,T,H,K]
+        q, k = _rotary(q, positions, cfg), _rotary(k, positions, cfg)
+        out = attention.causal_attention(q, k, v, bias_mask, self.precision).reshape(B, T, D)
+        return blocks.Dense(D, std=self.std, precision=self.precision, name="out")(out)
 
 
-def _mlp(x, lp, act, precision):
-    h = act(jnp.einsum("btd,df->btf", x, lp["fc_in_w"], precision=precision) + lp["fc_in_b"])
-    return jnp.einsum("btf,fd->btd", h, lp["fc_out_w"], precision=precision) + lp["fc_out_b"]
+class NeoXLayer(nn.Module):
+    """One transformer layer (scanned): parallel or sequential residual."""
 
+    cfg: NeoXConfig
+    precision: Any = HIGHEST
+    std: float = 0.02
 
-def hidden_states(params: Params, cfg: NeoXConfig, input_ids: jax.Array,
-                  attention_mask: jax.Array | None = None, position_ids: jax.Array | None = None,
-                  dtype: Any = jnp.float32,
-                  precision: jax.lax.Precision = jax.lax.Precision.HIGHEST) -> jax.Array:
-    """Final-LayerNorm'd hidden states.
-
-    input_ids [B,T] int; attention_mask [B,T] (1 = real token, 0 = padding; masks keys only, like
-    HF); position_ids [B,T] (default arange(T), as HF does even with padding).
-    Returns [B,T,D] in `dtype` (float32 default; bfloat16 allowed for speed, never for KLs).
-    """
-    B, T = input_ids.shape
-    if position_ids is None:
-        position_ids = jnp.broadcast_to(jnp.arange(T), (B, T))
-    neg = jnp.finfo(jnp.float32).min
-    allowed = jnp.tril(jnp.ones((T, T), bool))[None, None]  # [1,1,T,T] causal
-    if attention_mask is not None:
-        allowed = allowed & (attention_mask[:, None, None, :] > 0)
-    bias_mask = jnp.where(allowed, 0.0, neg).astype(jnp.float32)
-    act = _ACTIVATIONS[cfg.hidden_act]
-    cast = lambda t: jax.tree.map(lambda a: a.astype(dtype), t)
-    layers = cast(params["layers"])
-    x = cast(params["embed_in"])[input_ids]  # [B,T,D]
-
-    def block(x, lp):
-        attn = _attention(_layer_norm(x, lp["ln1_scale"], lp["ln1_bias"], cfg.layer_norm_eps),
-                          lp, bias_mask, position_ids, cfg, precision)
+    @nn.compact
+    def __call__(self, x, bias_mask, positions):
+        cfg = self.cfg
+        ln1 = blocks.LayerNorm(cfg.layer_norm_eps, name="ln1")
+        ln2 = blocks.LayerNorm(cfg.layer_norm_eps, name="ln2")
+        mlp = blocks.MLP(cfg.intermediate_size, cfg.hidden_act, self.std, self.precision, name="mlp")
+        attn = NeoXAttention(cfg, self.precision, self.std, name="attn")(ln1(x), bias_mask, positions)
         if cfg.use_parallel_residual:
-            mlp = _mlp(_layer_norm(x, lp["ln2_scale"], lp["ln2_bias"], cfg.layer_norm_eps),
-                       lp, act, precision)
-            return x + attn + mlp, None
+            return x + attn + mlp(ln2(x)), None
         x = x + attn
-        return x + _mlp(_layer_norm(x, lp["ln2_scale"], lp["ln2_bias"], cfg.layer_norm_eps),
-                        lp, act, precision), None
-
-    x, _ = jax.lax.scan(block, x, layers)
-    return _layer_norm(x, params["final_ln_scale"].astype(dtype),
-                       params["final_ln_bias"].astype(dtype), cfg.layer_norm_eps)
+        return x + mlp(ln2(x)), None
 
 
-def logits(params: Params, cfg: NeoXConfig, input_ids: jax.Array, attention_mask=None,
-           position_ids=None, dtype: Any = jnp.float32,
-           precision: jax.lax.Precision = jax.lax.Precision.HIGHEST) -> jax.Array:
+class GPTNeoX(nn.Module):
+    """ids [B,T] -> final-LayerNorm'd hidden states [B,T,D]; `unembedding()` -> [D,V]."""
+
+    cfg: NeoXConfig
+    precision: Any = HIGHEST
+    std: float = 0.02
+
+    def setup(self):
+        cfg = self.cfg
+        self.embed_in = blocks.Embed(cfg.vocab_size, cfg.hidden_size, self.std)
+        stack = blocks.scan_layers(NeoXLayer, cfg.num_layers, (nn.broadcast, nn.broadcast))
+        self.layers = stack(cfg, self.precision, self.std)
+        self.final_ln = blocks.LayerNorm(cfg.layer_norm_eps)
+        if not cfg.tie_word_embeddings:
+            self.embed_out = blocks.Dense(cfg.vocab_size, use_bias=False, std=self.std, precision=self.precision)
+
+    def __call__(self, input_ids, attention_mask=None, position_ids=None):
+        """input_ids [B,T]; attention_mask [B,T] (1 = token; masks keys only, like HF);
+        position_ids [B,T] (default arange(T), as HF does even with padding)."""
+        B, T = input_ids.shape
+        if position_ids is None:
+            position_ids = jnp.broadcast_to(jnp.arange(T), (B, T))
+        x, _ = self.layers(self.embed_in(input_ids), blocks.causal_mask(T, attention_mask), position_ids)
+        return self.final_ln(x)
+
+    def unembedding(self):
+        """[D, V] output embedding (tied: embed_in transposed)."""
+        if self.cfg.tie_word_embeddings:
+            return self.embed_in.variables["params"]["embedding"].T
+        return self.embed_out.variables["params"]["kernel"]
+
+    def init_all(self, input_ids):
+        """Touch every submodule (for `init`): hidden states and the output embedding."""
+        h = self(input_ids)
+        return h if self.cfg.tie_word_embeddings else self.embed_out(h)
+
+
+def init_params(cfg: NeoXConfig, key: jax.Array, std: float = 0.02) -> Params:
+    """Random init like HF's GPT-NeoX (normal(std) weights, zero biases, unit LayerNorm).
+
+    Draws the same numbers as this project's earlier hand-written init (one key per weight kind), so
+    the demo's trained suites do not change; tests/test_models.py checks the tree equals `init`'s."""
+    D, F, V, L = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_layers
+    keys = jax.random.split(key, 6)
+    normal = lambda k, shape: std * jax.random.normal(k, shape, jnp.float32)
+    zeros, ones = (lambda *s: jnp.zeros(s, jnp.float32)), (lambda *s: jnp.ones(s, jnp.float32))
+    ln = lambda *s: {"scale": ones(*s), "bias": zeros(*s)}
+    dense = lambda k, n_in, n_out: {"kernel": normal(k, (L, n_in, n_out)), "bias": zeros(L, n_out)}
+    params = {
+        "embed_in": {"embedding": normal(keys[0], (V, D))},
+        "layers": {"ln1": ln(L, D), "ln2": ln(L, D),
+                   "attn": {"qkv": dense(keys[1], D, 3 * D), "out": dense(keys[2], D, D)},
+                   "mlp": {"fc_in": dense(keys[3], D, F), "fc_out": dense(keys[4], F, D)}},
+        "final_ln": ln(D),
+    }
+    if not cfg.tie_word_embeddings:
+        params["embed_out"] = {"kernel": normal(keys[5], (D, V))}
+    return params
+
+
+def hidden_states(params: Params, cfg: NeoXConfig, input_ids, attention_mask=None, position_ids=None,
+                  dtype: Any = jnp.float32, precision=HIGHEST):
+    """Final-LayerNorm'd hidden states [B,T,D] (see `seedkl_jax.models.hidden_states`)."""
+    from seedkl_jax.models import family
+
+    return family.hidden_states(params, cfg, input_ids, attention_mask, position_ids, dtype, precision)
+
+
+def logits(params: Params, cfg: NeoXConfig, input_ids, attention_mask=None, position_ids=None,
+           dtype: Any = jnp.float32, precision=HIGHEST):
     """[B,T] ids -> [B,T,V] logits over the padded vocab (float32 accumulation)."""
-    h = hidden_states(params, cfg, input_ids, attention_mask, position_ids, dtype, precision)
-    return jnp.einsum("btd,dv->btv", h, params["embed_out"].astype(dtype), precision=precision,
-                      preferred_element_type=jnp.float32)
+    from seedkl_jax.models import family
+
+    return family.logits(params, cfg, input_ids, attention_mask, position_ids, dtype, precision)

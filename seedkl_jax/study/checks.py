@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from seedkl_jax.convert import hub
 from seedkl_jax.errors import SeedKLError
 
 # config.json keys that do not change what a checkpoint computes at evaluation time (metadata,
@@ -42,14 +43,17 @@ IGNORED_CONFIG_KEYS = frozenset({
 })
 # config.json keys that give the model's context length, first present wins (NeoX/BERT, GPT-2).
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # each may be sharded (<name>.index.json)
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
+# Checkpoint file names: convert/hub.py, the one home of checkpoint-file knowledge.
+WEIGHT_FILES = hub.WEIGHT_FILES  # each may be sharded (<name>.index.json)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt")  # what defines the vocabulary
 MAX_LISTED = 200
 
 
 def supported_model_types() -> tuple[str, ...]:
     """config.json `model_type`s seedkl can load (the model family registry's keys)."""
-    return ("gpt_neox",)
+    from seedkl_jax.models import FAMILIES
+
+    return tuple(sorted(FAMILIES))
 
 
 def context_length(config: dict) -> int | None:
@@ -164,16 +168,19 @@ def nonfinite_tensors(params: Any) -> list[str]:
 # ---------------------------------------------------------------------------- the suite
 
 
-def check_suite(suite, *, vocab_size: int, n_tokens: int, window: int, cache_dir=None,
+def check_suite(suite, *, vocab_size: int, window: int | None, n_tokens: int | None = None, cache_dir=None,
                 dtype: str = "float32") -> None:
     """Raise one SeedKLError listing every problem of every checkpoint of `suite` (see module doc).
 
-    vocab_size: the study's vocabulary (each model needs at least that many rows); n_tokens: the
-    text's length (the scoring window is min(window, n_tokens - 1) positions).
+    vocab_size: the study's vocabulary (each model needs at least that many rows); window: the scoring
+    window (None = the model's context, which fits); n_tokens: the text's length, when known (the
+    scoring window is then min(window, n_tokens - 1) positions).
     """
     configs, problems = _configs(suite, cache_dir, dtype)
     problems += _group_problems(suite, configs, vocab_size)
-    problems += _window_problems(suite, configs, min(int(window), max(1, int(n_tokens) - 1)), window)
+    if window is not None:
+        span = int(window) if n_tokens is None else min(int(window), max(1, int(n_tokens) - 1))
+        problems += _window_problems(suite, configs, span, window)
     if problems:
         shown = problems[:MAX_LISTED] + ([f"... and {len(problems) - MAX_LISTED} more"]
                                          if len(problems) > MAX_LISTED else [])
@@ -207,7 +214,7 @@ def _hub_config(model: str, revision, cache_dir, dtype) -> tuple[dict | None, li
     offline (suite.check_complete has already refused checkpoints it could not find)."""
     from seedkl_jax.convert import cache
 
-    ref = f"{model}@{revision}" if revision else model
+    ref = hub.ref_string(model, revision)
     entry = cache.entry_dir(cache.cache_root(cache_dir), model, revision, dtype, None)
     path = entry / "config.json" if cache.is_complete(entry) else None
     files = None
@@ -217,8 +224,8 @@ def _hub_config(model: str, revision, cache_dir, dtype) -> tuple[dict | None, li
 
             found = hf.try_to_load_from_cache(model, "config.json", revision=revision)
             path = Path(found) if isinstance(found, str) else None
-            if path is None and os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes"):
-                info = hf.HfApi().model_info(model, revision=revision, timeout=10.0)
+            if path is None and not hub.is_offline():
+                info = hf.HfApi().model_info(model, revision=revision, timeout=hub.HUB_TIMEOUT_S)
                 files = {s.rfilename for s in info.siblings or []}
                 if "config.json" in files:
                     path = Path(hf.hf_hub_download(model, "config.json", revision=info.sha))
@@ -270,8 +277,7 @@ def _window_problems(suite, configs: dict, span: int, window: int) -> list[str]:
 
 
 def _ref(suite, size, step, seed) -> str:
-    model, revision = suite.checkpoint(size, step, seed)
-    return f"{model}@{revision}" if revision else model
+    return hub.ref_string(*suite.checkpoint(size, step, seed))
 
 
 # ---------------------------------------------------------------------------- tokenizer

@@ -38,7 +38,7 @@ import numpy as np
 from seedkl_jax.data.text import Text, read_text
 from seedkl_jax.errors import SeedKLError
 from seedkl_jax.study import checks, store
-from seedkl_jax.study.suite import Suite, check_complete
+from seedkl_jax.study.suite import Suite, check_complete, check_configs
 
 # Where this run's wall time went (diagnostics, rewritten by every run that aggregates): setup (inputs,
 # annotation), per computed group the wait for its params and its compare (the first one of each
@@ -59,8 +59,9 @@ class StudyConfig:
     pos_required: bool = False         # stanza unavailable: False = warn and go on untagged, True = error
     overwrite: bool = False
     wait: bool = False                 # --out locked by another run: False = exit 2, True = wait for it
-    window: int = 2048
-    overlap: int = 1024
+    window: int | None = None          # None: the model's context (kernels/windows.default_window)
+    overlap: int | None = None
+    mlm_scoring: str | None = None     # masked LMs: "unmasked" (default, the paper's) or "masked"
     vocab_chunk: int | None = None
     vocab_size: int | None = None      # normalise over ids < vocab_size; default: every id the tokenizer defines
     cache_dir: str | None = None
@@ -109,7 +110,8 @@ def open_out(cfg: StudyConfig) -> Path:
     from seedkl_jax.kernels.windows import check_window
 
     cfg.suite.validate()
-    check_window(cfg.window, cfg.overlap)
+    if cfg.window is not None:  # a default window comes from the model's context (prepare)
+        check_window(cfg.window, cfg.overlap or 0)
     return store.check_writable(Path(cfg.out))
 
 
@@ -123,7 +125,8 @@ def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
 
     t_start = time.perf_counter()
     suite = cfg.suite.validate()
-    check_window(cfg.window, cfg.overlap)
+    if cfg.window is not None:  # fully checked once the model's context is known (_resolve_model_settings)
+        check_window(cfg.window, cfg.overlap or 0)
     out = store.check_writable(Path(cfg.out)) if check_out else Path(cfg.out).expanduser().resolve()
     cache_root = cache.cache_root(cfg.cache_dir)
     checks.check_cache_dir(cache_root)
@@ -134,9 +137,10 @@ def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
         if not 2 <= cfg.vocab_size <= tok.vocab_size:
             raise SeedKLError(f"--vocab_size={cfg.vocab_size}: must be between 2 and the tokenizer's {tok.vocab_size} ids")
         tok = dataclasses.replace(tok, vocab_size=int(cfg.vocab_size))  # one place: every later use sees it
-    text = read_text(cfg.text, tok)
-    checks.check_suite(suite, vocab_size=tok.vocab_size, n_tokens=len(text.ids), window=cfg.window,
-                       cache_dir=cfg.cache_dir, dtype=cfg.dtype)
+    checks.check_suite(suite, vocab_size=tok.vocab_size, window=cfg.window, cache_dir=cfg.cache_dir,
+                       dtype=cfg.dtype)
+    cfg = _resolve_model_settings(cfg, check_configs(suite, cfg.cache_dir, cfg.dtype))
+    text = read_text(cfg.text, tok, masked_lm=cfg.mlm_scoring is not None)
 
     from seedkl_jax.data.annotate import annotate_tokens, counts_from_ids, load_counts
 
@@ -144,7 +148,7 @@ def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
     settings = _settings(cfg, suite, text, tok)
     store.claim(out, settings, cfg.overwrite, write=False)  # refuse a foreign --out before slow annotation
     meta = annotate_tokens(text.ids, text.text, text.offsets, tok, counts, cfg.pos, cache_dir=cfg.cache_dir,
-                           required=cfg.pos_required)
+                           required=cfg.pos_required, docs=text.doc_ids)
     from seedkl_jax.analysis.compat import unigram_reference
     reference = unigram_reference(cfg.compat, counts if counts is not None else counts_from_ids(text.ids, tok.vocab_size),
                                   tok.vocab_size)
@@ -193,6 +197,23 @@ def write_outputs(prep: Prepared) -> Path:
 # ---------------------------------------------------------------- inputs
 
 
+def _resolve_model_settings(cfg: StudyConfig, model_cfg) -> StudyConfig:
+    """Window/overlap defaults from the model's context, mlm_scoring checked against its family."""
+    from seedkl_jax.kernels.windows import MLM_SCORING, check_window, default_window
+    from seedkl_jax.models import family_of
+
+    causal = family_of(model_cfg).causal
+    if causal and cfg.mlm_scoring is not None:
+        raise SeedKLError(f"--mlm_scoring={cfg.mlm_scoring}: the suite is {model_cfg.model_type}, a causal LM; "
+                          "drop the flag (it applies to masked LMs such as BERT)")
+    if not causal and (cfg.mlm_scoring or "unmasked") not in MLM_SCORING:
+        raise SeedKLError(f"--mlm_scoring={cfg.mlm_scoring!r}: use one of {list(MLM_SCORING)}")
+    window, overlap = default_window(model_cfg.context, causal, cfg.window, cfg.overlap)
+    check_window(window, overlap)
+    return dataclasses.replace(cfg, window=window, overlap=overlap,
+                               mlm_scoring=None if causal else (cfg.mlm_scoring or "unmasked"))
+
+
 def _file_sha(path: str) -> str:
     return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
 
@@ -209,6 +230,7 @@ def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok) -> dict[str, Any]
             "counts": None if not cfg.counts else {"source": os.path.abspath(cfg.counts), "sha256": _file_sha(cfg.counts)},
             "window": int(cfg.window), "overlap": int(cfg.overlap), "dtype": cfg.dtype,
             **({"unigram": "paper"} if cfg.compat == "paper" else {}),  # the kernel's reference differs
+            **({"mlm_scoring": cfg.mlm_scoring} if cfg.mlm_scoring else {}),
         },
         "annotation": {"pos": cfg.pos},
     }
@@ -225,8 +247,10 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
     from tqdm import tqdm
 
     from seedkl_jax.kernels.compare import compare_stacked
+    from seedkl_jax.kernels.windows import MLMSpec
 
     n_pos = text.n_positions
+    mlm = None if not cfg.mlm_scoring else MLMSpec(cfg.mlm_scoring, tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id)
     done = np.array([write and store.load_group(out, *g, suite.seeds, n_pos) is not None for g in groups], bool)
     if agree is not None:
         done = np.asarray(agree(done), bool)
@@ -247,7 +271,7 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
             t0 = time.perf_counter()
             arrays = compare_stacked(stacked, model_cfg, text.ids, vocab_size=tok.vocab_size,
                                      reference_logprobs=reference, window=cfg.window, overlap=cfg.overlap,
-                                     vocab_chunk=cfg.vocab_chunk, mesh=cfg.mesh,
+                                     vocab_chunk=cfg.vocab_chunk, mesh=cfg.mesh, mlm=mlm, doc_ids=text.doc_ids,
                                      seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds])
             arrays = {k: np.asarray(v) for k, v in arrays.items()}
             dt = time.perf_counter() - t0
@@ -300,6 +324,7 @@ def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok
                                   "or re-save it, or leave this seed out")
             models.append(m)
     first = models[0]
+    ref = lambda seed, m: (seed, m.name + (f"@{m.revision}" if m.revision else ""), m.config)
     for seed, m in zip(suite.seeds[1:], models[1:]):
         if m.config != first.config:
             diff = checks.config_difference(first.hf_dict, m.hf_dict) or [f"{first.config} vs {m.config}"]

@@ -124,7 +124,9 @@ def save_group(out: Path, size: str, step: int, seeds: list[int], arrays: dict[s
     """Persist one group's compare() arrays (+ seeds) as groups/<size>/step<step>.npz, atomically."""
     def writer(tmp: Path):
         with open(tmp, "wb") as f:  # a file object: np.savez would otherwise append ".npz" to the tmp name
-            np.savez(f, seeds=np.asarray(seeds, np.int64), **{k: np.asarray(v) for k, v in arrays.items()})
+            named = any(isinstance(s, str) for s in seeds)  # named seeds (study/suite.py) are stored as text
+            np.savez(f, seeds=np.asarray([str(s) for s in seeds]) if named else np.asarray(seeds, np.int64),
+                     **{k: np.asarray(v) for k, v in arrays.items()})
     return write_atomic(group_path(out, size, step), writer)
 
 

@@ -4,42 +4,69 @@ Why templates: the same study runs on hub suites (PolyPythias: model `EleutherAI
 at revision `step{step}`) and on local folders (`/data/suite/{size}/seed{seed}/step{step}`, revision
 template empty) without any code knowing which. Placeholders are `{size}`, `{seed}`, `{step}`.
 
+Seeds are integers (PolyPythias' 1..9, MultiBERTs' 0..24) or names (the Mistral GPT-2 runs are named
+runs, e.g. `alias-gpt2-small-x21`: seed 21); `--seeds` takes either, and a name is used as written.
+
 Before any compute the study calls `missing_checkpoints` and refuses to start unless every checkpoint
 resolves: a sweep of 100 groups should not die on group 73 because one folder is missing. Local
 checkpoints are checked on disk; hub checkpoints are looked up in the local HF cache and, for the rest,
-on the hub (one query per repository). When the hub cannot be reached the uncached ones are all listed
-as unverifiable, which also stops the run (point the templates at local folders instead).
+on the hub (one query per repository; convert/hub.py). When the hub cannot be reached the uncached ones
+are all listed as unverifiable, which also stops the run (point the templates at local folders instead).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import string
 from typing import Any, Iterator
 
 from seedkl_jax.analysis.lr import PYTHIA as PYTHIA_LR
+from seedkl_jax.convert import hub
 from seedkl_jax.errors import SeedKLError
 
 PLACEHOLDERS = ("size", "seed", "step")
 # The 20 checkpoints the paper evaluates: log-spaced early training, then the regular saves, then the last.
 POLYPYTHIA_STEPS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512,
                     1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 143000)
-HUB_TIMEOUT_S = 10.0
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
+# MultiBERTs (arXiv 2106.16163): google/multiberts-seed_{0..4}-step_{N}k, N in thousands of steps.
+MULTIBERTS_STEPS = tuple(range(0, 201, 20)) + tuple(range(300, 2001, 100))
+# Stanford CRFM's Mistral GPT-2 runs (seed in the name). Checkpoints are branches checkpoint-N, saved every
+# 10 steps to 100, every 50 to 2,000, every 100 to 20,000 and every 1,000 to 400,000 (Mistral's schedule);
+# this log-spaced subset lies on that schedule (not verified against the hub from this machine).
+MISTRAL_STEPS = (10, 20, 40, 80, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25000, 50000, 100000, 200000,
+                 400000)
+MISTRAL_SMALL = ("alias-gpt2-small-x21", "battlestar-gpt2-small-x49", "caprica-gpt2-small-x81",
+                 "darkmatter-gpt2-small-x343", "expanse-gpt2-small-x777")
+MISTRAL_MEDIUM = ("arwen-gpt2-medium-x21", "beren-gpt2-medium-x49", "celebrimbor-gpt2-medium-x81",
+                  "durin-gpt2-medium-x343", "eowyn-gpt2-medium-x777")
+_SEED_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")
+
+
+def seed_value(value: Any) -> int | str:
+    """A seed as given: an integer ("3" -> 3), else a name (kept as written, e.g. "alias-gpt2-small-x21")."""
+    text = str(value).strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    if not _SEED_NAME.match(text):
+        raise SeedKLError(f"--seeds: {text!r} is neither an integer nor a name (letters, digits, '.', '_', '-'); "
+                          "e.g. --seeds=1,3,5 or --seeds=alias-gpt2-small-x21,battlestar-gpt2-small-x49")
+    return text
 
 
 @dataclasses.dataclass(frozen=True)
 class Suite:
     """sizes x steps x seeds; `checkpoint(size, step, seed) -> (model, revision or None)`.
 
-    sizes: labels substituted for {size} (e.g. "70m"); steps: training steps, ascending; seeds: ints.
+    sizes: labels substituted for {size} (e.g. "70m"); steps: training steps, ascending; seeds: ints or names.
     model_template: hub id or local path; revision_template: hub revision, "" for local paths.
     """
 
     sizes: tuple[str, ...]
     steps: tuple[int, ...]
-    seeds: tuple[int, ...]
+    seeds: tuple[int | str, ...]
     model_template: str
     revision_template: str = ""
     lr_schedule: Any = dataclasses.field(default=None, compare=False)  # analysis.lr.LRSchedule (figure only)
@@ -48,7 +75,7 @@ class Suite:
         # Accept lists from callers; keep tuples so the suite is hashable and compares by value.
         object.__setattr__(self, "sizes", tuple(str(s) for s in self.sizes))
         object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "seeds", tuple(seed_value(s) for s in self.seeds))
 
     @property
     def is_local(self) -> bool:
@@ -87,9 +114,9 @@ class Suite:
                                   f"but {len(values)} {key}s are asked for; put {{{key}}} in a template")
         return self
 
-    def checkpoint(self, size: str, step: int, seed: int) -> tuple[str, str | None]:
+    def checkpoint(self, size: str, step: int, seed: int | str) -> tuple[str, str | None]:
         """(model id or local path, revision or None) of one checkpoint."""
-        values = {"size": size, "step": int(step), "seed": int(seed)}
+        values = {"size": size, "step": int(step), "seed": seed_value(seed)}
         model = self.model_template.format(**values)
         if self.is_local:
             return os.path.abspath(os.path.expanduser(model)), None
@@ -99,7 +126,7 @@ class Suite:
         """(size, step) in run order: sizes as given, steps ascending."""
         return [(size, step) for size in self.sizes for step in self.steps]
 
-    def checkpoints(self) -> Iterator[tuple[str, int, int, str, str | None]]:
+    def checkpoints(self) -> Iterator[tuple[str, int, int | str, str, str | None]]:
         """(size, step, seed, model, revision) for every checkpoint of the suite."""
         for size, step in self.groups():
             for seed in self.seeds:
@@ -124,8 +151,29 @@ PRESETS: dict[str, Suite] = {
         revision_template="step{step}",
         lr_schedule=PYTHIA_LR,
     ),
+    # MultiBERTs: BERT-base uncased, one repo per (seed, step); steps are thousands (step_{N}k), 0..2000.
+    "multiberts": Suite(sizes=("base",), steps=MULTIBERTS_STEPS, seeds=tuple(range(5)),
+                        model_template="google/multiberts-seed_{seed}-step_{step}k", revision_template="main"),
+    # The 25 final MultiBERTs (2M steps; "step" 2000 = 2000k labels the one checkpoint).
+    "multiberts-final": Suite(sizes=("base",), steps=(2000,), seeds=tuple(range(25)),
+                              model_template="google/multiberts-seed_{seed}", revision_template="main"),
+    "mistral-gpt2-small": Suite(sizes=("small",), steps=MISTRAL_STEPS, seeds=MISTRAL_SMALL,
+                                model_template="stanford-crfm/{seed}", revision_template="checkpoint-{step}"),
+    "mistral-gpt2-medium": Suite(sizes=("medium",), steps=MISTRAL_STEPS, seeds=MISTRAL_MEDIUM,
+                                 model_template="stanford-crfm/{seed}", revision_template="checkpoint-{step}"),
 }
 POLYPYTHIA_AVAILABLE_SEEDS = tuple(range(1, 10))
+
+
+def describe_presets() -> str:
+    """One line per preset (for `seedkl run --help`)."""
+    lines = []
+    for name, s in PRESETS.items():
+        seeds = ",".join(map(str, s.seeds)) if len(s.seeds) <= 5 else f"{s.seeds[0]}..{s.seeds[-1]}"
+        rev = f" @ {s.revision_template}" if s.revision_template else ""
+        lines.append(f"{name}: {s.model_template}{rev}; sizes {','.join(s.sizes)}; {len(s.steps)} steps "
+                     f"{s.steps[0]}..{s.steps[-1]}; seeds {seeds}")
+    return "\n".join(lines)
 
 
 def get_preset(name: str) -> Suite:
@@ -145,6 +193,8 @@ def parse_list(flag: str, value: str | list | tuple | None, kind=str) -> tuple |
         return None
     try:
         return tuple(kind(i) for i in items)
+    except SeedKLError:  # kind's own message (a SeedKLError is a ValueError too)
+        raise
     except ValueError:
         raise SeedKLError(f"{flag}={','.join(items)}: not a comma list of {kind.__name__}s; e.g. {flag}=1,3,5") from None
 
@@ -156,16 +206,6 @@ def _fields(flag: str, template: str) -> set[str]:
         raise SeedKLError(f"{flag}={template!r}: not a valid template ({e}); use {{size}}, {{seed}}, {{step}}") from None
 
 
-def _local_problem(path: str) -> str | None:
-    if not os.path.isdir(path):
-        return "no such directory"
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        return "no config.json"
-    if not any(os.path.isfile(os.path.join(path, f)) for f in WEIGHT_FILES):
-        return "no weights (model.safetensors or pytorch_model.bin)"
-    return None
-
-
 def _hub_cached(model: str, revision: str | None, cache_dir, dtype: str) -> bool:
     """Loadable offline: in seedkl's converted-params cache, or config.json in HF's local cache."""
     try:
@@ -174,41 +214,7 @@ def _hub_cached(model: str, revision: str | None, cache_dir, dtype: str) -> bool
             return True
     except Exception:  # the cache layout is the loader's business; fall back to HF's cache
         pass
-    try:
-        from huggingface_hub import try_to_load_from_cache
-        return isinstance(try_to_load_from_cache(model, "config.json", revision=revision), str)
-    except Exception:  # malformed repo id etc.: let the hub query decide
-        return False
-
-
-def _hub_missing(todo: list[tuple[str, str | None]]) -> list[str]:
-    """Query the hub once per repository for its refs; returns problems (or raises when unreachable)."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
-
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        raise ConnectionError("HF_HUB_OFFLINE is set")
-    api, problems, refs = HfApi(), [], {}
-    try:  # one short reachability probe, so a dead network costs seconds, not a timeout per repository
-        api.model_info(todo[0][0], timeout=HUB_TIMEOUT_S)
-    except (RepositoryNotFoundError, HFValidationError):
-        pass  # reachable; that repository is reported below
-    for model, revision in todo:
-        if model not in refs:
-            try:
-                r = api.list_repo_refs(model)
-                refs[model] = {b.name for b in r.branches} | {t.name for t in r.tags}
-            except (RepositoryNotFoundError, HFValidationError):
-                refs[model] = None
-        if refs[model] is None:
-            problems.append(f"{model}: no such hub repository")
-        elif revision is not None and revision not in refs[model] and not _is_commit(revision):
-            problems.append(f"{model}@{revision}: no such revision on the hub")
-    return problems
-
-
-def _is_commit(revision: str) -> bool:
-    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision.lower())
+    return hub.in_hf_cache(model, revision)
 
 
 def missing_checkpoints(suite: Suite, cache_dir=None, dtype: str = "float32") -> list[str]:
@@ -221,14 +227,14 @@ def missing_checkpoints(suite: Suite, cache_dir=None, dtype: str = "float32") ->
     problems, todo = [], []
     for size, step, seed, model, revision in suite.checkpoints():
         if suite.is_local:
-            why = _local_problem(model)
+            why = hub.local_problem(model)
             if why:
                 problems.append(f"{model}: {why} (size {size}, step {step}, seed {seed})")
         elif not _hub_cached(model, revision, cache_dir, dtype):
             todo.append((model, revision))
     if todo:
         try:
-            problems += _hub_missing(todo)
+            problems += hub.missing_on_hub(todo)
         except Exception as e:  # no network: cannot verify any of them
             problems += [f"{m}@{r}: not in the local cache and the hub is unreachable ({type(e).__name__})"
                          for m, r in todo]
@@ -244,3 +250,26 @@ def check_complete(suite: Suite, cache_dir=None, dtype: str = "float32") -> None
                "download them or point --model_template/--revision_template='' at local folders")
         raise SeedKLError(f"suite: {len(missing)} of {len(suite.groups()) * len(suite.seeds)} checkpoints missing "
                           f"({fix}): " + "; ".join(shown))
+
+
+def check_configs(suite: Suite, cache_dir=None, dtype: str = "float32") -> Any:
+    """Before any compute, after `study.checks.check_suite` (which compares the raw configs within each
+    group): each checkpoint's family-specific needs (`checkpoint_config`: e.g. BERT's MLM head) and one
+    family for the whole suite (its scoring and windows depend on it). Returns the first config.
+
+    Local suites read every config.json (cheap); hub suites the first checkpoint's, plus every one already
+    on this machine — the rest are checked as their group loads, before that group computes.
+    """
+    from seedkl_jax.convert.loader import checkpoint_config
+
+    first = None
+    for size, step, seed, model, revision in suite.checkpoints():
+        if first is not None and not suite.is_local and not _hub_cached(model, revision, cache_dir, dtype):
+            continue
+        name = hub.ref_string(model, revision)
+        config = checkpoint_config(model, revision, dtype=dtype, cache_dir=cache_dir)
+        first = first or (name, config)
+        if type(first[1]) is not type(config):
+            raise SeedKLError(f"suite: {name} is a {config.model_type} checkpoint but {first[0]} a "
+                              f"{first[1].model_type} one; a suite must be one model family (check the templates)")
+    return first[1]
