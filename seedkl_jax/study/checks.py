@@ -257,7 +257,12 @@ def _group_problems(suite, configs: dict, vocab_size: int) -> list[str]:
                 first = seed, config
                 continue
             diff = config_difference(first[1], config)
-            if diff:
+            kinds = first[1].get("model_type"), config.get("model_type")
+            if kinds[0] != kinds[1]:
+                problems.append(f"size {size} step {step}: seed {seed} ({model}) is a {kinds[1]} checkpoint but "
+                                f"seed {first[0]} ({_ref(suite, size, step, first[0])}) a {kinds[0]} one; every "
+                                "checkpoint of a group must share family and config")
+            elif diff:
                 problems.append(f"size {size} step {step}: seed {seed} ({model}) differs from seed {first[0]}: "
                                 f"{', '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}; all seeds of a "
                                 "group must share one architecture")
@@ -284,20 +289,21 @@ def _ref(suite, size, step, seed) -> str:
 
 
 def study_tokenizer(tokenizer: str | None, suite):
-    """The study's tokenizer, and a check that every local checkpoint carries the same one."""
+    """The study's tokenizer (`--tokenizer`, else the first checkpoint's) and its source."""
     from seedkl_jax.data.tokenizer import load_tokenizer
 
     if tokenizer:
-        source, tok = tokenizer, load_tokenizer(tokenizer)
-    else:
-        size, step, seed, model, revision = next(suite.checkpoints())
-        source = model if revision is None else f"{model}@{revision}"
-        tok = load_tokenizer(model, revision)
+        return load_tokenizer(tokenizer), tokenizer
+    size, step, seed, model, revision = next(suite.checkpoints())
+    return load_tokenizer(model, revision), hub.ref_string(model, revision)
+
+
+def check_tokenizers(tok, source: str, suite) -> None:
+    """Every local checkpoint carries the study's tokenizer (hub ones are checked as they load)."""
     if suite.is_local:
         checker = TokenizerCheck(tok, source)
         for *_, model, _ in suite.checkpoints():
             checker.check(model)
-    return tok, source
 
 
 class TokenizerCheck:

@@ -137,10 +137,13 @@ def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
         if not 2 <= cfg.vocab_size <= tok.vocab_size:
             raise SeedKLError(f"--vocab_size={cfg.vocab_size}: must be between 2 and the tokenizer's {tok.vocab_size} ids")
         tok = dataclasses.replace(tok, vocab_size=int(cfg.vocab_size))  # one place: every later use sees it
-    checks.check_suite(suite, vocab_size=tok.vocab_size, window=cfg.window, cache_dir=cfg.cache_dir,
-                       dtype=cfg.dtype)
-    cfg = _resolve_model_settings(cfg, check_configs(suite, cfg.cache_dir, cfg.dtype))
+    first = _first_config(suite, cfg)  # family: windows and scoring; None = a broken checkpoint (listed below)
+    cfg = cfg if first is None else _resolve_model_settings(cfg, first)
     text = read_text(cfg.text, tok, masked_lm=cfg.mlm_scoring is not None)
+    checks.check_suite(suite, vocab_size=tok.vocab_size, window=cfg.window, n_tokens=len(text.ids),
+                       cache_dir=cfg.cache_dir, dtype=cfg.dtype)  # every checkpoint's problems, in one error
+    check_configs(suite, cfg.cache_dir, cfg.dtype)  # family-specific needs (BERT's MLM head), one family
+    checks.check_tokenizers(tok, tok_source, suite)
 
     from seedkl_jax.data.annotate import annotate_tokens, counts_from_ids, load_counts
 
@@ -195,6 +198,17 @@ def write_outputs(prep: Prepared) -> Path:
 
 
 # ---------------------------------------------------------------- inputs
+
+
+def _first_config(suite: Suite, cfg: StudyConfig):
+    """The suite's first checkpoint's config, or None if it cannot be read (check_suite says why)."""
+    from seedkl_jax.convert.loader import checkpoint_config
+
+    model, revision = suite.checkpoint(suite.sizes[0], suite.steps[0], suite.seeds[0])
+    try:
+        return checkpoint_config(model, revision, dtype=cfg.dtype, cache_dir=cfg.cache_dir)
+    except SeedKLError:
+        return None
 
 
 def _resolve_model_settings(cfg: StudyConfig, model_cfg) -> StudyConfig:
