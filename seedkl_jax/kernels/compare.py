@@ -32,7 +32,7 @@ from jax.sharding import PartitionSpec as PS
 from tqdm.auto import tqdm
 
 from seedkl_jax.errors import SeedKLError
-from seedkl_jax.kernels.divergence import DEFAULT_FORM, KERNELS, check_reference
+from seedkl_jax.kernels.divergence import FORMS, KERNELS, check_reference
 from seedkl_jax.kernels.windows import make_windows
 from seedkl_jax.models.gpt_neox import NeoXConfig, hidden_states
 
@@ -53,14 +53,14 @@ def stack_params(params_list: Sequence[Any]) -> dict:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "vocab_chunk", "position_block", "form",
-                                             "kernel"))
+                                             "kernel", "cache_logits"))
 def _step(stacked, ids, targets, ref, *, cfg: NeoXConfig, vocab_size: int, vocab_chunk, position_block, form,
-          kernel):
+          kernel, cache_logits=None):
     """ids/targets [Bw,T] -> kl [Bw,T,S,S], per-seed outputs [Bw,T,S]."""
     h = jax.vmap(lambda p: hidden_states(p, cfg, ids))(stacked)  # [S,Bw,T,D]
     return KERNELS[kernel](h, stacked["embed_out"], targets, vocab_size=vocab_size,
                            reference_logprobs=ref, vocab_chunk=vocab_chunk, position_block=position_block,
-                           form=form)
+                           form=form, cache_logits=cache_logits)
 
 
 def _check_mesh(mesh: Mesh | None, S: int) -> tuple[int, str | None]:
@@ -130,22 +130,28 @@ def compare_stacked(stacked: dict, cfg: NeoXConfig, input_ids, *, vocab_size: in
                     reference_logprobs=None, window: int = 2048, overlap: int = 1024,
                     vocab_chunk: int | None = None, mesh: Mesh | None = None,
                     seed_names: Sequence[str] | None = None, window_batch: int | None = None,
-                    position_block: int | None = None, kernel: str = "fused", form: str = DEFAULT_FORM,
-                    progress: bool = False
+                    position_block: int | None = None, kernel: str = "fused", form: str | None = None,
+                    cache_logits: bool | None = None, progress: bool = False
                     ) -> dict[str, np.ndarray]:
     """Per-position divergences between the S seeds stacked in `stacked` (see `stack_params`).
 
     input_ids [N] (one text; P = N−1 predictions) or [B,N] (each row a text; -> [B,N−1,...]).
     vocab_size: real vocab (normalise over ids < vocab_size); default cfg.vocab_size.
     reference_logprobs [vocab_size]: adds kl_unigram (renormalised; must be finite, see
-    `divergence.unigram_logprobs`). vocab_chunk / position_block: the kernel's C and Pb (defaults
-    from benchmarks/kernel_vs_naive.py). kernel "fused" (default) or "naive" (materialises [S,P,V]).
+    `divergence.unigram_logprobs`). vocab_chunk / position_block / form / cache_logits: the
+    kernel's C, Pb, KL form ("pair", "einsum", "onepass") and logits cache (None: the backend's
+    measured defaults, see kernels/divergence.py). kernel "fused" (default) or "naive"
+    (materialises [S,P,V]).
     window_batch: windows per jitted step (default: the mesh's data-axis size).
     Returns float32 numpy: kl [P,S,S] (KL(p_i‖p_j), diagonal exactly 0, never negative),
     surprisal, entropy, kl_uniform[, kl_unigram] [P,S].
     """
     if kernel not in KERNELS:
         raise SeedKLError(f"kernel: {kernel!r} is not one of {sorted(KERNELS)}")
+    if form is not None and form not in FORMS:
+        raise SeedKLError(f"form: {form!r} is not one of {FORMS}; pass one of them or None (the backend's default)")
+    if position_block is not None and int(position_block) < 1:
+        raise SeedKLError(f"position_block: {position_block} must be ≥ 1 (or None: the kernel's default)")
     S = int(np.shape(stacked["embed_out"])[0])
     if S < 2:
         raise SeedKLError(f"models: got {S} seed(s); KL between seeds needs ≥ 2 checkpoints")
@@ -178,7 +184,7 @@ def compare_stacked(stacked: dict, cfg: NeoXConfig, input_ids, *, vocab_size: in
     params = jax.tree.map(put_params, stacked)
     ref_dev = None if ref is None else (jnp.asarray(ref) if mesh is None else _put(ref, NamedSharding(mesh, PS())))
     step = functools.partial(_step, cfg=cfg, vocab_size=vocab_size, vocab_chunk=vocab_chunk,
-                             position_block=position_block, form=form, kernel=kernel)
+                             position_block=position_block, form=form, kernel=kernel, cache_logits=cache_logits)
     # Dispatch every batch (async), then collect: the device never waits for the host.
     pending = [step(params, put_batch(win.ids[i:i + bw]), put_batch(win.targets[i:i + bw]), ref_dev)
                for i in range(0, win.num_windows, bw)]
