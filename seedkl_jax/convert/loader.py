@@ -49,7 +49,9 @@ _logits = jax.jit(gpt_neox.logits, static_argnums=1, static_argnames=("dtype", "
 
 @dataclasses.dataclass
 class Model:
-    """A loaded checkpoint. `params` has numpy leaves in `dtype` (no leading seed axis)."""
+    """A loaded checkpoint. `params` has numpy leaves (no leading seed axis) in `dtype`, except that a
+    checkpoint stored wholly in float16 or bfloat16 keeps that dtype at dtype="float32" (the same
+    values exactly; the params cache then holds half the bytes): computations upcast on device."""
 
     config: gpt_neox.NeoXConfig
     hf_dict: dict  # config.json as read (dtype forced to float32); `hf_config` builds on it
@@ -132,9 +134,24 @@ def convert(ckpt: Path, weights: list[Path], cfg: gpt_neox.NeoXConfig, dtype: st
         sd = read_state_dict(weights, bar)
         bar.set_description("convert")
         params = state_dict_to_params(sd, cfg, where=str(ckpt))
-    if dtype != "float32":
-        params = jax.tree.map(lambda a: a.astype(DTYPES[dtype]), params)
+    narrow = stored_half_dtype(weights) if dtype == "float32" else DTYPES[dtype]
+    if narrow is not None:  # float32 from fp16/bf16 weights: back to their own dtype, exactly
+        params = jax.tree.map(lambda a: a.astype(narrow), params)
     return params
+
+
+def stored_half_dtype(weights: list[Path]) -> np.dtype | None:
+    """float16 / bfloat16 when every floating tensor of the safetensors `weights` is stored in that
+    one dtype (Pythia's checkpoints), else None (float32, mixed, or pytorch_model.bin)."""
+    tags = set()
+    for f in weights:
+        if f.suffix != ".safetensors":
+            return None
+        with open(f, "rb") as fh:  # already read and validated by read_state_dict
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        tags |= {v["dtype"] for k, v in header.items() if k != "__metadata__" and v["dtype"] in _FLOAT_TAGS}
+    half = {"F16": np.dtype(np.float16), "BF16": np.dtype(ml_dtypes.bfloat16)}
+    return half.get(tags.pop()) if len(tags) == 1 else None
 
 
 # --------------------------------------------------------------------------- resolution

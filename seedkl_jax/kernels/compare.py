@@ -37,10 +37,36 @@ from seedkl_jax.kernels.windows import make_windows
 from seedkl_jax.models.gpt_neox import NeoXConfig, hidden_states
 
 PER_SEED = ("surprisal", "entropy", "kl_uniform", "kl_unigram")
+# Persistent XLA compilation cache, under the seedkl cache root (see `use_compilation_cache`).
+XLA_CACHE_SUBDIR = "xla"
+
+
+def use_compilation_cache(cache_dir=None) -> str:
+    """Point JAX's persistent compilation cache at <seedkl cache root>/xla (cache_dir, else
+    $SEEDKL_CACHE, else ~/.cache/seedkl) so a second process reuses the compiled compare steps instead
+    of recompiling them (seconds per model size). A directory the process already set (by this
+    function, `jax.config.update("jax_compilation_cache_dir", ...)` or $JAX_COMPILATION_CACHE_DIR)
+    is kept: JAX reads the setting once per process. Returns the directory in use.
+
+    JAX stores only programs whose compile took ≥ `jax_persistent_cache_min_compile_time_secs`
+    (default 1 s): the compare steps of real models, not tiny test ones.
+    """
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return current
+    from seedkl_jax.convert.cache import cache_root
+
+    path = cache_root(cache_dir) / XLA_CACHE_SUBDIR
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    return str(path)
 
 
 def stack_params(params_list: Sequence[Any]) -> dict:
-    """S params pytrees of one config -> one pytree whose leaves have a leading S axis (float32)."""
+    """S params pytrees of one config -> one pytree whose leaves have a leading S axis (float32).
+
+    Leaves go to the device in their own dtype (fp16/bf16 params stay half the bytes on the way)
+    and are upcast there."""
     if len(params_list) < 2:
         raise SeedKLError(f"models: got {len(params_list)} seed(s); KL between seeds needs ≥ 2 checkpoints")
     ref = jax.tree.structure(params_list[0])
@@ -49,7 +75,7 @@ def stack_params(params_list: Sequence[Any]) -> dict:
         if jax.tree.structure(p) != ref or [np.shape(x) for x in jax.tree.leaves(p)] != shapes0:
             raise SeedKLError(f"models: seed {i} has differently shaped parameters than seed 0; "
                               "compare only checkpoints of one model size")
-    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs]), *params_list)
+    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]).astype(jnp.float32), *params_list)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "vocab_chunk", "position_block", "form",
@@ -190,7 +216,8 @@ def compare_stacked(stacked: dict, cfg: NeoXConfig, input_ids, *, vocab_size: in
                for i in range(0, win.num_windows, bw)]
     chunks: list[dict[str, np.ndarray]] = []
     for i, res in enumerate(tqdm(pending, desc="compare", unit="batch", disable=not progress, leave=False)):
-        res = {k: _fetch(v) for k, v in res.items()}
+        # one transfer of the batch's results (all arrays at once); other processes' shards gathered
+        res = jax.device_get(res) if mesh is None else {k: _fetch(v) for k, v in res.items()}
         _check_finite(res, win.mask[i * bw:(i + 1) * bw], seed_names)
         chunks.append(res)
     out = {k: win.stitch(np.concatenate([c[k] for c in chunks])).astype(np.float32) for k in chunks[0]}
@@ -213,7 +240,8 @@ def _real_vocab_size(model) -> int | None:
 def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_size: int | None = None,
             window: int = 2048, overlap: int = 1024, vocab_chunk: int | None = None,
             mesh: Mesh | None = None, **options) -> dict[str, np.ndarray]:
-    """`compare_stacked` on loaded models (`seedkl_jax.api.load`): same config, ≥ 2 seeds.
+    """`compare_stacked` on loaded models (`seedkl_jax.api.load`): same config, ≥ 2 seeds. Turns on
+    the persistent compilation cache (`use_compilation_cache`) unless the process has one.
 
     vocab_size defaults to the models' real vocab: their tokenizer's (`tokenizer.json` beside the
     checkpoint, or `Model.real_vocab_size`), else their config's vocab rows. `options` go to `compare_stacked` (window_batch, kernel, ...).
@@ -235,6 +263,7 @@ def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_
                           "compare checkpoints that share one tokenizer")
     if vocab_size is None:
         vocab_size = vocabs.pop()
+    use_compilation_cache()
     return compare_stacked(stack_params([m.params for m in models]), cfg, input_ids,
                            vocab_size=vocab_size, reference_logprobs=reference_logprobs, window=window,
                            overlap=overlap, vocab_chunk=vocab_chunk, mesh=mesh, seed_names=names, **options)

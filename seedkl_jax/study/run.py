@@ -55,6 +55,9 @@ class StudyConfig:
     window: int = 2048
     overlap: int = 1024
     vocab_chunk: int | None = None
+    kernel_form: str | None = None     # "pair" | "einsum" | "onepass"; None: the backend's default (kernels/divergence.py)
+    position_block: int | None = None  # the kernel's Pb; None: its default for the form
+    cache_logits: bool | None = None   # two-pass forms: keep pass 1's logits; None: the backend's default
     vocab_size: int | None = None      # normalise over ids < vocab_size; default: every id the tokenizer defines
     cache_dir: str | None = None
     save_pair_positions: bool = False
@@ -198,7 +201,9 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
     group go into `timings["groups"]` (see TIMINGS_FILE)."""
     from tqdm import tqdm
 
-    from seedkl_jax.kernels.compare import compare_stacked
+    from seedkl_jax.kernels.compare import compare_stacked, use_compilation_cache
+
+    use_compilation_cache(cfg.cache_dir)  # a second process reuses this one's compiled steps
 
     n_pos = text.n_positions
     done = np.array([write and store.load_group(out, *g, suite.seeds, n_pos) is not None for g in groups], bool)
@@ -222,7 +227,8 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
             t0 = time.perf_counter()
             arrays = compare_stacked(stacked, model_cfg, text.ids, vocab_size=tok.vocab_size,
                                      reference_logprobs=reference, window=cfg.window, overlap=cfg.overlap,
-                                     vocab_chunk=cfg.vocab_chunk, mesh=cfg.mesh,
+                                     vocab_chunk=cfg.vocab_chunk, mesh=cfg.mesh, form=cfg.kernel_form,
+                                     position_block=cfg.position_block, cache_logits=cfg.cache_logits,
                                      seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds])
             arrays = {k: np.asarray(v) for k, v in arrays.items()}
             dt = time.perf_counter() - t0
