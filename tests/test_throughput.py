@@ -4,6 +4,7 @@ first one's compiled steps. No test here asserts a time."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -113,3 +114,29 @@ def test_second_process_reuses_the_compiled_step(tmp_path):
     (dir1, hits1, kl1), (dir2, hits2, kl2) = runs
     assert dir1 == dir2 == str(tmp_path / "seedkl" / "xla") and any((tmp_path / "seedkl" / "xla").iterdir())
     assert int(hits1) == 0 and int(hits2) >= 1 and kl1 == kl2
+
+
+def test_hard_linked_checkpoints_share_one_cache_copy(hf_checkpoint, tmp_path):
+    """One checkpoint hard-linked as two steps: the second entry's params are links to the first's."""
+    src = hf_checkpoint(seed=6)
+    steps = []
+    for step in (0, 1):
+        d = tmp_path / f"step{step}"
+        d.mkdir()
+        for f in src.iterdir():
+            os.link(f, d / f.name)
+        steps.append(d)
+    a, b = (load(str(d), cache_dir=tmp_path / "cache") for d in steps)
+    assert a.cache_entry != b.cache_entry and cache.is_complete(Path(b.cache_entry))
+    files = lambda m: sorted(f for f in (Path(m.cache_entry) / "params").rglob("*") if f.is_file())
+    assert files(a) and all(x.stat().st_ino == y.stat().st_ino for x, y in zip(files(a), files(b)))
+    again = load(str(steps[1]), cache_dir=tmp_path / "cache")
+    assert again.source == "cache"
+    for x, y in zip(jax_leaves(a.params), jax_leaves(again.params)):
+        np.testing.assert_array_equal(x, y)
+
+
+def jax_leaves(tree):
+    import jax
+
+    return jax.tree.leaves(tree)

@@ -116,8 +116,13 @@ def load(model: str, revision: str | None = None, *, dtype: str = "float32",
                 "weights": [f.name for f in weights]}
         if progress:
             tqdm.write(f"saving params to the cache: {entry}")
+        same = _same_files_pointer(entry, dtype, [ckpt / "config.json", *weights]) if is_local else None
         try:
-            stored = cache.store(entry, params, config, info, extra)  # None on processes other than 0
+            linked = same is not None and same.is_file() and cache.clone(entry.parent / same.read_text(), entry, info)
+            stored = linked or cache.store(entry, params, config, info, extra)  # None on processes other than 0
+            if same is not None and stored is not None and not linked:
+                same.parent.mkdir(exist_ok=True)
+                same.write_text(stored.name)
         except PermissionError as e:
             raise SeedKLError(f"{entry.parent}: cannot write the cache ({e.strerror}); pass cache_dir=... "
                               "or set SEEDKL_CACHE to a writable directory") from e
@@ -125,6 +130,14 @@ def load(model: str, revision: str | None = None, *, dtype: str = "float32",
     return Model(config=cfg, hf_dict=config, params=params, name=name, revision=revision,
                  local_dir=str(ckpt if is_local or stored is None else entry), dtype=dtype, source=LAST_LOAD_SOURCE,
                  cache_entry=str(entry))
+
+
+def _same_files_pointer(entry: Path, dtype: str, files: list[Path]) -> Path:
+    """Where the name of the cache entry converted from exactly these files (same inodes, sizes and
+    mtimes: e.g. one checkpoint hard-linked as several steps) is kept; a later load of the same files
+    under another path hard-links that entry's params (`cache.clone`) instead of storing a copy."""
+    key = cache._hash(dtype, [(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for st in map(os.stat, files)])
+    return entry.parent / ".same-files" / key
 
 
 def convert(ckpt: Path, weights: list[Path], cfg: gpt_neox.NeoXConfig, dtype: str,
