@@ -47,22 +47,6 @@ _PEAK_N = flags.DEFINE_integer("peak_n", None, "matmul size for the peak (defaul
 _OUT = flags.DEFINE_string("out", None, "also append the table and a JSON line to this file")
 
 
-KL_FLOPS_PER_PAIR_AND_ID = {"pair": 6, "einsum": 2, "onepass": 3}
-
-
-def flops_per_token_per_seed(cfg, context: int, seeds: int, form: str = "pair",
-                             cache_logits: bool = False) -> dict[str, float]:
-    """The FLOP count above, by part, for one predicted token of one seed (cache_logits: the
-    kernel keeps pass 1's logits, so pass 2 executes no second unembedding)."""
-    D, F, V, L, T = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_layers, context
-    layers = L * (2 * D * 3 * D + 2 * D * D + 2 * 2 * D * F + 2 * 2 * T * D)
-    parts = {"layers": float(layers), "unembed": float(2 * D * V),
-             "kl": float(seeds * KL_FLOPS_PER_PAIR_AND_ID[form] * V)}
-    parts["model"] = parts["layers"] + parts["unembed"] + parts["kl"]
-    parts["executed"] = parts["model"] + (0 if cache_logits else 2 * D * V)  # recomputed in pass 2
-    return parts
-
-
 def _best_time(fn, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
@@ -122,7 +106,7 @@ def main(argv):
     rows, records = [], []
     for size in _SIZES.value:
         cfg = common.neox_config(size)
-        f = flops_per_token_per_seed(cfg, min(N, 2048), S, form, cache)
+        f = common.flops_per_token_per_seed(cfg, min(N, 2048), S, form, cache)
         secs = time_compare(cfg, S, N, _VOCAB_CHUNK.value)
         model, executed = (f[k] * (N - 1) * S / secs for k in ("model", "executed"))
         records.append({"size": size, "backend": backend, "device": device, "seeds": S, "tokens": N,

@@ -128,6 +128,7 @@ def test_hard_linked_checkpoints_share_one_cache_copy(hf_checkpoint, tmp_path):
         steps.append(d)
     a, b = (load(str(d), cache_dir=tmp_path / "cache") for d in steps)
     assert a.cache_entry != b.cache_entry and cache.is_complete(Path(b.cache_entry))
+    assert (a.source, b.source) == ("convert", "cache")  # the second is restored from the linked copy
     files = lambda m: sorted(f for f in (Path(m.cache_entry) / "params").rglob("*") if f.is_file())
     assert files(a) and all(x.stat().st_ino == y.stat().st_ino for x, y in zip(files(a), files(b)))
     again = load(str(steps[1]), cache_dir=tmp_path / "cache")

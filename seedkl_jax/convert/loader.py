@@ -98,7 +98,14 @@ def load(model: str, revision: str | None = None, *, dtype: str = "float32",
         fingerprint = [(f.name, f.stat().st_size, f.stat().st_mtime_ns)
                        for f in [ckpt / "config.json", *weights]]
     entry = cache.entry_dir(cache.cache_root(cache_dir), name, revision, dtype, fingerprint)
+    info = {"model": name, "revision": revision, "dtype": dtype, "fingerprint": fingerprint}
     hit = cache.restore(entry)
+    # The same files (one inode, e.g. a checkpoint hard-linked as several steps) cached under another
+    # path: hard-link that entry's params (`cache.clone`) rather than converting and storing a copy.
+    same = _same_files_pointer(entry, dtype, [ckpt / "config.json", *weights]) if is_local else None
+    if hit is None and same is not None and same.is_file():
+        if cache.clone(entry.parent / same.read_text(), entry, {**info, "weights": [f.name for f in weights]}):
+            hit = cache.restore(entry)
     stored = entry if hit is not None else None
     if hit is not None:
         params, config = hit
@@ -112,15 +119,12 @@ def load(model: str, revision: str | None = None, *, dtype: str = "float32",
     if hit is None:
         params = convert(ckpt, weights, cfg, dtype, progress)
         extra = [] if is_local else [ckpt / f for f in TOKENIZER_FILES if (ckpt / f).is_file()]
-        info = {"model": name, "revision": revision, "dtype": dtype, "fingerprint": fingerprint,
-                "weights": [f.name for f in weights]}
+        info["weights"] = [f.name for f in weights]
         if progress:
             tqdm.write(f"saving params to the cache: {entry}")
-        same = _same_files_pointer(entry, dtype, [ckpt / "config.json", *weights]) if is_local else None
         try:
-            linked = same is not None and same.is_file() and cache.clone(entry.parent / same.read_text(), entry, info)
-            stored = linked or cache.store(entry, params, config, info, extra)  # None on processes other than 0
-            if same is not None and stored is not None and not linked:
+            stored = cache.store(entry, params, config, info, extra)  # None on processes other than 0
+            if same is not None and stored is not None:
                 same.parent.mkdir(exist_ok=True)
                 same.write_text(stored.name)
         except PermissionError as e:
