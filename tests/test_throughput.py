@@ -141,3 +141,9 @@ def jax_leaves(tree):
     import jax
 
     return jax.tree.leaves(tree)
+
+
+def test_kernel_imports_nothing_from_data():
+    """The compute path (kernels/) reads no tokenizer or text: not even a lazy import of data/."""
+    for f in (ROOT / "seedkl_jax" / "kernels").glob("*.py"):
+        assert "seedkl_jax.data" not in f.read_text(), f

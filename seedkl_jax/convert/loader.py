@@ -69,6 +69,16 @@ class Model:
         transformers (and torch, which it pulls in) costs seconds that a cache hit need not pay."""
         return configs(self.hf_dict, self.name)[0]
 
+    @functools.cached_property
+    def real_vocab_size(self) -> int | None:
+        """Ids of the checkpoint's tokenizer (tokenizer.json in `local_dir`; Pythia: 50,277 of 50,304
+        rows), or None without one. `compare` normalises over these by default."""
+        if not (Path(self.local_dir) / "tokenizer.json").is_file():
+            return None
+        from seedkl_jax.data.tokenizer import load_tokenizer
+
+        return load_tokenizer(str(self.local_dir)).vocab_size
+
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
         """ids [B,T] (mask [B,T], 1 = token) -> float32 logits [B,T,V]. Small inputs and tests."""
         ids = np.asarray(input_ids)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -225,16 +224,11 @@ def compare_stacked(stacked: dict, cfg: NeoXConfig, input_ids, *, vocab_size: in
 
 
 def _real_vocab_size(model) -> int | None:
-    """The real vocab of a Model: `real_vocab_size` if it records one, else the size of the
-    tokenizer.json in its `local_dir` (Pythia: 50,277 of 50,304 rows), else None (= config rows)."""
+    """The real vocab of a model: its `real_vocab_size` (a loaded Model reads its tokenizer.json;
+    Pythia: 50,277 of 50,304 rows), else None (= the config's vocab rows). The kernel itself reads
+    no tokenizer: it imports nothing from data/."""
     v = getattr(model, "real_vocab_size", None)
-    if v:
-        return int(v)
-    local_dir = getattr(model, "local_dir", None)
-    if local_dir and (Path(local_dir) / "tokenizer.json").is_file():
-        from seedkl_jax.data.tokenizer import load_tokenizer
-        return load_tokenizer(str(local_dir)).vocab_size
-    return None
+    return int(v) if v else None
 
 
 def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_size: int | None = None,
