@@ -30,12 +30,12 @@ def test_kernel_flags_build_the_study_config(tmp_path):
         flags.FLAGS.mark_as_parsed()
     common = dict(preset="", model_template=str(tmp_path / "{size}/seed{seed}/step{step}"), sizes=["a"],
                   steps=["0"], seeds=["1", "2"], text="eval.txt")
-    with flagsaver.flagsaver(kernel_form="pair", position_block=64, cache_logits=True, **common):
+    with flagsaver.flagsaver(kernel="naive", kernel_form="pair", position_block=64, cache_logits=True, **common):
         cfg = cli_run.build_config()
-    assert (cfg.kernel_form, cfg.position_block, cfg.cache_logits) == ("pair", 64, True)
+    assert (cfg.kernel, cfg.kernel_form, cfg.position_block, cfg.cache_logits) == ("naive", "pair", 64, True)
     with flagsaver.flagsaver(**common):
         cfg = cli_run.build_config()
-    assert (cfg.kernel_form, cfg.position_block, cfg.cache_logits) == (None, None, None)
+    assert (cfg.kernel, cfg.kernel_form, cfg.position_block, cfg.cache_logits) == ("fused", None, None, None)
 
 
 def test_study_passes_kernel_options_to_compare(hf_checkpoint, tmp_path, monkeypatch):
@@ -56,7 +56,7 @@ def test_study_passes_kernel_options_to_compare(hf_checkpoint, tmp_path, monkeyp
     seen, real = [], compare_mod.compare_stacked
 
     def recording(*args, **kw):
-        seen.append({k: kw.get(k) for k in ("form", "position_block", "cache_logits")})
+        seen.append({k: kw.get(k) for k in ("form", "position_block", "cache_logits", "kernel")})
         return real(*args, **kw)
 
     monkeypatch.setattr(compare_mod, "compare_stacked", recording)
@@ -68,8 +68,8 @@ def test_study_passes_kernel_options_to_compare(hf_checkpoint, tmp_path, monkeyp
         kl[form] = np.load(next((out / "groups").rglob("*.npz")))["kl"]
         timings = json.loads((out / "timings.json").read_text())
         assert {"params_wait_s", "compare_s", "save_s"} <= set(timings["groups"][0])
-    assert seen == [{"form": "pair", "position_block": 4, "cache_logits": False},
-                    {"form": "onepass", "position_block": 8, "cache_logits": False}]
+    assert seen == [{"form": "pair", "position_block": 4, "cache_logits": False, "kernel": "fused"},
+                    {"form": "onepass", "position_block": 8, "cache_logits": False, "kernel": "fused"}]
     assert kl["pair"].max() > 0.01
     np.testing.assert_allclose(kl["onepass"], kl["pair"], rtol=0, atol=1e-5 * max(1.0, kl["pair"].max()))
 

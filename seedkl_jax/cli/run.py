@@ -49,6 +49,8 @@ _WINDOW = flags.DEFINE_integer("window", 2048, "Context window for texts longer 
 _OVERLAP = flags.DEFINE_integer("overlap", 1024, "Overlap between consecutive windows (left context kept).")
 _VOCAB_CHUNK = flags.DEFINE_integer("vocab_chunk", None, "Vocab chunk of the fused KL kernel; default: the "
                                     "kernel's benchmarked choice.")
+_KERNEL = flags.DEFINE_enum("kernel", "fused", ["fused", "naive"], "Divergence kernel: fused (vocab-chunked) or "
+                            "naive (materialises all [S,P,V] log-probs; a baseline, much more memory).")
 _KERNEL_FORM = flags.DEFINE_enum("kernel_form", None, ["pair", "einsum", "onepass"],
                                  "KL form of the fused kernel: pair (two passes, exact), einsum, onepass (one "
                                  "pass, online rescaling); default: the backend's measured choice (onepass on CPU).")
@@ -100,7 +102,7 @@ def build_config():
         counts=_COUNTS.value or None, pos=_POS.value,
         pos_required=_POS.value == "stanza" and flags.FLAGS["pos"].present,
         overwrite=_OVERWRITE.value, window=_WINDOW.value, overlap=_OVERLAP.value,
-        vocab_chunk=_VOCAB_CHUNK.value or None, kernel_form=_KERNEL_FORM.value,
+        vocab_chunk=_VOCAB_CHUNK.value or None, kernel=_KERNEL.value, kernel_form=_KERNEL_FORM.value,
         position_block=_POSITION_BLOCK.value or None, cache_logits=_CACHE_LOGITS.value,
         vocab_size=_VOCAB_SIZE.value, cache_dir=_CACHE_DIR.value or None,
         save_pair_positions=_SAVE_PAIR_POSITIONS.value, n_boot=_N_BOOT.value,

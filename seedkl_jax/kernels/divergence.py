@@ -111,11 +111,9 @@ def default_cache_logits(backend: str | None = None) -> bool:
 
     Measured (benchmarks/kernel_vs_naive.py section 4, pythia-14m shape, S=5, T=2048, V=50,304):
     - CPU (2 shared cores, two runs): cached/recompute time 0.82× at Pb=32, 0.88–0.89× at 64,
-      0.95× at 128, 0.97–1.03× at 256, 1.04× at 512, 1.05× at 1024 (noise ±5%). The cache only
-      helps at small blocks, which are slower either way; the fastest configuration of each path
-      (Pb 256–512, 3.75–3.9 s) ran equally fast, so the second matmul is not what bounds the CPU
-      kernel (not profiled further), while the cache multiplies the kernel's temp memory 8× (35 →
-      280 MB at Pb=256). Not worth it: recompute.
+      0.95× at 128, 0.97–1.03× at 256, 1.04–1.05× at 512–1024 (noise ±5%); the fastest
+      configuration of each ran equally fast (3.75–3.9 s), while the cache multiplies the kernel's
+      temp memory 8× (35 → 280 MB at Pb=256): recompute. (CPU runs the one-pass form anyway.)
     - GPU (one H200): cached 0.80–0.90× of recompute at Pb ≥ 256 in both forms, and its best
       configuration (Pb=1024) took 0.65× the time of the recompute default (Pb=256). Memory is
       plentiful there, so cache.
@@ -333,10 +331,11 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     h [S,*B,D], w [S,D,V], targets [*B] int (< vocab_size), reference_logprobs [vocab_size] or None.
     Returns kl [*B,S,S], surprisal/entropy/kl_uniform[/kl_unigram] [*B,S], float32.
     Positions run in blocks of `position_block` (Pb) so the per-chunk temporaries [S,Pb,C] stay
-    cache-sized. cache_logits: keep a block's logits Z [n,S,Pb,C] from pass 1 for pass 2 instead of
-    recomputing them (None: `default_cache_logits()`; Pb then defaults to
-    DEFAULT_POSITION_BLOCK_CACHED). Peak memory is O(S·Pb·C) without the cache, S·Pb·V·4 bytes
-    (+ O(S·Pb·C)) with it; either way independent of the number of positions.
+    cache-sized. form: "pair" | "einsum" | "onepass" (None: `default_form()`; onepass's Pb defaults
+    to DEFAULT_POSITION_BLOCK_ONEPASS). cache_logits (two-pass forms): keep a block's logits Z
+    [n,S,Pb,C] from pass 1 for pass 2 instead of recomputing them (None: `default_cache_logits()`;
+    Pb then defaults to DEFAULT_POSITION_BLOCK_CACHED). Peak memory is O(S·Pb·C) without the cache,
+    S·Pb·V·4 bytes with it; either way independent of the number of positions.
     """
     form = form or default_form()
     h, w, targets, pos_shape = _flatten(h, w, targets, vocab_size, form)

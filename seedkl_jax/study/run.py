@@ -55,6 +55,7 @@ class StudyConfig:
     window: int = 2048
     overlap: int = 1024
     vocab_chunk: int | None = None
+    kernel: str = "fused"              # "fused" | "naive" (materialises [S,P,V]: a baseline for benchmarks)
     kernel_form: str | None = None     # "pair" | "einsum" | "onepass"; None: the backend's default (kernels/divergence.py)
     position_block: int | None = None  # the kernel's Pb; None: its default for the form
     cache_logits: bool | None = None   # two-pass forms: keep pass 1's logits; None: the backend's default
@@ -227,7 +228,7 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
             t0 = time.perf_counter()
             arrays = compare_stacked(stacked, model_cfg, text.ids, vocab_size=tok.vocab_size,
                                      reference_logprobs=reference, window=cfg.window, overlap=cfg.overlap,
-                                     vocab_chunk=cfg.vocab_chunk, mesh=cfg.mesh, form=cfg.kernel_form,
+                                     vocab_chunk=cfg.vocab_chunk, mesh=cfg.mesh, form=cfg.kernel_form, kernel=cfg.kernel,
                                      position_block=cfg.position_block, cache_logits=cfg.cache_logits,
                                      seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds])
             arrays = {k: np.asarray(v) for k, v in arrays.items()}
