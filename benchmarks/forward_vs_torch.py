@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import app, flags, logging
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 import common  # noqa: E402
@@ -67,13 +67,17 @@ def _breakdown(models, ids, repeats: int) -> tuple[float, float]:
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save/restore at INFO
     import jax
     import numpy as np
     import torch
+    import transformers
     from transformers import GPTNeoXForCausalLM
 
     from seedkl_jax import api
     from seedkl_jax.kernels.divergence import default_form
+
+    transformers.utils.logging.disable_progress_bar()
 
     S, T, R = _SEEDS.value, _TOKENS.value, _REPEATS.value
     torch.set_grad_enabled(False)
