@@ -15,8 +15,8 @@ params cache stores each once). Measured, in one run:
             checkpoint's load is timed cold (convert + store) and warm (cache restore) per size.
   reference benchmarks/reference_pipeline.py's units: per run size one checkpoint's forward +
             fp16 log-prob matrix write, and (size-independent) one matrix load and one pair's KL.
-Projected: sizes not run, from the largest run size by FLOPs per token (compare, forward) or by
-parameter count (loads); compile of sizes not run = the largest measured; aggregation ∝ groups.
+Projected: sizes not run, from the largest run size by FLOPs per token (seedkl's compare: forward,
+unembedding and KL terms; the reference's forward: forward and unembedding) or by parameter count (loads); compile of sizes not run = the largest measured; aggregation ∝ groups.
   seedkl full     Σ_size [compile + 20 · max(compare + save, S · warm load)] + one group's loads
                   + setup + aggregation (loads overlap compute: each group's wait is for its own)
   paper released  500 forwards + writes, 250,000 matrix loads (the count of the released code's
@@ -154,10 +154,17 @@ def _reference_units(work: Path, ids) -> dict:
 
 
 def _flops(size: str) -> float:
+    """seedkl's FLOPs per token and seed: forward, unembedding and the KL terms of its default form."""
     from seedkl_jax.kernels.divergence import default_form
 
     f = common.flops_per_token_per_seed(common.neox_config(size), 2048, _SEEDS.value, default_form())
     return f["model"]
+
+
+def _forward_flops(size: str) -> float:
+    """The reference's forward FLOPs per token: layers and unembedding (no KL terms)."""
+    f = common.flops_per_token_per_seed(common.neox_config(size), 2048, _SEEDS.value)
+    return f["layers"] + f["unembed"]
 
 
 def _scale(measured: dict, size: str, by) -> tuple[float, str]:
@@ -229,7 +236,7 @@ def main(argv):
         comp, k1 = _scale(measured_compare, size, _flops)
         load, k2 = _scale(measured_load, size, _params)
         compile_s = measured_compile.get(size, max(measured_compile.values()))
-        fwd[size], k3 = _scale(ref["forward_s"], size, _flops)
+        fwd[size], k3 = _scale(ref["forward_s"], size, _forward_flops)
         total += compile_s + PAPER_STEPS * max(comp, S * load)
         kind = "projected" if "projected" in (k1, k2, k3) else "measured"
         say(f"{kind:<9} {size}: seedkl {comp:.2f} s per group, {S} loads {S * load:.2f} s (overlapped), "
