@@ -45,6 +45,23 @@ def neox_config(size: str, vocab: int = PYTHIA_VOCAB):
     return NeoXConfig(vocab_size=vocab, hidden_size=d, num_layers=l, num_heads=h, intermediate_size=f)
 
 
+# FLOPs of the KL terms per ordered seed pair and vocab id, by kernel form (benchmarks/roofline.py).
+KL_FLOPS_PER_PAIR_AND_ID = {"pair": 6, "einsum": 2, "onepass": 3}
+
+
+def flops_per_token_per_seed(cfg, context: int, seeds: int, form: str = "pair",
+                             cache_logits: bool = False) -> dict[str, float]:
+    """The FLOP count above, by part, for one predicted token of one seed (cache_logits: the
+    kernel keeps pass 1's logits, so pass 2 executes no second unembedding)."""
+    D, F, V, L, T = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_layers, context
+    layers = L * (2 * D * 3 * D + 2 * D * D + 2 * 2 * D * F + 2 * 2 * T * D)
+    parts = {"layers": float(layers), "unembed": float(2 * D * V),
+             "kl": float(seeds * KL_FLOPS_PER_PAIR_AND_ID[form] * V)}
+    parts["model"] = parts["layers"] + parts["unembed"] + parts["kl"]
+    parts["executed"] = parts["model"] + (0 if cache_logits else 2 * D * V)  # recomputed in pass 2
+    return parts
+
+
 def shared_dir() -> Path | None:
     return SHARED if (SHARED / "fixtures" / "pile-sample" / "input_ids.npy").exists() else None
 
@@ -116,12 +133,15 @@ def _random_state_dict(cfg, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 
 def build_suite(root: Path, sizes: list[str], steps: list[int], seeds: list[int], tok_path: Path,
-                vocab: int = PYTHIA_VOCAB, configs: dict | None = None) -> str:
+                vocab: int = PYTHIA_VOCAB, configs: dict | None = None, dtype: str = "float32",
+                link_steps: bool = False) -> str:
     """Write `{root}/{size}/seed{seed}/step{step}` HF checkpoints; returns the model template.
 
     Deterministic: checkpoint (size, step, seed) is drawn from rng seed hash of those three, so two
     builds give identical files. Existing complete checkpoints are kept (rebuilding is slow).
     `configs` maps size -> NeoXConfig to override the Pythia shapes (tests use tiny ones).
+    dtype "float16" stores the weights as Pythia's checkpoints are stored. link_steps: every step of a
+    (size, seed) is the first step's files hard-linked (disk bounded; the params cache stores them once).
     """
     from safetensors.numpy import save_file
 
@@ -133,9 +153,14 @@ def build_suite(root: Path, sizes: list[str], steps: list[int], seeds: list[int]
                 if (d / "model.safetensors").exists():
                     continue
                 d.mkdir(parents=True, exist_ok=True)
+                first = root / size / f"seed{seed}" / f"step{steps[0]}"
+                if link_steps and step != steps[0]:
+                    for name in ("config.json", "tokenizer.json", "model.safetensors"):  # weights last
+                        os.link(first / name, d / name)
+                    continue
                 rng = np.random.default_rng([si, step, seed])
-                save_file(_random_state_dict(cfg, rng), str(d / "model.safetensors.tmp"),
-                          metadata={"format": "pt"})
+                sd = {k: v.astype(dtype) for k, v in _random_state_dict(cfg, rng).items()}
+                save_file(sd, str(d / "model.safetensors.tmp"), metadata={"format": "pt"})
                 (d / "config.json").write_text(json.dumps(cfg.to_hf_dict(), indent=1))
                 shutil.copy(tok_path, d / "tokenizer.json")
                 os.replace(d / "model.safetensors.tmp", d / "model.safetensors")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# One command for whoever holds a CUDA GPU (<= 9 min): a reduced pipeline-vs-reference run (14m +
-# 70m, 2 steps x 5 seeds, the 4.7k-token text), the roofline (14m, 70m, 160m shapes) and the
-# kernel's KL forms and recompute-vs-cached logits, every figure appended to one file.
+# One command for whoever holds a CUDA GPU (<= 9 min): the paper's full configuration for real
+# (benchmarks/paper_scale.py: 5 sizes x 20 steps x 5 seeds, fp16 synthetic checkpoints hard-linked
+# across steps), a reduced pipeline-vs-reference run (14m + 70m, 2 steps x 5 seeds, the 4.7k-token
+# text), the roofline (14m, 70m, 160m shapes) and the kernel's KL forms (time and error vs float64)
+# and recompute-vs-cached logits, every figure appended to one file.
 #
 #   benchmarks/gpu_check.sh [OUTFILE]   # default $OUT/gpu_check.txt when $OUT is set, else ./gpu_check.txt
 #
@@ -49,18 +51,21 @@ print(f"jax {jax.__version__} backend {jax.default_backend()} devices {jax.devic
 EOF
 
 # Most important first: a step cut off by its limit still leaves the lines it printed.
+PAPER=(--run_sizes=14m,31m,70m,160m,410m --run_steps=20 --nocold)
 PIPE=(--sizes=14m,70m --steps=0,143000 --seeds=1,3,5,7,9)
 ROOF=(--sizes=14m,70m,160m --seeds=5 --tokens=2048)
-KERN=(--sections=3,4 --seeds=5 --tokens=2048 --cache_blocks=128,256,512 --cache_forms=pair,einsum)
+KERN=(--sections=3,4 --seeds=5 --tokens=2048 --cache_blocks=256,1024 --cache_forms=pair,einsum)
 if [ -n "$SMOKE" ]; then
+  PAPER=(--run_sizes=14m --run_steps=2 --seeds=2)
   PIPE=(--quick); ROOF=(--sizes=14m --seeds=2 --tokens=128)
   KERN=(--sections=4 --seeds=2 --tokens=128 --cache_blocks=64 --repeats=1)
 fi
-step 330 "$PY" benchmarks/pipeline_vs_reference.py "${PIPE[@]}" --workdir=/tmp/seedkl-gpu-check \
+step 250 "$PY" benchmarks/paper_scale.py "${PAPER[@]}" --workdir=/tmp/seedkl-gpu-paper --out="$OUTFILE.paper"
+step 170 "$PY" benchmarks/pipeline_vs_reference.py "${PIPE[@]}" --workdir=/tmp/seedkl-gpu-check \
   --out="$OUTFILE.pipeline"
-step 100 "$PY" benchmarks/roofline.py "${ROOF[@]}" --out="$OUTFILE.roofline"
-step 90 "$PY" benchmarks/kernel_vs_naive.py "${KERN[@]}"
+step 60 "$PY" benchmarks/roofline.py "${ROOF[@]}" --out="$OUTFILE.roofline"
+step 50 "$PY" benchmarks/kernel_vs_naive.py "${KERN[@]}"
 log "-- raw records (JSON)"
-grep -h '^[[{]' "$OUTFILE.roofline" "$OUTFILE.pipeline" >>"$OUTFILE" 2>/dev/null
-rm -f "$OUTFILE.roofline" "$OUTFILE.pipeline"
+grep -h '^[[{]' "$OUTFILE.paper" "$OUTFILE.roofline" "$OUTFILE.pipeline" >>"$OUTFILE" 2>/dev/null
+rm -f "$OUTFILE.paper" "$OUTFILE.roofline" "$OUTFILE.pipeline"
 log "== done $(date -u +%FT%TZ); figures in $OUTFILE"

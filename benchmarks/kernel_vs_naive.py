@@ -13,9 +13,9 @@ one window of T tokens — the compare step exactly as `compare_stacked` jits it
    every ms). The fused path's memory must stay flat in V; the naive one grows with it.
 2. the fused kernel alone (on the step's own hidden states) over vocab chunks C and position blocks
    Pb: time and temp memory — how DEFAULT_VOCAB_CHUNK / DEFAULT_POSITION_BLOCK were chosen.
-3. the "pair" vs "einsum" forms of the pairwise KL: time, and max error against a float64 numpy
-   oracle on the first --oracle_positions positions, for the random-init logits and for sharper
-   logits (output layer ×20, logit sd ≈ 4, like a trained model).
+3. the KL forms ("pair", "einsum" and "onepass"): time, and max error against a float64 numpy
+   oracle on the first --oracle_positions positions, at init-like logits (random init), trained-like
+   ones (output layer ×20, logit sd ≈ 4), near-one-hot ones (×1000) and logits all near −4096.
 4. recompute vs cached logits (`cache_logits=False/True`: pass 2 repeats the unembedding matmul, or
    reads back the [n,S,Pb,C] logits pass 1 kept) for each --cache_blocks Pb and --cache_forms form,
    timed interleaved: time, cached/recompute ratio, compiled temp memory of both — how the
@@ -123,7 +123,7 @@ def worker(spec: str) -> None:
 
 
 def _oracle(h, w, vocab_size):
-    """float64 numpy KL [P,S,S] from h [S,P,D], w [S,D,V]."""
+    """float64 numpy KL [P,S,S] and entropy [P,S] from h [S,P,D], w [S,D,V]."""
     import numpy as np
 
     z = np.einsum("spd,sdv->spv", np.asarray(h, np.float64), np.asarray(w, np.float64))[..., :vocab_size]
@@ -131,7 +131,8 @@ def _oracle(h, w, vocab_size):
     lp = z - m - np.log(np.exp(z - m).sum(-1, keepdims=True))
     p = np.exp(lp)
     S = len(z)
-    return np.stack([np.stack([(p[i] * (lp[i] - lp[j])).sum(-1) for j in range(S)], -1) for i in range(S)], -2)
+    kl = np.stack([np.stack([(p[i] * (lp[i] - lp[j])).sum(-1) for j in range(S)], -1) for i in range(S)], -2)
+    return kl, -(p * lp).sum(-1).T
 
 
 def main(argv):
@@ -140,11 +141,12 @@ def main(argv):
     import jax
 
     from seedkl_jax.kernels.divergence import (
-        DEFAULT_FORM,
         DEFAULT_POSITION_BLOCK,
+        DEFAULT_POSITION_BLOCK_ONEPASS,
         DEFAULT_POSITION_BLOCK_CACHED,
         DEFAULT_VOCAB_CHUNK,
         default_cache_logits,
+        default_form,
         divergence_jit,
     )
     from seedkl_jax.models.gpt_neox import hidden_states
@@ -153,7 +155,7 @@ def main(argv):
     MB = 2 ** 20
     print(f"# kernel_vs_naive: pythia-14m shape, S={S}, T={T}, device {jax.devices()[0].device_kind}, "
           f"{os.cpu_count()} CPUs; defaults C={DEFAULT_VOCAB_CHUNK}, Pb={DEFAULT_POSITION_BLOCK} "
-          f"(cached: {DEFAULT_POSITION_BLOCK_CACHED}), form={DEFAULT_FORM}, "
+          f"(cached: {DEFAULT_POSITION_BLOCK_CACHED}, onepass: {DEFAULT_POSITION_BLOCK_ONEPASS}), form={default_form()}, "
           f"cache_logits={default_cache_logits()} on {jax.default_backend()}")
 
     rows = {}
@@ -220,14 +222,17 @@ def _sweep(h, w, t, vocab, kernel_run):
     from seedkl_jax.kernels.divergence import (
         DEFAULT_POSITION_BLOCK,
         DEFAULT_POSITION_BLOCK_CACHED,
+        DEFAULT_POSITION_BLOCK_ONEPASS,
         DEFAULT_VOCAB_CHUNK,
         default_cache_logits,
+        default_form,
     )
 
-    pb0 = DEFAULT_POSITION_BLOCK_CACHED if default_cache_logits() else DEFAULT_POSITION_BLOCK
+    pb0 = (DEFAULT_POSITION_BLOCK_ONEPASS if default_form() == "onepass" else
+           DEFAULT_POSITION_BLOCK_CACHED if default_cache_logits() else DEFAULT_POSITION_BLOCK)
     MB = 2 ** 20
     print(f"\n## 2. fused kernel alone, timed interleaved (V={vocab}): vocab chunk C x position block Pb "
-          "(cache_logits default)")
+          f"(form {default_form()}, cache_logits default)")
     print(f"{'C':>6}{'Pb':>6}{'time s':>9}{'XLA temp MB':>13}")
     sweep = [(int(c), pb0) for c in _CHUNKS.value]
     sweep += [(DEFAULT_VOCAB_CHUNK, int(b)) for b in _BLOCKS.value]
@@ -239,26 +244,36 @@ def _sweep(h, w, t, vocab, kernel_run):
     print(f"{'naive':>12}{times[-1]:>9.2f}{runs[-1][1] / MB:>13.1f}")
 
 
+def _logit_cases(h, w):
+    """(label, h, w) at init-like, trained-like and extreme logits (the same hidden states)."""
+    h1 = h.at[..., 0].set(1.0)  # feature 0 then adds the row W[:, 0, :] to every position's logits
+    return (("init", h, w),                       # random init: logit sd ~0.03, KLs ~1e-4
+            ("trained", h, w * 20.0),             # logit sd ~4 (output layer x20): KLs 0.1-10
+            ("x1000", h, w * 1000.0),             # logit sd ~200: near-one-hot, KLs in the hundreds
+            ("at -4096", h1, w.at[:, 0, :].set(-4096.0)))  # every logit ~-4096 (ulp 5e-4)
+
+
 def _forms(h, w, t, Vr, kernel_run):
     import numpy as np
 
-    from seedkl_jax.kernels.divergence import divergence_jit
+    from seedkl_jax.kernels.divergence import FORMS, divergence_jit
 
     T = h.shape[1]
     P = _ORACLE_POSITIONS.value
-    print(f"\n## 3. pairwise-KL form: time (T={T}, interleaved) and max error vs float64 (first {P} positions)")
-    print(f"{'form':<8}{'time s':>8}{'logits':>12}{'max |err|':>11}{'max rel err':>13}{'max KL':>9}")
-    forms = ("pair", "einsum")
-    times = dict(zip(forms, _interleaved([kernel_run(form=f)[0] for f in forms], _REPEATS.value)))
-    for label, scale in (("init", 1.0), ("sharp x20", 20.0)):
-        ws = w * scale
-        want = _oracle(h[:, :P], ws, Vr)
-        for form in forms:
-            got = np.asarray(divergence_jit(h[:, :P], ws, t[:P], vocab_size=Vr, form=form)["kl"], np.float64)
-            err = np.abs(got - want)
-            print(f"{form:<8}{times[form]:>8.2f}{label:>12}{err.max():>11.2e}"
-                  f"{(err / np.maximum(1, np.abs(want))).max():>13.2e}{want.max():>9.3f}", flush=True)
-    print(f"einsum/pair time {times['einsum'] / times['pair']:.2f}x")
+    print(f"\n## 3. KL forms: time (T={T}, interleaved) and max error vs float64 (first {P} positions; "
+          "rel = |err| / max(1, |exact|))")
+    print(f"{'form':<9}{'time s':>8}{'logits':>10}{'KL max rel err':>16}{'KL max |err|':>14}"
+          f"{'entropy max rel err':>21}{'max KL':>9}")
+    times = dict(zip(FORMS, _interleaved([kernel_run(form=f)[0] for f in FORMS], _REPEATS.value)))
+    for label, hs, ws in _logit_cases(h[:, :P], w):
+        want_kl, want_h = _oracle(hs, ws, Vr)
+        for form in FORMS:
+            out = divergence_jit(hs, ws, t[:P], vocab_size=Vr, form=form)
+            err = np.abs(np.asarray(out["kl"], np.float64) - want_kl)
+            err_h = np.abs(np.asarray(out["entropy"], np.float64) - want_h) / np.maximum(1, np.abs(want_h))
+            print(f"{form:<9}{times[form]:>8.2f}{label:>10}{(err / np.maximum(1, np.abs(want_kl))).max():>16.2e}"
+                  f"{err.max():>14.2e}{err_h.max():>21.2e}{want_kl.max():>9.3g}", flush=True)
+    print(", ".join(f"{f}/pair time {times[f] / times['pair']:.2f}x" for f in FORMS[1:]))
 
 
 def _cache(vocab, kernel_run):

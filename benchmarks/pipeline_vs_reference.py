@@ -19,7 +19,6 @@ Nothing here asserts a time: it prints a table (and --out appends it to a file).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import json
 import os
@@ -77,14 +76,12 @@ def _setup() -> Setup:
 
 def _run_seedkl(st: Setup, out: Path, cache: Path, kernel: str) -> dict:
     from seedkl_jax import api
-    from seedkl_jax.kernels import compare as kernels_compare
 
-    if kernel != "fused":  # study/run.py looks compare_stacked up at call time
-        kernels_compare.compare_stacked = functools.partial(kernels_compare.compare_stacked, kernel=kernel)
     suite = api.Suite(sizes=st.sizes, steps=st.steps, seeds=st.seeds, model_template=st.template,
                       revision_template="")
     cfg = api.StudyConfig(suite=suite, text=str(st.workdir / "text.txt"), out=str(out), pos="none",
-                          overwrite=True, window=_WINDOW.value, overlap=_OVERLAP.value, cache_dir=str(cache))
+                          overwrite=True, window=_WINDOW.value, overlap=_OVERLAP.value, cache_dir=str(cache),
+                          kernel=kernel)
     api.run_study(cfg, progress=False)
     import jax
 

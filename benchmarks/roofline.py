@@ -8,12 +8,13 @@ F MLP width, L layers, V padded vocab rows, S seeds):
     layers      L * (2*D*3D  [qkv] + 2*D*D [attn out] + 2*2*D*F [mlp] + 2*2*T*D [q.k and a.v])
     unembed     2*D*V
     kl pass     per token, every ordered pair (i, j) of the S seeds costs k FLOPs per vocab id, so
-                S^2*k*V per token = S*k*V per token per seed, with k = 6 for the kernel's default
-                "pair" form (p_i*(lp_i - lp_j) - p_i + p_j, clamp, accumulate) and k = 2 for the
-                "einsum" form (sum_v p_i(v) lp_j(v) as a matmul)
+                S^2*k*V per token = S*k*V per token per seed, with k = 6 for the
+                "pair" form (p_i*(lp_i - lp_j) - p_i + p_j, clamp, accumulate), k = 2 for the
+                "einsum" form (sum_v p_i(v) lp_j(v) as a matmul) and k = 3 for "onepass"
+                (e_i*(z_i - z_j), accumulate); the backend's default form is counted
 "model" FLOPs are those; "executed" adds a second 2*D*V where the fused kernel recomputes each logit
-chunk in its second pass (one pass for the logsumexp, one for the sums; `cache_logits=False`, the
-CPU default) instead of keeping the block's [S,Pb,V] logits from the first.
+chunk in its second pass (two-pass forms with `cache_logits=False`) instead of keeping the block's
+[S,Pb,V] logits from the first; the one-pass form (CPU default) runs one unembedding.
 MFU = model FLOP/s / peak; "of peak" = executed FLOP/s / peak.
 Attention is counted at the full T x T of a dense masked kernel; the model scores each 128-query
 block against its causal key prefix only (models/gpt_neox.py), about (n+1)/2n of that for n blocks.
@@ -44,22 +45,6 @@ _TOKENS = flags.DEFINE_integer("tokens", 2048, "text length N (= one window at t
 _VOCAB_CHUNK = flags.DEFINE_integer("vocab_chunk", None, "kernel vocab chunk (default: kernel's)")
 _PEAK_N = flags.DEFINE_integer("peak_n", None, "matmul size for the peak (default 2048 CPU, 8192 GPU/TPU)")
 _OUT = flags.DEFINE_string("out", None, "also append the table and a JSON line to this file")
-
-
-KL_FLOPS_PER_PAIR_AND_ID = {"pair": 6, "einsum": 2}
-
-
-def flops_per_token_per_seed(cfg, context: int, seeds: int, form: str = "pair",
-                             cache_logits: bool = False) -> dict[str, float]:
-    """The FLOP count above, by part, for one predicted token of one seed (cache_logits: the
-    kernel keeps pass 1's logits, so pass 2 executes no second unembedding)."""
-    D, F, V, L, T = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_layers, context
-    layers = L * (2 * D * 3 * D + 2 * D * D + 2 * 2 * D * F + 2 * 2 * T * D)
-    parts = {"layers": float(layers), "unembed": float(2 * D * V),
-             "kl": float(seeds * KL_FLOPS_PER_PAIR_AND_ID[form] * V)}
-    parts["model"] = parts["layers"] + parts["unembed"] + parts["kl"]
-    parts["executed"] = parts["model"] + (0 if cache_logits else 2 * D * V)  # recomputed in pass 2
-    return parts
 
 
 def _best_time(fn, repeats: int) -> float:
@@ -113,23 +98,24 @@ def main(argv):
     peaks = {"float32": matmul_peak("float32", n)}
     if backend != "cpu":
         peaks["bfloat16"] = matmul_peak("bfloat16", n)
-    from seedkl_jax.kernels.divergence import DEFAULT_FORM, default_cache_logits
+    from seedkl_jax.kernels.divergence import default_cache_logits, default_form
 
     S, N = _SEEDS.value, _TOKENS.value
-    cache = default_cache_logits()
+    form = default_form()
+    cache = form != "onepass" and default_cache_logits()
     rows, records = [], []
     for size in _SIZES.value:
         cfg = common.neox_config(size)
-        f = flops_per_token_per_seed(cfg, min(N, 2048), S, DEFAULT_FORM, cache)
+        f = common.flops_per_token_per_seed(cfg, min(N, 2048), S, form, cache)
         secs = time_compare(cfg, S, N, _VOCAB_CHUNK.value)
         model, executed = (f[k] * (N - 1) * S / secs for k in ("model", "executed"))
         records.append({"size": size, "backend": backend, "device": device, "seeds": S, "tokens": N,
-                        "kl_form": DEFAULT_FORM, "cache_logits": cache,
+                        "kl_form": form, "cache_logits": cache,
                         **{f"flops_{k}": v for k, v in f.items()},
                         "seconds": secs, "model_flops_per_s": model, "executed_flops_per_s": executed,
                         **{f"peak_{k}": v for k, v in peaks.items()}})
         rows.append({"size": size, "MFLOP/tok/seed: layers": f"{f['layers'] / 1e6:.1f}",
-                     "unembed": f"{f['unembed'] / 1e6:.1f}", f"kl ({DEFAULT_FORM})": f"{f['kl'] / 1e6:.2f}",
+                     "unembed": f"{f['unembed'] / 1e6:.1f}", f"kl ({form})": f"{f['kl'] / 1e6:.2f}",
                      "model": f"{f['model'] / 1e6:.1f}", "executed": f"{f['executed'] / 1e6:.1f}",
                      "S x P": f"{S} x {N - 1}", "time s": f"{secs:.2f}",
                      "executed GFLOP/s": f"{executed / 1e9:.1f}",

@@ -62,13 +62,15 @@ def test_formats_give_identical_params(hf_checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("fmt,np_dtype", [("fp16", np.float16), ("bf16", ml_dtypes.bfloat16)])
-def test_half_precision_checkpoints_upcast_to_float32(hf_checkpoint, fmt, np_dtype):
+def test_half_precision_checkpoints_keep_their_dtype(hf_checkpoint, fmt, np_dtype):
+    """fp16/bf16 weights stay in their dtype (exactly the stored values) in params and cache."""
     ref = load(str(hf_checkpoint(seed=3)))
     half = load(str(hf_checkpoint(seed=3, fmt=fmt)))
     assert json.loads((hf_checkpoint(seed=3, fmt=fmt) / "config.json").read_text())["dtype"] != "float32"
     assert str(half.hf_config.dtype).endswith("float32")
-    expected = jax.tree.map(lambda a: a.astype(np_dtype).astype(np.float32), ref.params)
+    expected = jax.tree.map(lambda a: a.astype(np_dtype), ref.params)
     _assert_same_params(expected, half.params)
+    _assert_same_params(expected, load(str(hf_checkpoint(seed=3, fmt=fmt))).params)  # from the cache
 
 
 def test_old_pythia_style_config(hf_checkpoint, tmp_path):

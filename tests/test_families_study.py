@@ -18,7 +18,6 @@ import polars as pl
 import pytest
 from conftest import wordpiece_vocab
 
-from seedkl_jax.errors import SeedKLError
 from seedkl_jax.study import store
 from seedkl_jax.study.lock import LOCK_FILE
 from seedkl_jax.study.run import StudyConfig, run_study

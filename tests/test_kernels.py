@@ -21,6 +21,7 @@ from seedkl_jax.kernels.compare import compare, compare_stacked, stack_params
 from seedkl_jax.kernels.divergence import (
     chunking,
     default_cache_logits,
+    default_form,
     divergence_jit,
     unigram_logprobs,
 )
@@ -98,21 +99,25 @@ def random_text(n, rng, batch=None):
     return rng.randint(0, V_REAL, n if batch is None else (batch, n))
 
 
-@pytest.mark.parametrize("vocab_chunk,vocab_size,position_block,kernel", [
-    (None, V_REAL, None, "fused"),   # defaults
-    (16759, V_REAL, None, "fused"),  # chunk divides the real vocab: 3 full chunks
-    (5000, V_REAL, 16, "fused"),     # does not divide: last chunk partly padded ids; 3 position blocks
-    (5000, V_PAD, None, "fused"),    # no padding masked; last chunk's slice clamped and overlapping
-    (None, V_REAL, None, "naive"),   # the materialising baseline agrees too
+@pytest.mark.parametrize("vocab_chunk,vocab_size,position_block,kernel,form", [
+    (None, V_REAL, None, "fused", None),        # defaults (the backend's form)
+    (16759, V_REAL, None, "fused", "pair"),     # chunk divides the real vocab: 3 full chunks
+    (5000, V_REAL, 16, "fused", "pair"),        # does not divide: last chunk partly padded ids; 3 blocks
+    (5000, V_PAD, None, "fused", "pair"),       # no padding masked; last chunk's slice clamped, overlapping
+    (16759, V_REAL, None, "fused", "onepass"),
+    (5000, V_REAL, 16, "fused", "onepass"),
+    (5000, V_PAD, None, "fused", "onepass"),
+    (5000, V_REAL, 16, "fused", "einsum"),
+    (None, V_REAL, None, "naive", None),        # the materialising baseline agrees too
 ])
-def test_matches_float64_oracle(suite, vocab_chunk, vocab_size, position_block, kernel):
+def test_matches_float64_oracle(suite, vocab_chunk, vocab_size, position_block, kernel, form):
     torch_models, models = suite
     rng = np.random.RandomState(1)
     ids = random_text(24, rng, batch=2)
     counts = rng.poisson(0.3, vocab_size).astype(float)  # mostly zeros: smoothing must keep it finite
     ref = unigram_logprobs(counts, vocab_size)
     out = compare(models, ids, reference_logprobs=ref, vocab_size=vocab_size, vocab_chunk=vocab_chunk,
-                  position_block=position_block, kernel=kernel)
+                  position_block=position_block, kernel=kernel, form=form)
     assert out["kl"].shape == (2, 23, 3, 3) and out["surprisal"].shape == (2, 23, 3)
     want = oracle(hf_logits(torch_models, ids)[:, :, :-1], ids[:, 1:], vocab_size, ref)
     assert_close(out, want)
@@ -134,8 +139,8 @@ def _dyadic(rng, shape, scale):
 
 
 @pytest.mark.parametrize("case", ["one_far_above", "near_uniform", "very_negative"])
-@pytest.mark.parametrize("form", ["pair", "einsum"])
-@pytest.mark.parametrize("cache", [False, True])
+@pytest.mark.parametrize("form,cache", [("pair", False), ("pair", True), ("einsum", False), ("einsum", True),
+                                        ("onepass", None)])
 def test_hard_distributions(case, form, cache):
     """h/W built so the float32 logits are exact; the kernel must then match float64 to the bound."""
     rng = np.random.RandomState(3)
@@ -161,6 +166,11 @@ def test_hard_distributions(case, form, cache):
         out = divergence_jit(h, w, targets, ref, vocab_size=Vr, vocab_chunk=chunk, position_block=block,
                              form=form, cache_logits=cache)
         assert_close({k: np.asarray(v) for k, v in out.items()}, want)
+        exact = divergence_jit(h, w, targets, ref, vocab_size=Vr, vocab_chunk=chunk, position_block=block,
+                               form="pair", cache_logits=False)
+        for k, v in out.items():  # every form agrees with the exact (pair) one to the same bound
+            ex = np.asarray(exact[k], np.float64)
+            assert np.max(np.abs(np.asarray(v) - ex) / np.maximum(1.0, np.abs(ex))) <= 1e-5, (form, k)
 
 
 @pytest.mark.parametrize("form,with_ref,vocab_size", [
@@ -207,7 +217,8 @@ def test_cached_logits_working_set():
         spec = lambda *shape: jax.ShapeDtypeStruct(shape, np.float32)
         t = jax.ShapeDtypeStruct((P,), np.int32)
         return divergence_jit.lower(spec(S, P, D), spec(S, D, V), t, None, vocab_size=Vr, vocab_chunk=128,
-                                    position_block=Pb, cache_logits=cache).compile().memory_analysis().temp_size_in_bytes
+                                    position_block=Pb, form="pair",
+                                    cache_logits=cache).compile().memory_analysis().temp_size_in_bytes
 
     small, large = {c: temp(64, c) for c in (False, True, None)}, {c: temp(512, c) for c in (False, True)}
     assert small[True] >= buffer and large[True] >= buffer, (small, large, buffer)
@@ -215,6 +226,7 @@ def test_cached_logits_working_set():
     assert large[True] - small[True] < buffer and large[False] - small[False] < buffer, (small, large, buffer)
     assert small[None] == small[default_cache_logits()]  # None resolves to the backend's default
     assert default_cache_logits("cpu") is False and default_cache_logits("gpu") is True
+    assert default_form("cpu") == "onepass" and default_form("gpu") == "pair"
 
 
 @pytest.mark.parametrize("n,window,overlap", [(2, 4, 1), (9, 8, 3), (10, 8, 3), (30, 8, 3), (33, 7, 0), (40, 8, 7)])

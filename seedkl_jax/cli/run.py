@@ -72,6 +72,15 @@ _MLM_SCORING = flags.DEFINE_enum(
     "interleaved passes: 7x the forward passes).")
 _VOCAB_CHUNK = flags.DEFINE_integer("vocab_chunk", None, "Vocab chunk of the fused KL kernel; default: the "
                                     "kernel's benchmarked choice.")
+_KERNEL = flags.DEFINE_enum("kernel", "fused", ["fused", "naive"], "Divergence kernel: fused (vocab-chunked) or "
+                            "naive (materialises all [S,P,V] log-probs; a baseline, much more memory).")
+_KERNEL_FORM = flags.DEFINE_enum("kernel_form", None, ["pair", "einsum", "onepass"],
+                                 "KL form of the fused kernel: pair (two passes, exact), einsum, onepass (one "
+                                 "pass, online rescaling); default: the backend's measured choice (onepass on CPU).")
+_POSITION_BLOCK = flags.DEFINE_integer("position_block", None, "Positions per block of the fused kernel (Pb); "
+                                       "default: the kernel's benchmarked choice for the form.")
+_CACHE_LOGITS = flags.DEFINE_boolean("cache_logits", None, "Two-pass forms: keep each block's logits from pass 1 "
+                                     "for pass 2 instead of recomputing them; default: off on CPU, on elsewhere.")
 _VOCAB_SIZE = flags.DEFINE_integer(
     "vocab_size", None, "Normalise next-token distributions over ids < N (the real vocabulary); default: every id "
     "the tokenizer defines. The shared NeoX tokenizer fixture defines 4 ids beyond Pythia's 50,277: pass 50277.")
@@ -121,7 +130,9 @@ def build_config():
         pos_required=_POS.value == "stanza" and flags.FLAGS["pos"].present,
         overwrite=_OVERWRITE.value, wait=_WAIT.value, window=_WINDOW.value, overlap=_OVERLAP.value,
         mlm_scoring=_MLM_SCORING.value,
-        vocab_chunk=_VOCAB_CHUNK.value or None, vocab_size=_VOCAB_SIZE.value, cache_dir=_CACHE_DIR.value or None,
+        vocab_chunk=_VOCAB_CHUNK.value or None, kernel=_KERNEL.value, kernel_form=_KERNEL_FORM.value,
+        position_block=_POSITION_BLOCK.value or None, cache_logits=_CACHE_LOGITS.value,
+        vocab_size=_VOCAB_SIZE.value, cache_dir=_CACHE_DIR.value or None,
         save_pair_positions=_SAVE_PAIR_POSITIONS.value, n_boot=_N_BOOT.value, compat=_COMPAT.value,
     )
 

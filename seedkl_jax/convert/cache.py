@@ -180,6 +180,34 @@ def _orbax_quiet():
         log.setLevel(level)
 
 
+def clone(source: Path, entry: Path, info: dict) -> Path | None:
+    """A complete `entry` whose params are hard links to those of the complete entry `source`
+    (same weight files under another path, e.g. one checkpoint hard-linked as several steps: the
+    disk holds its params once). entry.json gets `info`; atomic like `store`. None when `source`
+    is not complete or the filesystem refuses hard links (the caller then stores a copy)."""
+    if not is_complete(source):
+        return None
+    tmp = entry.parent / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        shutil.copytree(source, tmp, copy_function=os.link,
+                        ignore=lambda d, names: [n for n in names if Path(d) == source and n in (MARKER, "entry.json")])
+        (tmp / "entry.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+        _finish(tmp, entry.name)
+        if entry.exists() and not is_complete(entry):
+            shutil.rmtree(entry)
+        try:
+            os.rename(tmp, entry)
+        except OSError:
+            if not is_complete(entry):
+                raise
+    except OSError:
+        return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _remove_stale(entry)
+    return entry
+
+
 def _finish(tmp: Path, name: str) -> None:
     """Write the completion marker (last step before the rename; separate so tests can fail it)."""
     with open(tmp / MARKER, "w") as f:

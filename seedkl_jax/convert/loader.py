@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from seedkl_jax.convert import cache
-from seedkl_jax.convert.hub import (TOKENIZER_FILES, hub_snapshot, parse_ref, pick_checkpoint_files,
+from seedkl_jax.convert.hub import (TOKENIZER_FILES, has_tokenizer, hub_snapshot, parse_ref, pick_checkpoint_files,
                                     weight_files)
 from seedkl_jax.convert.mapping import state_dict_to_params
 from seedkl_jax.errors import SeedKLError
@@ -48,7 +48,9 @@ _logits = jax.jit(families.logits, static_argnums=1, static_argnames=("dtype", "
 
 @dataclasses.dataclass
 class Model:
-    """A loaded checkpoint of any family. `params` has numpy leaves in `dtype` (no leading seed axis).
+    """A loaded checkpoint of any family. `params` has numpy leaves (no leading seed axis) in `dtype`,
+    except that a checkpoint stored wholly in float16 or bfloat16 keeps that dtype at dtype="float32" (the
+    same values exactly; the params cache then holds half the bytes): computations upcast on device.
 
     `config` is the family's config (NeoXConfig, GPT2Config, BertConfig); `logits(ids)` gives
     next-token logits (causal) or the masked-LM head's logits at every position of the unmasked ids."""
@@ -80,6 +82,32 @@ class Model:
     def num_params(self) -> int:
         return int(sum(np.size(x) for x in jax.tree.leaves(self.params)))
 
+    @functools.cached_property
+    def real_vocab_size(self) -> int | None:
+        """Ids of the checkpoint's tokenizer (tokenizer.json in `local_dir`; Pythia: 50,277 of 50,304
+        rows), or None without one. `compare` normalises over these by default."""
+        return None if self.local_tokenizer is None else self.local_tokenizer.vocab_size
+
+    def mlm_spec(self, mode: str = "unmasked"):
+        """How a masked LM's windows are built (kernels/windows.MLMSpec), from the tokenizer beside it."""
+        from seedkl_jax.kernels.windows import MLMSpec
+
+        tok = self.local_tokenizer
+        if tok is None or tok.cls_id is None:
+            raise SeedKLError(f"{self.name}: no tokenizer with [CLS]/[SEP]/[MASK]/[PAD] beside the checkpoint; "
+                              "pass mlm=MLMSpec(...) to compare explicitly")
+        return MLMSpec(mode, tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id)
+
+    @functools.cached_property
+    def local_tokenizer(self):
+        """The tokenizer in `local_dir` (tokenizer.json, vocab.txt or vocab.json + merges.txt), or None."""
+        folder = Path(self.local_dir)
+        if not folder.is_dir() or not has_tokenizer({p.name for p in folder.iterdir()}):
+            return None
+        from seedkl_jax.data.tokenizer import load_tokenizer
+
+        return load_tokenizer(str(folder))
+
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
         """ids [B,T] (mask [B,T], 1 = token) -> float32 logits [B,T,V]. Small inputs and tests."""
         ids = np.asarray(input_ids)
@@ -109,7 +137,14 @@ def load(model: str, revision: str | None = None, *, dtype: str = "float32",
         fingerprint = [(f.name, f.stat().st_size, f.stat().st_mtime_ns)
                        for f in [ckpt / "config.json", *weights]]
     entry = cache.entry_dir(cache.cache_root(cache_dir), name, revision, dtype, fingerprint)
+    info = {"model": name, "revision": revision, "dtype": dtype, "fingerprint": fingerprint}
     hit = cache.restore(entry)
+    # The same files (one inode, e.g. a checkpoint hard-linked as several steps) cached under another
+    # path: hard-link that entry's params (`cache.clone`) rather than converting and storing a copy.
+    same = _same_files_pointer(entry, dtype, [ckpt / "config.json", *weights]) if is_local else None
+    if hit is None and same is not None and same.is_file():
+        if cache.clone(entry.parent / same.read_text(), entry, {**info, "weights": [f.name for f in weights]}):
+            hit = cache.restore(entry)
     stored = entry if hit is not None else None
     if hit is not None:
         params, config = hit
@@ -123,12 +158,14 @@ def load(model: str, revision: str | None = None, *, dtype: str = "float32",
     if hit is None:
         params = convert(ckpt, weights, cfg, dtype, progress)
         extra = [] if is_local else [ckpt / f for f in TOKENIZER_FILES if (ckpt / f).is_file()]
-        info = {"model": name, "revision": revision, "dtype": dtype, "fingerprint": fingerprint,
-                "weights": [f.name for f in weights]}
+        info["weights"] = [f.name for f in weights]
         if progress:
             tqdm.write(f"saving params to the cache: {entry}")
         try:
             stored = cache.store(entry, params, config, info, extra)  # None on processes other than 0
+            if same is not None and stored is not None:
+                same.parent.mkdir(exist_ok=True)
+                same.write_text(stored.name)
         except PermissionError as e:
             raise SeedKLError(f"{entry.parent}: cannot write the cache ({e.strerror}); pass cache_dir=... "
                               "or set SEEDKL_CACHE to a writable directory") from e
@@ -184,6 +221,14 @@ def _safetensors_names(path: Path) -> list[str]:
             return []  # a corrupt header is reported by the full read
 
 
+def _same_files_pointer(entry: Path, dtype: str, files: list[Path]) -> Path:
+    """Where the name of the cache entry converted from exactly these files (same inodes, sizes and
+    mtimes: e.g. one checkpoint hard-linked as several steps) is kept; a later load of the same files
+    under another path hard-links that entry's params (`cache.clone`) instead of storing a copy."""
+    key = cache._hash(dtype, [(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for st in map(os.stat, files)])
+    return entry.parent / ".same-files" / key
+
+
 def convert(ckpt: Path, weights: list[Path], cfg: Any, dtype: str,
             progress: bool = False) -> dict:
     """Read `weights` of checkpoint dir `ckpt` and build the params pytree in `dtype`."""
@@ -191,9 +236,24 @@ def convert(ckpt: Path, weights: list[Path], cfg: Any, dtype: str,
         sd = read_state_dict(weights, bar)
         bar.set_description("convert")
         params = state_dict_to_params(sd, cfg, where=str(ckpt))
-    if dtype != "float32":
-        params = jax.tree.map(lambda a: a.astype(DTYPES[dtype]), params)
+    narrow = stored_half_dtype(weights) if dtype == "float32" else DTYPES[dtype]
+    if narrow is not None:  # float32 from fp16/bf16 weights: back to their own dtype, exactly
+        params = jax.tree.map(lambda a: a.astype(narrow), params)
     return params
+
+
+def stored_half_dtype(weights: list[Path]) -> np.dtype | None:
+    """float16 / bfloat16 when every floating tensor of the safetensors `weights` is stored in that
+    one dtype (Pythia's checkpoints), else None (float32, mixed, or pytorch_model.bin)."""
+    tags = set()
+    for f in weights:
+        if f.suffix != ".safetensors":
+            return None
+        with open(f, "rb") as fh:  # already read and validated by read_state_dict
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        tags |= {v["dtype"] for k, v in header.items() if k != "__metadata__" and v["dtype"] in _FLOAT_TAGS}
+    half = {"F16": np.dtype(np.float16), "BF16": np.dtype(ml_dtypes.bfloat16)}
+    return half.get(tags.pop()) if len(tags) == 1 else None
 
 
 # --------------------------------------------------------------------------- resolution

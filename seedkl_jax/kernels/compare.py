@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -32,15 +31,41 @@ from jax.sharding import PartitionSpec as PS
 from tqdm.auto import tqdm
 
 from seedkl_jax.errors import SeedKLError
-from seedkl_jax.kernels.divergence import DEFAULT_FORM, KERNELS, check_reference
+from seedkl_jax.kernels.divergence import FORMS, KERNELS, check_reference
 from seedkl_jax.kernels.windows import MLMSpec, default_window, make_windows, mlm_windows
 from seedkl_jax.models import family as families
 
 PER_SEED = ("surprisal", "entropy", "kl_uniform", "kl_unigram")
+# Persistent XLA compilation cache, under the seedkl cache root (see `use_compilation_cache`).
+XLA_CACHE_SUBDIR = "xla"
+
+
+def use_compilation_cache(cache_dir=None) -> str:
+    """Point JAX's persistent compilation cache at <seedkl cache root>/xla (cache_dir, else
+    $SEEDKL_CACHE, else ~/.cache/seedkl) so a second process reuses the compiled compare steps instead
+    of recompiling them (seconds per model size). A directory the process already set (by this
+    function, `jax.config.update("jax_compilation_cache_dir", ...)` or $JAX_COMPILATION_CACHE_DIR)
+    is kept: JAX reads the setting once per process. Returns the directory in use.
+
+    JAX stores only programs whose compile took ≥ `jax_persistent_cache_min_compile_time_secs`
+    (default 1 s): the compare steps of real models, not tiny test ones.
+    """
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return current
+    from seedkl_jax.convert.cache import cache_root
+
+    path = cache_root(cache_dir) / XLA_CACHE_SUBDIR
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    return str(path)
 
 
 def stack_params(params_list: Sequence[Any]) -> dict:
-    """S params pytrees of one config -> one pytree whose leaves have a leading S axis (float32)."""
+    """S params pytrees of one config -> one pytree whose leaves have a leading S axis (float32).
+
+    Leaves go to the device in their own dtype (fp16/bf16 params stay half the bytes on the way)
+    and are upcast there."""
     if len(params_list) < 2:
         raise SeedKLError(f"models: got {len(params_list)} seed(s); KL between seeds needs ≥ 2 checkpoints")
     ref = jax.tree.structure(params_list[0])
@@ -49,20 +74,20 @@ def stack_params(params_list: Sequence[Any]) -> dict:
         if jax.tree.structure(p) != ref or [np.shape(x) for x in jax.tree.leaves(p)] != shapes0:
             raise SeedKLError(f"models: seed {i} has differently shaped parameters than seed 0; "
                               "compare only checkpoints of one model size")
-    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs]), *params_list)
+    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]).astype(jnp.float32), *params_list)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "vocab_chunk", "position_block", "form",
-                                             "kernel"))
+                                             "kernel", "cache_logits"))
 def _step(stacked, ids, targets, ref, valid=None, *, cfg: Any, vocab_size: int, vocab_chunk, position_block, form,
-          kernel):
+          kernel, cache_logits=None):
     """ids/targets [Bw,T] (valid [Bw,T]: real tokens, bidirectional models) -> kl [Bw,T,S,S], per-seed [Bw,T,S].
     Family-agnostic: the kernel sees h [S,Bw,T,D'] and W [S,D',V] with logits = h W (models/family.py)."""
     h = jax.vmap(lambda p: families.hidden_states(p, cfg, ids, valid))(stacked)  # [S,Bw,T,D']
     w = jax.vmap(lambda p: families.unembedding(p, cfg))(stacked)  # [S,D',V]
     return KERNELS[kernel](h, w, targets, vocab_size=vocab_size,
                            reference_logprobs=ref, vocab_chunk=vocab_chunk, position_block=position_block,
-                           form=form)
+                           form=form, cache_logits=cache_logits)
 
 
 def _check_mesh(mesh: Mesh | None, S: int) -> tuple[int, str | None]:
@@ -133,16 +158,18 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
                     vocab_chunk: int | None = None, mesh: Mesh | None = None,
                     mlm: MLMSpec | None = None, doc_ids=None,
                     seed_names: Sequence[str] | None = None, window_batch: int | None = None,
-                    position_block: int | None = None, kernel: str = "fused", form: str = DEFAULT_FORM,
-                    progress: bool = False
+                    position_block: int | None = None, kernel: str = "fused", form: str | None = None,
+                    cache_logits: bool | None = None, progress: bool = False
                     ) -> dict[str, np.ndarray]:
     """Per-position divergences between the S seeds stacked in `stacked` (see `stack_params`).
 
     input_ids [N] (one text; P = N−1 predictions) or [B,N] (each row a text; -> [B,N−1,...]).
     vocab_size: real vocab (normalise over ids < vocab_size); default cfg.vocab_size.
     reference_logprobs [vocab_size]: adds kl_unigram (renormalised; must be finite, see
-    `divergence.unigram_logprobs`). vocab_chunk / position_block: the kernel's C and Pb (defaults
-    from benchmarks/kernel_vs_naive.py). kernel "fused" (default) or "naive" (materialises [S,P,V]).
+    `divergence.unigram_logprobs`). vocab_chunk / position_block / form / cache_logits: the
+    kernel's C, Pb, KL form ("pair", "einsum", "onepass") and logits cache (None: the backend's
+    measured defaults, see kernels/divergence.py). kernel "fused" (default) or "naive"
+    (materialises [S,P,V]).
     window_batch: windows per jitted step (default: the mesh's data-axis size).
     window/overlap: default the model's context / half of it (kernels/windows.default_window).
     Masked LMs (cfg of a non-causal family) need `mlm` (how to score) and take one text [N] laid out as
@@ -153,6 +180,10 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
     """
     if kernel not in KERNELS:
         raise SeedKLError(f"kernel: {kernel!r} is not one of {sorted(KERNELS)}")
+    if form is not None and form not in FORMS:
+        raise SeedKLError(f"form: {form!r} is not one of {FORMS}; pass one of them or None (the backend's default)")
+    if position_block is not None and int(position_block) < 1:
+        raise SeedKLError(f"position_block: {position_block} must be ≥ 1 (or None: the kernel's default)")
     S = int(np.shape(jax.tree.leaves(stacked)[0])[0])
     if S < 2:
         raise SeedKLError(f"models: got {S} seed(s); KL between seeds needs ≥ 2 checkpoints")
@@ -192,14 +223,15 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
     params = jax.tree.map(put_params, stacked)
     ref_dev = None if ref is None else (jnp.asarray(ref) if mesh is None else _put(ref, NamedSharding(mesh, PS())))
     step = functools.partial(_step, cfg=cfg, vocab_size=vocab_size, vocab_chunk=vocab_chunk,
-                             position_block=position_block, form=form, kernel=kernel)
+                             position_block=position_block, form=form, kernel=kernel, cache_logits=cache_logits)
     # Dispatch every batch (async), then collect: the device never waits for the host.
     valid = (lambda i: None) if win.valid is None else (lambda i: put_batch(win.valid[i:i + bw]))
     pending = [step(params, put_batch(win.ids[i:i + bw]), put_batch(win.targets[i:i + bw]), ref_dev, valid(i))
                for i in range(0, win.num_windows, bw)]
     chunks: list[dict[str, np.ndarray]] = []
     for i, res in enumerate(tqdm(pending, desc="compare", unit="batch", disable=not progress, leave=False)):
-        res = {k: _fetch(v) for k, v in res.items()}
+        # one transfer of the batch's results (all arrays at once); other processes' shards gathered
+        res = jax.device_get(res) if mesh is None else {k: _fetch(v) for k, v in res.items()}
         _check_finite(res, win.mask[i * bw:(i + 1) * bw], seed_names)
         chunks.append(res)
     out = {k: win.stitch(np.concatenate([c[k] for c in chunks])).astype(np.float32) for k in chunks[0]}
@@ -207,18 +239,11 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
 
 
 def _real_vocab_size(model) -> int | None:
-    """The real vocab of a Model: `real_vocab_size` if it records one, else the size of the
-    tokenizer.json in its `local_dir` (Pythia: 50,277 of 50,304 rows), else None (= config rows)."""
+    """The real vocab of a model: its `real_vocab_size` (a loaded Model reads its tokenizer.json;
+    Pythia: 50,277 of 50,304 rows), else None (= the config's vocab rows). The kernel itself reads
+    no tokenizer: it imports nothing from data/."""
     v = getattr(model, "real_vocab_size", None)
-    if v:
-        return int(v)
-    from seedkl_jax.convert.hub import has_tokenizer
-
-    local_dir = getattr(model, "local_dir", None)
-    if local_dir and Path(local_dir).is_dir() and has_tokenizer({p.name for p in Path(local_dir).iterdir()}):
-        from seedkl_jax.data.tokenizer import load_tokenizer
-        return load_tokenizer(str(local_dir)).vocab_size
-    return None
+    return int(v) if v else None
 
 
 def _mlm_spec(model, mode: str = "unmasked") -> MLMSpec:
@@ -234,7 +259,8 @@ def _mlm_spec(model, mode: str = "unmasked") -> MLMSpec:
 def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_size: int | None = None,
             window: int | None = None, overlap: int | None = None, vocab_chunk: int | None = None,
             mesh: Mesh | None = None, **options) -> dict[str, np.ndarray]:
-    """`compare_stacked` on loaded models (`seedkl_jax.api.load`): same config, ≥ 2 seeds.
+    """`compare_stacked` on loaded models (`seedkl_jax.api.load`): same config, ≥ 2 seeds. Turns on
+    the persistent compilation cache (`use_compilation_cache`) unless the process has one.
 
     vocab_size defaults to the models' real vocab: their tokenizer's (`tokenizer.json` beside the
     checkpoint, or `Model.real_vocab_size`), else their config's vocab rows. `options` go to `compare_stacked` (window_batch, kernel, ...).
@@ -259,8 +285,9 @@ def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_
                           "compare checkpoints that share one tokenizer")
     if vocab_size is None:
         vocab_size = vocabs.pop()
+    use_compilation_cache()
     if not families.family_of(cfg).causal and options.get("mlm") is None:
-        options["mlm"] = _mlm_spec(models[0])
+        options["mlm"] = models[0].mlm_spec()
     return compare_stacked(stack_params([m.params for m in models]), cfg, input_ids,
                            vocab_size=vocab_size, reference_logprobs=reference_logprobs, window=window,
                            overlap=overlap, vocab_chunk=vocab_chunk, mesh=mesh, seed_names=names, **options)

@@ -40,11 +40,21 @@ S·Pb·n·C·4 bytes ≈ S·Pb·V·4 per block (S=5, Pb=1024, V=50,304: 1.03 GB;
 independent of P since blocks run one after another. The None default is backend-dependent, see
 `default_cache_logits`.
 
-`form="einsum"` computes kl_ij = −H_i − Σ_v p_i lp_j as a batched matmul instead (clamped at 0 after
-the sum). benchmarks/kernel_vs_naive.py measures both: "pair" is the default — on CPU about as fast,
-and far more accurate for small KLs (the einsum form subtracts two O(log V) cross entropies to get a
-KL that may be 1e-4). `divergence_naive` materialises [S,P,V_r] log-probs and applies the same term
-math in one go: the benchmark's baseline and a cross-check in tests.
+Forms. "pair" (above) is the exact option. "einsum" computes kl_ij = −H_i − Σ_v p_i lp_j as a
+batched matmul instead (clamped at 0 after the sum; it subtracts two O(log V) cross entropies).
+"onepass" needs one pass and one unembedding per chunk, no logits cache: with online rescaling
+(as in flash attention), per seed i and position it carries the running max m_i, s_i = Σ e_i with
+e_i = e^{z_i − m_i}, B_i = Σ e_i (z_i − m_i), R_i = Σ e_i r and per pair A_ij = Σ e_i (z_i − z_j),
+rescaling them by e^{m_old − m_new} as m_i grows; then
+
+    KL(p_i‖p_j) = A_ij/s_i − (m_i − m_j) − (log s_i − log s_j)     (clamped at 0; diagonal exactly 0)
+    −H_i = B_i/s_i − log s_i,   KL to uniform = log V_r − H_i,   KL to unigram = −H_i − R_i/s_i
+
+~2 flops per (i, j, v) and no per-pair exp. Its rounding differs from pair's (a difference of O(1)
+numbers instead of a sum of non-negative terms); tests hold every form to 1e-5 of float64, and
+`default_form` says what was measured and which form each backend runs by default.
+`divergence_naive` materialises [S,P,V_r] log-probs and applies the pair term math in one go: the
+benchmark's baseline and a cross-check in tests.
 
 Everything is float32 with `Precision.HIGHEST` matmuls.
 """
@@ -73,8 +83,27 @@ DEFAULT_POSITION_BLOCK = 256
 # Pb 256 and 512 ran within noise of each other and of recompute at Pb=256 (3.9–4.1 s), so pass
 # position_block=256 with it to keep the buffer at ~260 MB.
 DEFAULT_POSITION_BLOCK_CACHED = 1024
-DEFAULT_FORM = "pair"
-FORMS = ("pair", "einsum")
+# Pb of the one-pass form (benchmarks/kernel_vs_naive.py section 2 sweeps it). One interleaved sweep
+# on CPU (pythia-14m shape, S=5, T=2048, C=2048, busy 2-core machine): Pb 64 / 128 / 256 took
+# 2.00 / 1.96 / 2.26 s (pair at its defaults 3.80 s); C=1024 at Pb=64 2.42 s, C=512 3.9 s. The
+# per-chunk working set e, z [S,Pb,C] is 2×5 MB at Pb=128.
+DEFAULT_POSITION_BLOCK_ONEPASS = 128
+FORMS = ("pair", "einsum", "onepass")
+
+
+def default_form(backend: str | None = None) -> str:
+    """What `divergence(form=None)` does: "onepass" on CPU, "pair" (two passes) elsewhere.
+
+    Measured (benchmarks/kernel_vs_naive.py section 3, pythia-14m shape, S=5, T=2048, V=50,304):
+    - CPU (2 cores): onepass 0.55× the time of pair (2.05 vs 3.74 s, einsum 3.33 s); its KL error
+      vs float64 is ≤ 1.1e-6 (relative to max(1, KL)) at init-like and trained-like logits, where
+      pair's is ≤ 1.1e-6 too (4e-8 at init-like: pair is the exact option), and the same as the
+      other forms at extreme ones (near-one-hot ×1000 logits: 4.6e-5, every form alike, set by the
+      float32 logits themselves; logits near −4096: 7e-6).
+    - GPU: onepass was not measured on one (no GPU lent to that work); pair with cached logits is
+      the measured best there (`default_cache_logits`). benchmarks/gpu_check.sh times all forms.
+    """
+    return "onepass" if (backend or jax.default_backend()) == "cpu" else "pair"
 
 
 def default_cache_logits(backend: str | None = None) -> bool:
@@ -82,11 +111,9 @@ def default_cache_logits(backend: str | None = None) -> bool:
 
     Measured (benchmarks/kernel_vs_naive.py section 4, pythia-14m shape, S=5, T=2048, V=50,304):
     - CPU (2 shared cores, two runs): cached/recompute time 0.82× at Pb=32, 0.88–0.89× at 64,
-      0.95× at 128, 0.97–1.03× at 256, 1.04× at 512, 1.05× at 1024 (noise ±5%). The cache only
-      helps at small blocks, which are slower either way; the fastest configuration of each path
-      (Pb 256–512, 3.75–3.9 s) ran equally fast, so the second matmul is not what bounds the CPU
-      kernel (not profiled further), while the cache multiplies the kernel's temp memory 8× (35 →
-      280 MB at Pb=256). Not worth it: recompute.
+      0.95× at 128, 0.97–1.03× at 256, 1.04–1.05× at 512–1024 (noise ±5%); the fastest
+      configuration of each ran equally fast (3.75–3.9 s), while the cache multiplies the kernel's
+      temp memory 8× (35 → 280 MB at Pb=256): recompute. (CPU runs the one-pass form anyway.)
     - GPU (one H200): cached 0.80–0.90× of recompute at Pb ≥ 256 in both forms, and its best
       configuration (Pb=1024) took 0.65× the time of the recompute default (Pb=256). Memory is
       plentiful there, so cache.
@@ -191,6 +218,28 @@ def _flatten(h, w, targets, vocab_size, form):
     return h, w.astype(jnp.float32), targets.reshape(-1), pos_shape
 
 
+def _chunks(h, w, C: int, vocab_size: int):
+    """(window, logits) for vocab chunk k of width C: `window(k)` -> (first id, [C] bool of the
+    columns that count), `logits(start)` -> z [S,Pb,C].
+
+    The slice start is clamped so it stays inside V; columns an earlier chunk already covered
+    (id < k·C) or beyond the real vocab (id ≥ V_r) are masked instead of padding W. Every chunk
+    k < n has at least one valid column (n = ⌈V_r/C⌉), so its max is finite.
+    """
+    cols = jnp.arange(C)
+
+    def window(k):
+        start = jnp.minimum(k * C, w.shape[-1] - C)
+        ids = start + cols
+        return start, (ids >= k * C) & (ids < vocab_size)
+
+    def logits(start):
+        wc = jax.lax.dynamic_slice_in_dim(w, start, C, axis=2)
+        return jnp.einsum("spd,sdc->spc", h, wc, precision=HIGHEST, preferred_element_type=jnp.float32)
+
+    return window, logits
+
+
 def _block(h, targets, w, ref, *, vocab_size: int, n: int, C: int, form: str, cache: bool) -> dict:
     """Both vocab passes for one block of positions: h [S,Pb,D], targets [Pb] -> raw outputs [..,Pb].
 
@@ -198,22 +247,8 @@ def _block(h, targets, w, ref, *, vocab_size: int, n: int, C: int, form: str, ca
     V' = n·C) and pass 2 reads them back instead of repeating the matmul.
     """
     S, P, _ = h.shape
-    cols = jnp.arange(C)
     log_vr = math.log(vocab_size)
-
-    def window(k):
-        """Chunk k's first id and which of its C columns count ([C] bool).
-
-        The slice start is clamped so it stays inside V; columns an earlier chunk already covered
-        (id < k·C) or beyond the real vocab (id ≥ V_r) are masked instead of padding W.
-        """
-        start = jnp.minimum(k * C, w.shape[-1] - C)
-        ids = start + cols
-        return start, (ids >= k * C) & (ids < vocab_size)
-
-    def logits(start):  # [S,Pb,C]
-        wc = jax.lax.dynamic_slice_in_dim(w, start, C, axis=2)
-        return jnp.einsum("spd,sdc->spc", h, wc, precision=HIGHEST, preferred_element_type=jnp.float32)
+    window, logits = _chunks(h, w, C, vocab_size)
 
     def lse_step(carry, k):  # online logsumexp: rescale the running sum when the max grows
         m, s = carry
@@ -245,25 +280,70 @@ def _block(h, targets, w, ref, *, vocab_size: int, n: int, C: int, form: str, ca
     return _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets)
 
 
+def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int) -> dict:
+    """One pass over the vocab chunks for one block of positions (form "onepass"; see the module
+    docstring): h [S,Pb,D], targets [Pb] -> raw outputs [..,Pb]. Carries, per seed i and position,
+    relative to the running max m_i (all rescaled by a_i = e^{m_old − m_new} when m_i grows):
+
+        s_i = Σ e_i,   e_i = e^{z_i − m_i}          B_i = Σ e_i·(z_i − m_i)
+        A_ij = Σ e_i·(z_i − z_j)   [S,S,Pb]         R_i = Σ e_i·r   (the reference's log-probs)
+
+    B is kept relative to m (B ← a·(B + (m_old − m_new)·s_old)), never as Σ e·z, so that logits far
+    from 0 cost no precision. The first step starts from m = −1e30, s = B = A = R = 0 (a = 0 then,
+    and every product with the old carry is exactly 0: no inf·0).
+    """
+    S, P, _ = h.shape
+    window, logits = _chunks(h, w, C, vocab_size)
+
+    def step(carry, k):
+        m, s, B, A, R = carry
+        start, valid = window(k)
+        z = logits(start)
+        m_new = jnp.maximum(m, jnp.where(valid, z, -jnp.inf).max(-1))
+        a = jnp.exp(m - m_new)
+        d = jnp.where(valid, z - m_new[..., None], 0.0)  # ≤ 0; 0 at masked ids (whose weight is 0)
+        e = jnp.where(valid, jnp.exp(d), 0.0)
+        zv = jnp.where(valid, z, 0.0)
+        pair = jnp.stack([jnp.sum(e * (zv - zv[j]), axis=-1) for j in range(S)], axis=1)  # [S_i,S_j,Pb]
+        carry = (m_new, a * s + e.sum(-1), a * (B + (m - m_new) * s) + jnp.sum(e * d, -1), a[:, None] * A + pair,
+                 None if ref is None else a * R + jnp.sum(e * jnp.where(valid, jax.lax.dynamic_slice_in_dim(
+                     ref, start, C), 0.0), -1))
+        return carry, None
+
+    zeros = jnp.zeros((S, P), jnp.float32)
+    init = (jnp.full((S, P), -1e30, jnp.float32), zeros, zeros, jnp.zeros((S, S, P), jnp.float32),
+            None if ref is None else zeros)
+    (m, s, B, A, R), _ = jax.lax.scan(step, init, jnp.arange(n))
+    logs = jnp.log(s)
+    neg_ent = B / s - logs  # Σ p·lp
+    lse_diff = (m[:, None] - m[None]) + (logs[:, None] - logs[None])  # [S,S,Pb]; exactly 0 on the diagonal
+    kl = jnp.maximum(A / s[:, None] - lse_diff, 0.0)
+    ku = jnp.maximum(neg_ent + math.log(vocab_size), 0.0)
+    kg = None if ref is None else jnp.maximum(neg_ent - R / s, 0.0)
+    return _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets)
+
+
 def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab_chunk: int | None = None,
-               position_block: int | None = None, form: str = DEFAULT_FORM,
+               position_block: int | None = None, form: str | None = None,
                cache_logits: bool | None = None) -> dict[str, jax.Array]:
     """The fused, vocab-chunked kernel (traceable; call under jit).
 
     h [S,*B,D], w [S,D,V], targets [*B] int (< vocab_size), reference_logprobs [vocab_size] or None.
     Returns kl [*B,S,S], surprisal/entropy/kl_uniform[/kl_unigram] [*B,S], float32.
     Positions run in blocks of `position_block` (Pb) so the per-chunk temporaries [S,Pb,C] stay
-    cache-sized. cache_logits: keep a block's logits Z [n,S,Pb,C] from pass 1 for pass 2 instead of
-    recomputing them (None: `default_cache_logits()`; Pb then defaults to
-    DEFAULT_POSITION_BLOCK_CACHED). Peak memory is O(S·Pb·C) without the cache, S·Pb·V·4 bytes
-    (+ O(S·Pb·C)) with it; either way independent of the number of positions.
+    cache-sized. form: "pair" | "einsum" | "onepass" (None: `default_form()`; onepass's Pb defaults
+    to DEFAULT_POSITION_BLOCK_ONEPASS). cache_logits (two-pass forms): keep a block's logits Z
+    [n,S,Pb,C] from pass 1 for pass 2 instead of recomputing them (None: `default_cache_logits()`;
+    Pb then defaults to DEFAULT_POSITION_BLOCK_CACHED). Peak memory is O(S·Pb·C) without the cache,
+    S·Pb·V·4 bytes with it; either way independent of the number of positions.
     """
-    form = form or DEFAULT_FORM
+    form = form or default_form()
     h, w, targets, pos_shape = _flatten(h, w, targets, vocab_size, form)
     S, P, D = h.shape
     n, C = chunking(vocab_size, w.shape[-1], vocab_chunk)
-    cache = default_cache_logits() if cache_logits is None else bool(cache_logits)
-    default_pb = DEFAULT_POSITION_BLOCK_CACHED if cache else DEFAULT_POSITION_BLOCK
+    cache = form != "onepass" and (default_cache_logits() if cache_logits is None else bool(cache_logits))
+    default_pb = (DEFAULT_POSITION_BLOCK_ONEPASS if form == "onepass" else
+                  DEFAULT_POSITION_BLOCK_CACHED if cache else DEFAULT_POSITION_BLOCK)
     Pb = min(default_pb if position_block is None else int(position_block), P)
     if Pb < 1:
         raise SeedKLError(f"position_block: {position_block} must be ≥ 1")
@@ -277,21 +357,25 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     # sharded inside every block and all devices work on each block together.
     hb = jnp.moveaxis(h.reshape(S, Pb, nb, D), 2, 0)  # [nb,S,Pb,D]
     tb = targets.reshape(Pb, nb).T                    # [nb,Pb]
-    block = functools.partial(_block, w=w, ref=ref, vocab_size=vocab_size, n=n, C=C, form=form,
-                              cache=cache)
+    if form == "onepass":
+        block = functools.partial(_block_onepass, w=w, ref=ref, vocab_size=vocab_size, n=n, C=C)
+    else:
+        block = functools.partial(_block, w=w, ref=ref, vocab_size=vocab_size, n=n, C=C, form=form,
+                                  cache=cache)
     raw = jax.lax.map(lambda x: block(*x), (hb, tb))  # leaves [nb,..,Pb]
     raw = jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1).reshape(a.shape[1:-1] + (nb * Pb,))[..., :P], raw)
     return _finish(raw, form, pos_shape)
 
 
-def divergence_naive(h, w, targets, *, vocab_size: int, reference_logprobs=None, form: str = DEFAULT_FORM,
+def divergence_naive(h, w, targets, *, vocab_size: int, reference_logprobs=None, form: str | None = None,
                      **_unused) -> dict[str, jax.Array]:
     """Baseline: materialise all logits [S,P,V], slice the real vocab, log_softmax, then the same terms.
 
     Same inputs/outputs as `divergence`; peak memory grows with V (the benchmark shows by how much).
     """
-    form = form or DEFAULT_FORM
+    form = form or default_form()
     h, w, targets, pos_shape = _flatten(h, w, targets, vocab_size, form)
+    form = "pair" if form == "onepass" else form  # one pass or two is a chunking matter: no chunks here
     z = jnp.einsum("spd,sdv->spv", h, w, precision=HIGHEST, preferred_element_type=jnp.float32)
     z = z[..., :vocab_size]
     m = z.max(-1)
@@ -310,7 +394,7 @@ KERNELS = {"fused": divergence, "naive": divergence_naive}
 @functools.partial(jax.jit, static_argnames=("vocab_size", "vocab_chunk", "position_block", "form", "kernel",
                                              "cache_logits"))
 def divergence_jit(h, w, targets, reference_logprobs=None, *, vocab_size, vocab_chunk=None,
-                   position_block=None, form=DEFAULT_FORM, kernel="fused", cache_logits=None):
+                   position_block=None, form=None, kernel="fused", cache_logits=None):
     """`divergence` / `divergence_naive` under jit (for tests, benchmarks and direct use).
 
     cache_logits applies to the fused kernel only (the naive one holds all logits anyway and ignores it).

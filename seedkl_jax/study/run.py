@@ -63,6 +63,10 @@ class StudyConfig:
     overlap: int | None = None
     mlm_scoring: str | None = None     # masked LMs: "unmasked" (default, the paper's) or "masked"
     vocab_chunk: int | None = None
+    kernel: str = "fused"              # "fused" | "naive" (materialises [S,P,V]: a baseline for benchmarks)
+    kernel_form: str | None = None     # "pair" | "einsum" | "onepass"; None: the backend's default (kernels/divergence.py)
+    position_block: int | None = None  # the kernel's Pb; None: its default for the form
+    cache_logits: bool | None = None   # two-pass forms: keep pass 1's logits; None: the backend's default
     vocab_size: int | None = None      # normalise over ids < vocab_size; default: every id the tokenizer defines
     cache_dir: str | None = None
     save_pair_positions: bool = False
@@ -260,8 +264,10 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
     group go into `timings["groups"]` (see TIMINGS_FILE)."""
     from tqdm import tqdm
 
-    from seedkl_jax.kernels.compare import compare_stacked
+    from seedkl_jax.kernels.compare import compare_stacked, use_compilation_cache
     from seedkl_jax.kernels.windows import MLMSpec
+
+    use_compilation_cache(cfg.cache_dir)  # a second process reuses this one's compiled steps
 
     n_pos = text.n_positions
     mlm = None if not cfg.mlm_scoring else MLMSpec(cfg.mlm_scoring, tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id)
@@ -286,6 +292,8 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
             arrays = compare_stacked(stacked, model_cfg, text.ids, vocab_size=tok.vocab_size,
                                      reference_logprobs=reference, window=cfg.window, overlap=cfg.overlap,
                                      vocab_chunk=cfg.vocab_chunk, mesh=cfg.mesh, mlm=mlm, doc_ids=text.doc_ids,
+                                     form=cfg.kernel_form, kernel=cfg.kernel, position_block=cfg.position_block,
+                                     cache_logits=cfg.cache_logits,
                                      seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds])
             arrays = {k: np.asarray(v) for k, v in arrays.items()}
             dt = time.perf_counter() - t0
@@ -338,7 +346,6 @@ def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok
                                   "or re-save it, or leave this seed out")
             models.append(m)
     first = models[0]
-    ref = lambda seed, m: (seed, m.name + (f"@{m.revision}" if m.revision else ""), m.config)
     for seed, m in zip(suite.seeds[1:], models[1:]):
         if m.config != first.config:
             diff = checks.config_difference(first.hf_dict, m.hf_dict) or [f"{first.config} vs {m.config}"]
