@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -83,8 +84,9 @@ def test_half_precision_cache_entries_are_half_size(hf_checkpoint, tmp_path, fmt
     from seedkl_jax.kernels.compare import stack_params
 
     stacked = stack_params([half.params, half.params])  # upcast on device, exactly
-    assert stacked["embed_in"].dtype == np.float32
-    np.testing.assert_array_equal(np.asarray(stacked["embed_in"][1]), half.params["embed_in"].astype(np.float32))
+    emb, emb_half = stacked["embed_in"]["embedding"], half.params["embed_in"]["embedding"]
+    assert emb.dtype == np.float32 and emb_half.dtype == (np.float16 if fmt == "fp16" else ml_dtypes.bfloat16)
+    np.testing.assert_array_equal(np.asarray(emb[1]), emb_half.astype(np.float32))
 
 
 _SCRIPT = textwrap.dedent("""

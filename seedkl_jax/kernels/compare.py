@@ -246,16 +246,6 @@ def _real_vocab_size(model) -> int | None:
     return int(v) if v else None
 
 
-def _mlm_spec(model, mode: str = "unmasked") -> MLMSpec:
-    """The unmasked (paper's) scoring spec of a masked LM, from the tokenizer beside its checkpoint."""
-    from seedkl_jax.data.tokenizer import load_tokenizer
-
-    tok = load_tokenizer(str(getattr(model, "local_dir", "")))
-    if tok.cls_id is None:
-        raise SeedKLError(f"{tok.source}: no [CLS]/[SEP]/[MASK]/[PAD]; pass mlm=MLMSpec(...) explicitly")
-    return MLMSpec(mode, tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id)
-
-
 def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_size: int | None = None,
             window: int | None = None, overlap: int | None = None, vocab_chunk: int | None = None,
             mesh: Mesh | None = None, **options) -> dict[str, np.ndarray]:
