@@ -211,5 +211,6 @@ def annotate_tokens(ids: np.ndarray, text: str | None, offsets: np.ndarray | Non
         "upos": upos[p],
         "xpos": xpos[p],
         "pos_group": [pos_group(u) for u in upos[p]],
-        "context_upos": upos[:-1],
+        "context_upos": upos[:-1] if docs is None else  # no eos between masked-LM documents: None at a start
+        [u if a == b else None for u, a, b in zip(upos[:-1], np.asarray(docs)[:-1], np.asarray(docs)[1:])],
     }, schema=META_SCHEMA)
