@@ -133,6 +133,13 @@ def test_bert_suite_end_to_end_resumable(bert_lab, tmp_path):
     assert not set(tokens["token_id"].to_list()) & {tok.cls_id, tok.sep_id, tok.pad_id, tok.mask_id}
     meta = pl.read_parquet(full / "token_meta.parquet")
     assert meta.filter(pl.col("size") == "b1")["doc_id"].unique().sort().to_list() == [0, 1, 2]
+    tags = tmp_path / "tags.json"  # a tag per token: context_upos is the previous token's, None at document starts
+    tags.write_text(json.dumps([[s, "NN"] for s in tok.decode_tokens(t.ids.tolist())]))
+    from seedkl_jax.data.annotate import annotate_tokens
+    m = annotate_tokens(t.ids, t.text, t.offsets, tok, None, str(tags), docs=t.doc_ids)
+    starts = np.flatnonzero(np.diff(t.doc_ids)) + 1  # first wordpiece of documents 1, 2
+    ctx = m["context_upos"].to_list()
+    assert ctx[1] == "NOUN" and all(ctx[int(p) - 1] is None for p in starts)
     assert json.loads((full / "study.json").read_text())["results"]["mlm_scoring"] == "unmasked"
     assert json.loads((full / "study.json").read_text())["results"]["window"] == 64  # the models' context
     # the analyses run unchanged: phases per size, the paper's findings, the report

@@ -191,6 +191,15 @@ def token_pos(ids, text, offsets, tokenizer, pos, token_strs, cache_dir=None, *,
 
 # ---------------------------------------------------------------- the table
 
+def _context(tags, docs) -> list:
+    """The tag of the last input token of each prediction (tags[:-1]); with `docs` (masked LMs, no eos
+    between documents) None where the prediction starts a document."""
+    if docs is None:
+        return list(tags[:-1])
+    d = np.asarray(docs)
+    return [t if a == b else None for t, a, b in zip(tags[:-1], d[:-1], d[1:])]
+
+
 def annotate_tokens(ids: np.ndarray, text: str | None, offsets: np.ndarray | None, tokenizer,
                     counts: np.ndarray | str | os.PathLike | None, pos: str | None,
                     cache_dir: str | os.PathLike | None = None, *,
@@ -233,7 +242,7 @@ def annotate_tokens(ids: np.ndarray, text: str | None, offsets: np.ndarray | Non
         "upos": upos[p],
         "xpos": xpos[p],
         "pos_group": [pos_group(u) for u in upos[p]],
-        "context_upos": upos[:-1],
-        "context_xpos": xpos[:-1],
+        "context_upos": _context(upos, docs),
+        "context_xpos": _context(xpos, docs),
         "paper_pos": [paper_pos(x) for x in xpos[p]],
     }, schema=META_SCHEMA)
