@@ -130,8 +130,10 @@ def save_group(out: Path, size: str, step: int, seeds: list[int], arrays: dict[s
     return write_atomic(group_path(out, size, step), writer)
 
 
-def load_group(out: Path, size: str, step: int, seeds: list[int], n_positions: int) -> dict[str, np.ndarray] | None:
-    """The arrays of a finished group, or None if absent or not from these settings (then it is recomputed)."""
+def load_group(out: Path, size: str, step: int, seeds: list[int], n_positions: int,
+               require: tuple[str, ...] = ()) -> dict[str, np.ndarray] | None:
+    """The arrays of a finished group, or None if absent, not from these settings or without one of the
+    `require`d arrays (e.g. a first-step group saved before `kl_unigram_other` existed): then it is recomputed."""
     path = group_path(out, size, step)
     if not path.is_file():
         return None
@@ -142,6 +144,8 @@ def load_group(out: Path, size: str, step: int, seeds: list[int], n_positions: i
         return None
     got_seeds = arrays.pop("seeds", None)
     if got_seeds is None or list(got_seeds) != list(seeds) or arrays.get("kl", np.empty((0,))).shape[:1] != (n_positions,):
+        return None
+    if any(k not in arrays for k in require):
         return None
     return arrays
 
