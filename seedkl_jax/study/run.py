@@ -131,7 +131,7 @@ def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
 
     t_start = time.perf_counter()
     suite = cfg.suite.validate()
-    if cfg.window is not None:  # fully checked once the model's context is known (_resolve_model_settings)
+    if cfg.window is not None:  # fully checked once the model's context is known (checks.resolve_model_settings)
         check_window(cfg.window, cfg.overlap or 0)
     out = store.check_writable(Path(cfg.out)) if check_out else Path(cfg.out).expanduser().resolve()
     cache_root = cache.cache_root(cfg.cache_dir)
@@ -143,8 +143,8 @@ def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
         if not 2 <= cfg.vocab_size <= tok.vocab_size:
             raise SeedKLError(f"--vocab_size={cfg.vocab_size}: must be between 2 and the tokenizer's {tok.vocab_size} ids")
         tok = dataclasses.replace(tok, vocab_size=int(cfg.vocab_size))  # one place: every later use sees it
-    first = _first_config(suite, cfg)  # family: windows and scoring; None = a broken checkpoint (listed below)
-    cfg = cfg if first is None else _resolve_model_settings(cfg, first)
+    first = checks.first_config(suite, cfg.dtype, cfg.cache_dir)  # None: broken (check_suite lists it)
+    cfg = cfg if first is None else checks.resolve_model_settings(cfg, first)
     text = read_text(cfg.text, tok, masked_lm=cfg.mlm_scoring is not None)
     checks.check_suite(suite, vocab_size=tok.vocab_size, window=cfg.window, n_tokens=len(text.ids),
                        cache_dir=cfg.cache_dir, dtype=cfg.dtype)  # every checkpoint's problems, in one error
@@ -205,34 +205,6 @@ def write_outputs(prep: Prepared) -> Path:
 
 
 # ---------------------------------------------------------------- inputs
-
-
-def _first_config(suite: Suite, cfg: StudyConfig):
-    """The suite's first checkpoint's config, or None if it cannot be read (check_suite says why)."""
-    from seedkl_jax.convert.loader import checkpoint_config
-
-    model, revision = suite.checkpoint(suite.sizes[0], suite.steps[0], suite.seeds[0])
-    try:
-        return checkpoint_config(model, revision, dtype=cfg.dtype, cache_dir=cfg.cache_dir)
-    except SeedKLError:
-        return None
-
-
-def _resolve_model_settings(cfg: StudyConfig, model_cfg) -> StudyConfig:
-    """Window/overlap defaults from the model's context, mlm_scoring checked against its family."""
-    from seedkl_jax.kernels.windows import MLM_SCORING, check_window, default_window
-    from seedkl_jax.models import family_of
-
-    causal = family_of(model_cfg).causal
-    if causal and cfg.mlm_scoring is not None:
-        raise SeedKLError(f"--mlm_scoring={cfg.mlm_scoring}: the suite is {model_cfg.model_type}, a causal LM; "
-                          "drop the flag (it applies to masked LMs such as BERT)")
-    if not causal and (cfg.mlm_scoring or "unmasked") not in MLM_SCORING:
-        raise SeedKLError(f"--mlm_scoring={cfg.mlm_scoring!r}: use one of {list(MLM_SCORING)}")
-    window, overlap = default_window(model_cfg.context, causal, cfg.window, cfg.overlap)
-    check_window(window, overlap)
-    return dataclasses.replace(cfg, window=window, overlap=overlap,
-                               mlm_scoring=None if causal else (cfg.mlm_scoring or "unmasked"))
 
 
 def _file_sha(path: str) -> str:
