@@ -145,7 +145,7 @@ def choice_effects(groups, meta: pl.DataFrame, compat: str, counts: np.ndarray |
                   _table(["size @ step", "bin", "ours", "paper's"], freq_rows), ""]
     if uni_rows:
         lines += ["**Unigram baseline**: the models' mean KL (nats, over seeds and positions) at the first step to "
-                  "our smoothed unigram and to the paper's unsmoothed one (this run's kernel, both references), "
+                  "our smoothed unigram and to the paper's unsmoothed one (both measured by this run), "
                   "and to uniform (how close to uniform the models are):", "",
                   _table(["size @ step", "KL to ours", "KL to the paper's", "paper's − ours", "KL to uniform"],
                          uni_rows), ""]

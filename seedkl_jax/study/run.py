@@ -283,10 +283,11 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
                 arrays[OTHER_KL] = np.asarray(run(reference_logprobs=reference_other)["kl_unigram"])
             del stacked, run
             t_save = time.perf_counter()
+            other = {"other_unigram_s": t_save - t0 - dt} if need(step) else {}
             if write:
                 store.save_group(out, size, step, list(suite.seeds), arrays)
-            per_group.append({"size": size, "step": int(step), "params_wait_s": t_wait, "compare_s": dt,
-                              "other_unigram_s": t_save - t0 - dt, "save_s": time.perf_counter() - t_save})
+            per_group.append({"size": size, "step": int(step), "params_wait_s": t_wait, "compare_s": dt, **other,
+                              "save_s": time.perf_counter() - t_save})
             bar.update(1)
             bar.set_postfix_str(f"{n_pos / dt:,.0f} tok/s, {n_pos * len(suite.seeds) / dt:,.0f} tok*seeds/s")
             if on_group is not None:
