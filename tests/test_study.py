@@ -414,17 +414,25 @@ def test_vocab_size_narrows_normalisation_to_match_counts(lab, tmp_path):
     assert pl.read_parquet(out / "tokens.parquet")["kl_unigram_mean"].is_finite().all()
 
 
-def test_compat_paper_replicates_the_papers_choices(lab, full, tmp_path):
-    """--compat=paper: first seed's final surprisal, one >=1e5 bin, the paper's unsmoothed unigram."""
+@pytest.fixture(scope="module")
+def compat_runs(lab, tmp_path_factory):
+    """Size s1 run twice on counts where most ids are 0: default (--compat=none) and --compat=paper."""
+    root = tmp_path_factory.mktemp("compat")
     V = lab["tok"].vocab_size
     counts = np.bincount(np.asarray(lab["ids"]), minlength=V).astype(np.float64) * 60_000   # most ids: 0
-    np.save(tmp_path / "counts.npy", counts)
+    np.save(root / "counts.npy", counts)
     suite = dataclasses.replace(lab["suite"], sizes=("s1",))
-    runs = {}
+    runs = {"suite": suite, "counts": str(root / "counts.npy")}
     for compat in ("none", "paper"):
-        out = tmp_path / compat
-        run_study(_cfg(lab, out, suite=suite, counts=str(tmp_path / "counts.npy"), compat=compat), progress=False)
+        out = root / compat
+        run_study(_cfg(lab, out, suite=suite, counts=runs["counts"], compat=compat), progress=False)
         runs[compat] = out
+    return runs
+
+
+def test_compat_paper_replicates_the_papers_choices(lab, compat_runs, tmp_path):
+    """--compat=paper: first seed's final surprisal, one >=1e5 bin, the paper's unsmoothed unigram."""
+    runs, suite = {k: compat_runs[k] for k in ("none", "paper")}, compat_runs["suite"]
     paper, ours = runs["paper"], runs["none"]
     meta = pl.read_parquet(paper / "token_meta.parquet").sort("position")
     with np.load(store.group_path(paper, "s1", max(STEPS))) as z:
@@ -443,3 +451,47 @@ def test_compat_paper_replicates_the_papers_choices(lab, full, tmp_path):
     assert "**Top frequency bin**" in text and "| >=1e5 |" in text          # both binnings, this run's numbers
     with pytest.raises(SeedKLError, match="--compat"):
         run_study(_cfg(lab, tmp_path / "bad", suite=suite, compat="papers"), progress=False)
+
+
+def test_default_report_gives_the_unigram_kl_both_ways(lab, compat_runs, tmp_path):
+    """A default run measures, at the first step, the models' KL to the paper's unigram too: it equals
+    the kl_unigram of a --compat=paper run of the same suite, and the report shows both numbers."""
+    from seedkl_jax.analysis.compat import OTHER_KL
+
+    first, last = min(STEPS), max(STEPS)
+    z = {}
+    for compat in ("none", "paper"):
+        with np.load(store.group_path(compat_runs[compat], "s1", first)) as f:
+            z[compat] = {k: f[k] for k in f.files}
+        with np.load(store.group_path(compat_runs[compat], "s1", last)) as f:
+            assert OTHER_KL not in f.files                                    # first step only
+    np.testing.assert_allclose(z["none"][OTHER_KL], z["paper"]["kl_unigram"], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(z["paper"][OTHER_KL], z["none"]["kl_unigram"], rtol=1e-5, atol=1e-4)
+    ours, paper = (float(np.mean(z[c]["kl_unigram"].astype(np.float64))) for c in ("none", "paper"))
+    assert paper > ours + 100                                                  # the paper's floor for zero counts
+    timed = json.loads((compat_runs["none"] / "timings.json").read_text())["groups"]
+    assert [g["step"] for g in timed if "other_unigram_s" in g] == [first]    # its cost, first step only
+    row = f"| s1 @ {first} | {ours:.6g} | {paper:.6g} | {paper - ours:+.6g} |"
+    for compat in ("none", "paper"):                                           # both reports, same numbers
+        text = (compat_runs[compat] / "report.md").read_text()
+        assert "| size @ step | KL to ours | KL to the paper's | paper's − ours | KL to uniform |" in text
+        assert row in text, text[text.find("**Unigram baseline**"):][:800]
+
+
+def test_a_first_step_group_saved_without_the_other_unigram_is_recomputed(lab, compat_runs, tmp_path):
+    """Resuming: a first-step group file without kl_unigram_other (an older run's) is recomputed, others kept."""
+    from seedkl_jax.analysis.compat import OTHER_KL
+
+    out = tmp_path / "resume"
+    shutil.copytree(compat_runs["none"], out)
+    first = store.group_path(out, "s1", min(STEPS))
+    with np.load(first) as f:
+        old = {k: f[k] for k in f.files if k != OTHER_KL}
+    with open(first, "wb") as f:
+        np.savez(f, **old)
+    computed = []
+    run_study(_cfg(lab, out, suite=compat_runs["suite"], counts=compat_runs["counts"]), progress=False,
+              on_group=lambda size, step: computed.append((size, step)))
+    assert computed == [("s1", min(STEPS))]
+    with np.load(first) as f:
+        assert OTHER_KL in f.files

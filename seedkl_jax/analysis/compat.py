@@ -13,9 +13,10 @@ statistics *and* see, with this run's numbers, where our defaults differ. Three 
 
 `choice_effects` writes the report section that quantifies each on this run: both binnings of the
 final surprisal and of the top frequency bin at each size's last step (E[conv] and n per bin), and
-for the unigram the KL the run measured at its first step next to the exact change the other
-reference makes for a uniform prediction, Σ_v (1/V)(log q_a(v) − log q_b(v)). (The kernel takes one
-reference per run, so the models' own KL to the other reference needs a run with the other --compat.)
+for the unigram the models' mean KL at the suite's first step to both references: the run's own
+(`kl_unigram`) and the other choice's (`kl_unigram_other` [P,S], from one extra compare per size at
+the first step, study/run.py), with their difference; as context, the exact change the other
+reference makes for a uniform prediction, Σ_v (1/V)(log q_a(v) − log q_b(v)).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from seedkl_jax.data.annotate import PAPER_TOP_BIN, freq_bin, surprisal_bin
 from seedkl_jax.errors import SeedKLError
 
 CHOICES = ("none", "paper")
+OTHER_KL = "kl_unigram_other"  # [P,S] KL to the other choice's unigram; first-step groups only
 PAPER_ZERO_COUNT = 6e-312
 REPLICATES = ("final-surprisal bins from the first seed's last checkpoint; every count >= 1e5 in one "
               "frequency bin; the unsmoothed unigram with zero-count ids at log(6e-312 / total) ≈ −736")
@@ -53,6 +55,11 @@ def unigram_reference(compat: str, counts: np.ndarray, vocab_size: int) -> np.nd
     if check(compat) == "paper":
         return paper_unigram_logprobs(counts, vocab_size)
     return unigram_logprobs(counts, vocab_size)
+
+
+def other_choice(compat: str) -> str:
+    """The choice a run does not use ("none" <-> "paper"): its unigram is measured at the first step too."""
+    return "none" if check(compat) == "paper" else "paper"
 
 
 def final_surprisal(surprisal: np.ndarray, compat: str) -> np.ndarray:
@@ -83,6 +90,18 @@ def _rows_both(tok, ours: list, paper: list, order) -> list[list[str]]:
         cb = f"{b[lab][1]:.4g} (n={b[lab][0]})" if lab in b else "–"
         rows.append([lab, ca, cb])
     return rows
+
+
+def _unigram_cells(arrays: dict, compat: str) -> list[str]:
+    """[KL to ours, KL to the paper's, difference, KL to uniform] of one first-step group, formatted."""
+    own = float(np.mean(np.asarray(arrays["kl_unigram"], np.float64)))
+    other = arrays.get(OTHER_KL)
+    other = None if other is None else float(np.mean(np.asarray(other, np.float64)))
+    ours, paper = (own, other) if compat == "none" else (other, own)
+    uniform = arrays.get("kl_uniform")
+    return [f"{ours:.6g}" if ours is not None else "–", f"{paper:.6g}" if paper is not None else "–",
+            f"{paper - ours:+.6g}" if None not in (ours, paper) else "–",
+            f"{float(np.mean(uniform)):.4g}" if uniform is not None else "–"]
 
 
 def choice_effects(groups, meta: pl.DataFrame, compat: str, counts: np.ndarray | None,
@@ -117,19 +136,19 @@ def choice_effects(groups, meta: pl.DataFrame, compat: str, counts: np.ndarray |
                                 lambda labs: category_order("freq_bin", labs)):
                 if r[0].startswith(">=") or (r[0].startswith("1e") and int(r[0][2:].split("-")[0]) >= 5):
                     freq_rows.append([f"{size} @ {g.step}"] + r)
-        f0 = first[size].arrays
-        if f0.get("kl_unigram") is not None:
-            uni_rows.append([f"{size} @ {first[size].step}", f"{float(np.mean(f0['kl_unigram'])):.4g}",
-                             f"{float(np.mean(f0['kl_uniform'])):.4g}" if f0.get("kl_uniform") is not None else "–"])
+        if first[size].arrays.get("kl_unigram") is not None:
+            uni_rows.append([f"{size} @ {first[size].step}"] + _unigram_cells(first[size].arrays, compat))
     lines += ["**Final-surprisal bins** (ours: mean over seeds; paper: first seed)", "",
               _table(["size @ step", "bin", "ours", "paper's"], sur_rows), ""]
     if freq_rows:
         lines += ["**Top frequency bin** (ours: decades; paper: one bin >= 1e5)", "",
                   _table(["size @ step", "bin", "ours", "paper's"], freq_rows), ""]
     if uni_rows:
-        which = "the paper's unsmoothed unigram" if compat == "paper" else "our smoothed unigram"
-        lines += [f"**Unigram baseline**: mean KL to {which} at the first step, and to uniform (how close "
-                  "to uniform the models are):", "", _table(["size @ step", "KL to unigram", "KL to uniform"], uni_rows), ""]
+        lines += ["**Unigram baseline**: the models' mean KL (nats, over seeds and positions) at the first step to "
+                  "our smoothed unigram and to the paper's unsmoothed one (both measured by this run), "
+                  "and to uniform (how close to uniform the models are):", "",
+                  _table(["size @ step", "KL to ours", "KL to the paper's", "paper's − ours", "KL to uniform"],
+                         uni_rows), ""]
     if counts is not None and vocab_size:
         from seedkl_jax.kernels.divergence import unigram_logprobs
         ours = unigram_logprobs(counts, vocab_size).astype(np.float64)

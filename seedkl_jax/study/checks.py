@@ -14,6 +14,8 @@ suite is collected into one SeedKLError, one `; `-separated item per problem:
 - the window the text will be scored in, min(--window, tokens), fits each model's context.
 
 - every local checkpoint carries the study's tokenizer (`study_tokenizer`, `TokenizerCheck`).
+- the first checkpoint's family sets the window/overlap defaults and checks --mlm_scoring
+  (`first_config`, `resolve_model_settings`).
 
 Hub checkpoints: their config.json is read from seedkl's params cache or the local HF cache, or
 fetched alone (a few KB) when the hub is reachable; their weights are not downloaded here.
@@ -22,6 +24,7 @@ Non-finite weights can only be seen by reading them: `nonfinite_tensors` runs wh
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import json
 import os
@@ -346,3 +349,32 @@ def check_cache_dir(root: Path) -> None:
     if not p.is_dir():
         raise SeedKLError(f"params cache {root}: {p} is a file, not a folder; point --cache_dir or "
                           "$SEEDKL_CACHE at a folder")
+
+
+def first_config(suite, dtype: str, cache_dir: str | None):
+    """The suite's first checkpoint's config, or None if it cannot be read (check_suite says why)."""
+    from seedkl_jax.convert.loader import checkpoint_config
+
+    model, revision = suite.checkpoint(suite.sizes[0], suite.steps[0], suite.seeds[0])
+    try:
+        return checkpoint_config(model, revision, dtype=dtype, cache_dir=cache_dir)
+    except SeedKLError:
+        return None
+
+
+def resolve_model_settings(cfg, model_cfg):
+    """The StudyConfig `cfg` with window/overlap defaults from the model's context and mlm_scoring
+    checked against its family (study/run.py: prepare)."""
+    from seedkl_jax.kernels.windows import MLM_SCORING, check_window, default_window
+    from seedkl_jax.models import family_of
+
+    causal = family_of(model_cfg).causal
+    if causal and cfg.mlm_scoring is not None:
+        raise SeedKLError(f"--mlm_scoring={cfg.mlm_scoring}: the suite is {model_cfg.model_type}, a causal LM; "
+                          "drop the flag (it applies to masked LMs such as BERT)")
+    if not causal and (cfg.mlm_scoring or "unmasked") not in MLM_SCORING:
+        raise SeedKLError(f"--mlm_scoring={cfg.mlm_scoring!r}: use one of {list(MLM_SCORING)}")
+    window, overlap = default_window(model_cfg.context, causal, cfg.window, cfg.overlap)
+    check_window(window, overlap)
+    return dataclasses.replace(cfg, window=window, overlap=overlap,
+                               mlm_scoring=None if causal else (cfg.mlm_scoring or "unmasked"))

@@ -15,7 +15,8 @@ bad input fails before any compute, nothing is left half-written and a crash cos
   5. bind `--out` to these settings (`study.json`; a rerun with other settings is refused);
   6. for each unfinished group: load its S seeds (the next group loads in a background thread while
      this one computes; non-finite weights are refused by path and their cache entry dropped),
-     `compare_stacked`, persist `groups/<size>/step<step>.npz` atomically;
+     `compare_stacked` (at the first step a second time, with the other --compat's unigram:
+     analysis/compat.py), persist `groups/<size>/step<step>.npz` atomically;
   7. read all groups back from disk (so a resumed run and an uninterrupted one write identical files)
      and write tokens/pairs/token_meta/summary/phases/findings/figures/report into this run's staging
      folder, then move them in. A full disk or unwritable folder is one error line (seedkl_jax/disk.py).
@@ -87,7 +88,8 @@ class Prepared:
     tok_source: str
     text: Text
     meta: Any                          # polars frame, one row per predicted position (data/annotate.py)
-    reference: np.ndarray              # [V] unigram log-probs of the corpus counts
+    reference: np.ndarray              # [V] unigram log-probs of the corpus counts (--compat's choice)
+    reference_other: np.ndarray        # [V] the other choice's (compared at the first step only)
     settings: dict[str, Any]           # what study.json records (see _settings)
     timings: dict[str, Any]            # TIMINGS_FILE's content, filled in as the steps run
     t_start: float
@@ -129,7 +131,7 @@ def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
 
     t_start = time.perf_counter()
     suite = cfg.suite.validate()
-    if cfg.window is not None:  # fully checked once the model's context is known (_resolve_model_settings)
+    if cfg.window is not None:  # fully checked once the model's context is known (checks.resolve_model_settings)
         check_window(cfg.window, cfg.overlap or 0)
     out = store.check_writable(Path(cfg.out)) if check_out else Path(cfg.out).expanduser().resolve()
     cache_root = cache.cache_root(cfg.cache_dir)
@@ -141,8 +143,8 @@ def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
         if not 2 <= cfg.vocab_size <= tok.vocab_size:
             raise SeedKLError(f"--vocab_size={cfg.vocab_size}: must be between 2 and the tokenizer's {tok.vocab_size} ids")
         tok = dataclasses.replace(tok, vocab_size=int(cfg.vocab_size))  # one place: every later use sees it
-    first = _first_config(suite, cfg)  # family: windows and scoring; None = a broken checkpoint (listed below)
-    cfg = cfg if first is None else _resolve_model_settings(cfg, first)
+    first = checks.first_config(suite, cfg.dtype, cfg.cache_dir)  # None: broken (check_suite lists it)
+    cfg = cfg if first is None else checks.resolve_model_settings(cfg, first)
     text = read_text(cfg.text, tok, masked_lm=cfg.mlm_scoring is not None)
     checks.check_suite(suite, vocab_size=tok.vocab_size, window=cfg.window, n_tokens=len(text.ids),
                        cache_dir=cfg.cache_dir, dtype=cfg.dtype)  # every checkpoint's problems, in one error
@@ -156,11 +158,12 @@ def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
     store.claim(out, settings, cfg.overwrite, write=False)  # refuse a foreign --out before slow annotation
     meta = annotate_tokens(text.ids, text.text, text.offsets, tok, counts, cfg.pos, cache_dir=cfg.cache_dir,
                            required=cfg.pos_required, docs=text.doc_ids)
-    from seedkl_jax.analysis.compat import unigram_reference
-    reference = unigram_reference(cfg.compat, counts if counts is not None else counts_from_ids(text.ids, tok.vocab_size),
-                                  tok.vocab_size)
+    from seedkl_jax.analysis.compat import other_choice, unigram_reference
+    counts = counts if counts is not None else counts_from_ids(text.ids, tok.vocab_size)
+    reference, other = (np.asarray(unigram_reference(c, counts, tok.vocab_size))
+                        for c in (cfg.compat, other_choice(cfg.compat)))
     return Prepared(cfg=cfg, suite=suite, out=out, tok=tok, tok_source=tok_source, text=text, meta=meta,
-                    reference=np.asarray(reference), settings=settings,
+                    reference=reference, reference_other=other, settings=settings,
                     timings={"setup_s": time.perf_counter() - t_start}, t_start=t_start)
 
 
@@ -181,7 +184,7 @@ def compute_groups(prep: Prepared, groups: list[tuple[str, int]] | None = None, 
     """
     groups = prep.suite.groups() if groups is None else list(groups)
     _compute_groups(prep.cfg, prep.suite, groups, prep.text, prep.tok, prep.tok_source, prep.reference,
-                    prep.out, progress, write, agree, prep.timings, on_group)
+                    prep.out, progress, write, agree, prep.timings, on_group, reference_other=prep.reference_other)
 
 
 def write_outputs(prep: Prepared) -> Path:
@@ -202,34 +205,6 @@ def write_outputs(prep: Prepared) -> Path:
 
 
 # ---------------------------------------------------------------- inputs
-
-
-def _first_config(suite: Suite, cfg: StudyConfig):
-    """The suite's first checkpoint's config, or None if it cannot be read (check_suite says why)."""
-    from seedkl_jax.convert.loader import checkpoint_config
-
-    model, revision = suite.checkpoint(suite.sizes[0], suite.steps[0], suite.seeds[0])
-    try:
-        return checkpoint_config(model, revision, dtype=cfg.dtype, cache_dir=cfg.cache_dir)
-    except SeedKLError:
-        return None
-
-
-def _resolve_model_settings(cfg: StudyConfig, model_cfg) -> StudyConfig:
-    """Window/overlap defaults from the model's context, mlm_scoring checked against its family."""
-    from seedkl_jax.kernels.windows import MLM_SCORING, check_window, default_window
-    from seedkl_jax.models import family_of
-
-    causal = family_of(model_cfg).causal
-    if causal and cfg.mlm_scoring is not None:
-        raise SeedKLError(f"--mlm_scoring={cfg.mlm_scoring}: the suite is {model_cfg.model_type}, a causal LM; "
-                          "drop the flag (it applies to masked LMs such as BERT)")
-    if not causal and (cfg.mlm_scoring or "unmasked") not in MLM_SCORING:
-        raise SeedKLError(f"--mlm_scoring={cfg.mlm_scoring!r}: use one of {list(MLM_SCORING)}")
-    window, overlap = default_window(model_cfg.context, causal, cfg.window, cfg.overlap)
-    check_window(window, overlap)
-    return dataclasses.replace(cfg, window=window, overlap=overlap,
-                               mlm_scoring=None if causal else (cfg.mlm_scoring or "unmasked"))
 
 
 def _file_sha(path: str) -> str:
@@ -258,10 +233,14 @@ def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok) -> dict[str, Any]
 
 
 def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, progress, write, agree,
-                    timings: dict, on_group=None) -> None:
+                    timings: dict, on_group=None, reference_other=None) -> None:
     """Compute and persist every group of `groups` that has no valid file in out/groups yet
     (which ones: this process's view, or `agree`'s; persisted only if `write`). Seconds spent per
-    group go into `timings["groups"]` (see TIMINGS_FILE)."""
+    group go into `timings["groups"]` (see TIMINGS_FILE). Groups at the suite's first step also get
+    the KL to `reference_other` (one more compare, kept as compat.OTHER_KL)."""
+    import functools
+
+    from seedkl_jax.analysis.compat import OTHER_KL
     from tqdm import tqdm
 
     from seedkl_jax.kernels.compare import compare_stacked, use_compilation_cache
@@ -271,7 +250,10 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
 
     n_pos = text.n_positions
     mlm = None if not cfg.mlm_scoring else MLMSpec(cfg.mlm_scoring, tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id)
-    done = np.array([write and store.load_group(out, *g, suite.seeds, n_pos) is not None for g in groups], bool)
+    first = min(suite.steps) if reference_other is not None else None
+    need = lambda step: (OTHER_KL,) if step == first else ()  # noqa: E731
+    done = np.array([write and store.load_group(out, *g, suite.seeds, n_pos, need(g[1])) is not None
+                     for g in groups], bool)
     if agree is not None:
         done = np.asarray(agree(done), bool)
     todo = [g for g, d in zip(groups, done) if not d]
@@ -289,19 +271,22 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
                 future = pool.submit(_load_group_params, cfg, suite, *todo[i + 1], tok, tok_check, progress)
             bar.set_description(f"{size} step {step}")
             t0 = time.perf_counter()
-            arrays = compare_stacked(stacked, model_cfg, text.ids, vocab_size=tok.vocab_size,
-                                     reference_logprobs=reference, window=cfg.window, overlap=cfg.overlap,
-                                     vocab_chunk=cfg.vocab_chunk, mesh=cfg.mesh, mlm=mlm, doc_ids=text.doc_ids,
-                                     form=cfg.kernel_form, kernel=cfg.kernel, position_block=cfg.position_block,
-                                     cache_logits=cfg.cache_logits,
-                                     seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds])
-            arrays = {k: np.asarray(v) for k, v in arrays.items()}
+            run = functools.partial(compare_stacked, stacked, model_cfg, text.ids, vocab_size=tok.vocab_size,
+                                    window=cfg.window, overlap=cfg.overlap,
+                                    vocab_chunk=cfg.vocab_chunk, mesh=cfg.mesh, mlm=mlm, doc_ids=text.doc_ids,
+                                    form=cfg.kernel_form, kernel=cfg.kernel, position_block=cfg.position_block,
+                                    cache_logits=cfg.cache_logits,
+                                    seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds])
+            arrays = {k: np.asarray(v) for k, v in run(reference_logprobs=reference).items()}
             dt = time.perf_counter() - t0
-            del stacked
+            if need(step):  # the other choice's unigram, for the report's "both ways" (analysis/compat.py)
+                arrays[OTHER_KL] = np.asarray(run(reference_logprobs=reference_other)["kl_unigram"])
+            del stacked, run
             t_save = time.perf_counter()
+            other = {"other_unigram_s": t_save - t0 - dt} if need(step) else {}
             if write:
                 store.save_group(out, size, step, list(suite.seeds), arrays)
-            per_group.append({"size": size, "step": int(step), "params_wait_s": t_wait, "compare_s": dt,
+            per_group.append({"size": size, "step": int(step), "params_wait_s": t_wait, "compare_s": dt, **other,
                               "save_s": time.perf_counter() - t_save})
             bar.update(1)
             bar.set_postfix_str(f"{n_pos / dt:,.0f} tok/s, {n_pos * len(suite.seeds) / dt:,.0f} tok*seeds/s")

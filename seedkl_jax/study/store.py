@@ -5,7 +5,8 @@ or absent, so a rerun can trust whatever it finds. Layout:
 
   .seedkl.lock                    held by the one run writing here (study/lock.py)
   study.json                      the settings the results depend on; a rerun with other settings is refused
-  groups/<size>/step<step>.npz    one finished (size, step) group: compare() arrays + seeds
+  groups/<size>/step<step>.npz    one finished (size, step) group: compare() arrays + seeds (the first
+                                  step's also kl_unigram_other, analysis/compat.py)
   tokens.parquet, ... report.md   final outputs, rewritten from the group files at the end of every run
   .staging-<pid>/                 the final outputs of the run with that pid, while they are written;
                                   moved in file by file once all exist (a killed run's is removed by the next)
@@ -130,8 +131,10 @@ def save_group(out: Path, size: str, step: int, seeds: list[int], arrays: dict[s
     return write_atomic(group_path(out, size, step), writer)
 
 
-def load_group(out: Path, size: str, step: int, seeds: list[int], n_positions: int) -> dict[str, np.ndarray] | None:
-    """The arrays of a finished group, or None if absent or not from these settings (then it is recomputed)."""
+def load_group(out: Path, size: str, step: int, seeds: list[int], n_positions: int,
+               require: tuple[str, ...] = ()) -> dict[str, np.ndarray] | None:
+    """The arrays of a finished group, or None if absent, not from these settings or without one of the
+    `require`d arrays (e.g. a first-step group saved before `kl_unigram_other` existed): then it is recomputed."""
     path = group_path(out, size, step)
     if not path.is_file():
         return None
@@ -142,6 +145,8 @@ def load_group(out: Path, size: str, step: int, seeds: list[int], n_positions: i
         return None
     got_seeds = arrays.pop("seeds", None)
     if got_seeds is None or list(got_seeds) != list(seeds) or arrays.get("kl", np.empty((0,))).shape[:1] != (n_positions,):
+        return None
+    if any(k not in arrays for k in require):
         return None
     return arrays
 
