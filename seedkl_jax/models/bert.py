@@ -34,7 +34,7 @@ HIGHEST = blocks.HIGHEST
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
+class BertConfig(blocks.ConfigShape):
     """The architectural switches of a BERT checkpoint (hashable: a jit static arg)."""
 
     model_type: ClassVar[str] = "bert"
@@ -50,14 +50,6 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
     tie_word_embeddings: bool = True
-
-    @property
-    def context(self) -> int:
-        return self.max_position_embeddings
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
     @classmethod
     def from_hf_dict(cls, d: dict) -> "BertConfig":

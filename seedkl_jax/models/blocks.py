@@ -53,6 +53,20 @@ def normal(std: float):
     return nn.initializers.normal(stddev=std)
 
 
+class ConfigShape:
+    """Derived sizes every family config shares (a mixin for the frozen config dataclasses, which
+    define hidden_size, num_heads and max_position_embeddings)."""
+
+    @property
+    def context(self) -> int:
+        """Longest input the model takes (positions)."""
+        return self.max_position_embeddings
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
 class Dense(nn.Module):
     """x [..., in] -> [..., features]; params kernel [in, features], bias [features]."""
 

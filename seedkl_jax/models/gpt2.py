@@ -33,7 +33,7 @@ HIGHEST = blocks.HIGHEST
 
 
 @dataclasses.dataclass(frozen=True)
-class GPT2Config:
+class GPT2Config(blocks.ConfigShape):
     """The architectural switches of a GPT-2 checkpoint (hashable: a jit static arg)."""
 
     model_type: ClassVar[str] = "gpt2"
@@ -51,14 +51,6 @@ class GPT2Config:
     scale_attn_by_inverse_layer_idx: bool = False
     reorder_and_upcast_attn: bool = False
     tie_word_embeddings: bool = True
-
-    @property
-    def context(self) -> int:
-        return self.max_position_embeddings
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
     @classmethod
     def from_hf_dict(cls, d: dict) -> "GPT2Config":

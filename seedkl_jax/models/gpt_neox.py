@@ -38,7 +38,7 @@ HIGHEST = blocks.HIGHEST
 
 
 @dataclasses.dataclass(frozen=True)
-class NeoXConfig:
+class NeoXConfig(blocks.ConfigShape):
     """The architectural switches of a GPT-NeoX checkpoint (hashable: it is a jit static arg)."""
 
     model_type: ClassVar[str] = "gpt_neox"
@@ -56,15 +56,6 @@ class NeoXConfig:
     max_position_embeddings: int = 2048
     attention_bias: bool = True
     tie_word_embeddings: bool = False
-
-    @property
-    def context(self) -> int:
-        """Longest input the model takes (positions)."""
-        return self.max_position_embeddings
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
     @property
     def rotary_ndims(self) -> int:
