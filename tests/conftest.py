@@ -90,7 +90,9 @@ def _save(model, out: Path, fmt: str) -> None:
         model = model.half()
     elif fmt == "bf16":
         model = model.to(torch.bfloat16)
-    model.save_pretrained(out, max_shard_size="100KB" if fmt == "sharded" else "50GB")
+    # "sharded": a third of the model per shard, so even the tiniest config gets several shards.
+    nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    model.save_pretrained(out, max_shard_size=max(1, nbytes // 3) if fmt == "sharded" else "50GB")
     if fmt == "bin":  # what pre-safetensors Pythia checkpoints look like on disk
         from safetensors.torch import load_file
 

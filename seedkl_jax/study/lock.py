@@ -26,13 +26,19 @@ from seedkl_jax.errors import SeedKLError
 LOCK_FILE = ".seedkl.lock"
 
 
-def _holder(fd: int) -> str:
-    try:
-        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-        where = "" if info.get("host") in (None, socket.gethostname()) else f" on {info['host']}"
-        return f"pid {info['pid']}{where}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "pid unknown"
+def _holder(fd: int, patience_s: float = 2.0) -> str:
+    """"pid N" of the run holding the lock. It writes its pid just after taking the lock, so an empty
+    or half-written file gets a moment before we give up on it."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+            where = "" if info.get("host") in (None, socket.gethostname()) else f" on {info['host']}"
+            return f"pid {info['pid']}{where}"
+        except (OSError, ValueError, KeyError, TypeError):
+            if time.monotonic() > deadline:
+                return "pid unknown"
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager
