@@ -128,7 +128,7 @@ def hub_snapshot(repo_id: str, revision: str | None, pick: Callable[[set[str]], 
     """
     import huggingface_hub as hf
 
-    ref = f"{repo_id}@{revision}" if revision else repo_id
+    ref = ref_string(repo_id, revision)
     try:
         info = hf.HfApi().model_info(repo_id, revision=revision, timeout=HUB_TIMEOUT_S)
     except Exception as e:

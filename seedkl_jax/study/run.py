@@ -304,7 +304,7 @@ def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok
     dropped (a re-downloaded or re-saved checkpoint is then converted afresh)."""
     from tqdm import tqdm
 
-    from seedkl_jax.convert import cache
+    from seedkl_jax.convert import cache, hub
     from seedkl_jax.convert.loader import load
     from seedkl_jax.kernels.compare import stack_params
 
@@ -313,7 +313,7 @@ def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok
               disable=not progress) as bar:
         for seed in suite.seeds:
             model, revision = suite.checkpoint(size, step, seed)
-            where = f"size {size} step {step} seed {seed} ({model}{'@' + revision if revision else ''})"
+            where = f"size {size} step {step} seed {seed} ({hub.ref_string(model, revision)})"
             m = load(model, revision, dtype=cfg.dtype, cache_dir=cfg.cache_dir)
             bar.update(1)
             bar.set_postfix_str(m.source)  # "cache" (restored) or "convert" (read and converted now); redraws
