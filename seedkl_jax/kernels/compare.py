@@ -239,8 +239,8 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
 
 
 def _real_vocab_size(model) -> int | None:
-    """The real vocab of a model: its `real_vocab_size` (a loaded Model reads its tokenizer.json;
-    Pythia: 50,277 of 50,304 rows), else None (= the config's vocab rows). The kernel itself reads
+    """The real vocab of a model: its `real_vocab_size` (a loaded Model reads the tokenizer files beside
+    it; Pythia: 50,277 of 50,304 rows), else None (= the config's vocab rows). The kernel itself reads
     no tokenizer: it imports nothing from data/."""
     v = getattr(model, "real_vocab_size", None)
     return int(v) if v else None
@@ -252,8 +252,9 @@ def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_
     """`compare_stacked` on loaded models (`seedkl_jax.api.load`): same config, ≥ 2 seeds. Turns on
     the persistent compilation cache (`use_compilation_cache`) unless the process has one.
 
-    vocab_size defaults to the models' real vocab: their tokenizer's (`tokenizer.json` beside the
-    checkpoint, or `Model.real_vocab_size`), else their config's vocab rows. `options` go to `compare_stacked` (window_batch, kernel, ...).
+    vocab_size defaults to the models' real vocab (`Model.real_vocab_size`: the tokenizer beside the
+    checkpoint), else their config's vocab rows. `options` go to `compare_stacked` (window_batch,
+    kernel, form, mlm, ...); a masked LM's `mlm` defaults to `Model.mlm_spec()` (unmasked scoring).
     """
     models = list(models)
     if len(models) < 2:
