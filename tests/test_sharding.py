@@ -19,7 +19,7 @@ import sys
 import jax, numpy as np
 from jax.sharding import Mesh
 from seedkl_jax.kernels.compare import compare_stacked, stack_params
-from seedkl_jax.kernels.divergence import unigram_logprobs
+from seedkl_jax.kernels.reference import unigram_logprobs
 from seedkl_jax.models.gpt_neox import NeoXConfig, init_params
 
 cfg = NeoXConfig(vocab_size=1000, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,

@@ -8,7 +8,7 @@ statistics *and* see, with this run's numbers, where our defaults differ. Three 
                          FIRST seed of the size                      at the size's last checkpoint
   top frequency bin      every count >= 1e5 in one bin ">=1e5"       decade bins all the way up
   unigram baseline       log(count / sum), no smoothing; zero-count  add-0.5 smoothing
-                         ids get log(6e-312 / sum) ~ -736 (the        (kernels.divergence.unigram_logprobs)
+                         ids get log(6e-312 / sum) ~ -736 (the        (kernels.reference.unigram_logprobs)
                          denormal its counts file holds there)
 
 `choice_effects` writes the report section that quantifies each on this run: both binnings of the
@@ -51,7 +51,7 @@ def paper_unigram_logprobs(counts: np.ndarray, vocab_size: int | None = None) ->
 
 def unigram_reference(compat: str, counts: np.ndarray, vocab_size: int) -> np.ndarray:
     """The reference log-probs the kernel compares with: ours (smoothed) or the paper's."""
-    from seedkl_jax.kernels.divergence import unigram_logprobs
+    from seedkl_jax.kernels.reference import unigram_logprobs
     if check(compat) == "paper":
         return paper_unigram_logprobs(counts, vocab_size)
     return unigram_logprobs(counts, vocab_size)
@@ -150,7 +150,7 @@ def choice_effects(groups, meta: pl.DataFrame, compat: str, counts: np.ndarray |
                   _table(["size @ step", "KL to ours", "KL to the paper's", "paper's − ours", "KL to uniform"],
                          uni_rows), ""]
     if counts is not None and vocab_size:
-        from seedkl_jax.kernels.divergence import unigram_logprobs
+        from seedkl_jax.kernels.reference import unigram_logprobs
         ours = unigram_logprobs(counts, vocab_size).astype(np.float64)
         ours -= np.log(np.exp(ours).sum())
         paper = paper_unigram_logprobs(counts, vocab_size)

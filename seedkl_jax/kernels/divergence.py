@@ -11,7 +11,7 @@ D width, V padded vocab rows (e.g. 50,304), V_r ≤ V the real vocab (e.g. 50,27
 masked out — the paper's slice-and-renormalise), C vocab chunk, n = ⌈V_r/C⌉ chunks.
 
 Inputs: h [S,P,D] final hidden states, W [S,D,V] output embeddings, x [P] next-token ids (< V_r),
-r [V_r] optional reference log-probs (normalised; see `check_reference`, `unigram_logprobs`).
+r [V_r] optional reference log-probs (normalised; see kernels/reference.py).
 For each block of Pb positions (`lax.map`), two passes over the n C-wide chunks of W (`lax.scan`):
 
     z_s = h_s W_s                                           [S,Pb,C] per chunk, never [S,P,V]
@@ -44,15 +44,17 @@ Forms. "pair" (above) is the exact option. "einsum" computes kl_ij = −H_i − 
 batched matmul instead (clamped at 0 after the sum; it subtracts two O(log V) cross entropies).
 "onepass" needs one pass and one unembedding per chunk, no logits cache: with online rescaling
 (as in flash attention), per seed i and position it carries the running max m_i, s_i = Σ e_i with
-e_i = e^{z_i − m_i}, B_i = Σ e_i (z_i − m_i), R_i = Σ e_i r and per pair A_ij = Σ e_i (z_i − z_j),
-rescaling them by e^{m_old − m_new} as m_i grows; then
+e_i = e^{z_i − m_i}, R_i = Σ e_i r and per pair X_ij = Σ e_i (z_j − c_j), c_j a fixed offset per seed
+and position (its max over the first chunk), rescaling them by e^{m_old − m_new} as m_i grows; with
+u_i = (c_i − m_i) − log s_i,
 
-    KL(p_i‖p_j) = A_ij/s_i − (m_i − m_j) − (log s_i − log s_j)     (clamped at 0; diagonal exactly 0)
-    −H_i = B_i/s_i − log s_i,   KL to uniform = log V_r − H_i,   KL to unigram = −H_i − R_i/s_i
+    KL(p_i‖p_j) = (X_ii − X_ij)/s_i + u_i − u_j                   (clamped at 0; diagonal exactly 0)
+    −H_i = X_ii/s_i + u_i,   KL to uniform = log V_r − H_i,   KL to unigram = −H_i − R_i/s_i
 
-~2 flops per (i, j, v) and no per-pair exp. Its rounding differs from pair's (a difference of O(1)
-numbers instead of a sum of non-negative terms); tests hold every form to 1e-5 of float64, and
-`default_form` says what was measured and which form each backend runs by default.
+~2 flops per (i, j, v), no per-pair exp, masking by an additive −1e30 on the logits instead of
+selects. Its rounding differs from pair's (a difference of O(1) numbers instead of a sum of
+non-negative terms); tests hold every form to 1e-5 of float64, and `default_form` says what was
+measured and which form each backend runs by default.
 `divergence_naive` materialises [S,P,V_r] log-probs and applies the pair term math in one go: the
 benchmark's baseline and a cross-check in tests.
 
@@ -65,7 +67,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from seedkl_jax.errors import SeedKLError
 
@@ -83,11 +84,13 @@ DEFAULT_POSITION_BLOCK = 256
 # Pb 256 and 512 ran within noise of each other and of recompute at Pb=256 (3.9–4.1 s), so pass
 # position_block=256 with it to keep the buffer at ~260 MB.
 DEFAULT_POSITION_BLOCK_CACHED = 1024
-# Pb of the one-pass form (benchmarks/kernel_vs_naive.py section 2 sweeps it). One interleaved sweep
-# on CPU (pythia-14m shape, S=5, T=2048, C=2048, busy 2-core machine): Pb 64 / 128 / 256 took
-# 2.00 / 1.96 / 2.26 s (pair at its defaults 3.80 s); C=1024 at Pb=64 2.42 s, C=512 3.9 s. The
-# per-chunk working set e, z [S,Pb,C] is 2×5 MB at Pb=128.
-DEFAULT_POSITION_BLOCK_ONEPASS = 128
+# Pb and C of the one-pass form, and its pair sub-block. Scratch sweeps on CPU (S=5, T=2048, V=50,304,
+# 2 cores, 2026-11-30): at D=128 Pb=256/C=1024/sub-block 32 took 1.34 s against 1.49 s without
+# sub-blocks and 1.37–1.44 s at Pb=128 or C=2048; at D=512 3.95 s against 4.54 s without sub-blocks
+# and 4.45 s at Pb=128 (the matmul wants Pb ≥ 256 at D=512, the pair reduction small blocks).
+DEFAULT_POSITION_BLOCK_ONEPASS = 256
+DEFAULT_VOCAB_CHUNK_ONEPASS = 1024
+PAIR_SUBBLOCK = 32
 FORMS = ("pair", "einsum", "onepass")
 
 
@@ -121,43 +124,6 @@ def default_cache_logits(backend: str | None = None) -> bool:
     float32 HIGHEST matmul costs more there, so dropping one is worth more).
     """
     return (backend or jax.default_backend()) != "cpu"
-
-
-def unigram_logprobs(counts: np.ndarray, vocab_size: int | None = None, alpha: float = 0.5) -> np.ndarray:
-    """Reference log-probs [vocab_size] float32 from token counts, add-`alpha` smoothed.
-
-    log q_v = log((c_v + α) / (Σc + α·V_r)). Every id gets mass, so KL(p‖q) is finite for any model
-    (an unsmoothed zero count would make it +inf). α = 0.5 (Jeffreys / Krichevsky–Trofimov) adds
-    half a pseudo-count per id: for the Pile validation counts (3.4e8 tokens, 256 zero-count ids)
-    it moves < 1e-4 of the mass. Counts < 1 are treated as 0 (the shared Pile counts file stores
-    denormal garbage ~6e-312 for never-seen ids). A counts array longer than `vocab_size` is refused;
-    a shorter one is padded with zeros (ids the counts never saw).
-    """
-    c = np.asarray(counts, dtype=np.float64).reshape(-1)
-    V = len(c) if vocab_size is None else int(vocab_size)
-    if len(c) > V:
-        raise SeedKLError(f"counts: {len(c)} entries but the vocabulary has {V} ids; "
-                          "pass counts for the model's real vocabulary")
-    if not np.all(np.isfinite(c)) or np.any(c < 0):
-        raise SeedKLError("counts: contains negative, NaN or inf entries; pass non-negative token counts")
-    if alpha <= 0:
-        raise SeedKLError(f"alpha: {alpha} must be > 0 so that unseen ids keep finite log-probs")
-    c = np.where(c < 1, 0.0, c)
-    c = np.concatenate([c, np.zeros(V - len(c))])
-    return (np.log(c + alpha) - np.log(c.sum() + alpha * V)).astype(np.float32)
-
-
-def check_reference(reference_logprobs, vocab_size: int) -> np.ndarray:
-    """Validate reference log-probs [vocab_size] and renormalise them exactly (float64 → float32)."""
-    r = np.asarray(reference_logprobs, dtype=np.float64)
-    if r.shape != (vocab_size,):
-        raise SeedKLError(f"reference_logprobs: shape {r.shape}, expected ({vocab_size},) = one log-prob "
-                          "per real vocabulary id; build it with unigram_logprobs(counts, vocab_size)")
-    if not np.all(np.isfinite(r)):
-        raise SeedKLError("reference_logprobs: contains -inf/NaN (zero-probability ids make KL infinite); "
-                          "smooth the counts, e.g. unigram_logprobs(counts, vocab_size)")
-    m = r.max()
-    return (r - (m + np.log(np.exp(r - m).sum()))).astype(np.float32)
 
 
 def chunking(vocab_size: int, padded: int, vocab_chunk: int | None) -> tuple[int, int]:
@@ -283,41 +249,50 @@ def _block(h, targets, w, ref, *, vocab_size: int, n: int, C: int, form: str, ca
 def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int) -> dict:
     """One pass over the vocab chunks for one block of positions (form "onepass"; see the module
     docstring): h [S,Pb,D], targets [Pb] -> raw outputs [..,Pb]. Carries, per seed i and position,
-    relative to the running max m_i (all rescaled by a_i = e^{m_old − m_new} when m_i grows):
+    relative to the running max m_i (rescaled by a_i = e^{m_old − m_new} when m_i grows):
 
-        s_i = Σ e_i,   e_i = e^{z_i − m_i}          B_i = Σ e_i·(z_i − m_i)
-        A_ij = Σ e_i·(z_i − z_j)   [S,S,Pb]         R_i = Σ e_i·r   (the reference's log-probs)
+        s_i = Σ e_i,  e_i = e^{z_i − m_i}     X_ij = Σ e_i·(z_j − c_j)  [S,S,Pb]     R_i = Σ e_i·r
 
-    B is kept relative to m (B ← a·(B + (m_old − m_new)·s_old)), never as Σ e·z, so that logits far
-    from 0 cost no precision. The first step starts from m = −1e30, s = B = A = R = 0 (a = 0 then,
-    and every product with the old carry is exactly 0: no inf·0).
+    c_j is a fixed per-position offset (seed j's max over the first chunk, set at k = 0), so the
+    factors z_j − c_j stay O(logit spread) even when all logits sit far from 0. Then
+    Σ e_i (z_i − z_j) = X_ii − X_ij + s_i (c_i − c_j), which the final formulas use. One
+    broadcast product-and-sum per chunk gives every X_ij at once (the diagonal is Σ e_i (z_i − c_i),
+    the entropy's term), ~2 flops per (i, j, v).
+
+    Masking is additive: columns outside the chunk's window get logit −1e30 (finite), so e = 0
+    there and e·(z − c) = 0·(−1e30) = 0 without a select per array. The carry starts at
+    m = −1e30, s = X = R = 0; the first chunk always has a valid column, so a = 0 exactly once.
     """
     S, P, _ = h.shape
     window, logits = _chunks(h, w, C, vocab_size)
 
     def step(carry, k):
-        m, s, B, A, R = carry
+        m, c, s, X, R = carry
         start, valid = window(k)
-        z = logits(start)
-        m_new = jnp.maximum(m, jnp.where(valid, z, -jnp.inf).max(-1))
+        z = logits(start) + jnp.where(valid, 0.0, -1e30)
+        m_new = jnp.maximum(m, z.max(-1))
+        c = jnp.where(k == 0, m_new, c)
         a = jnp.exp(m - m_new)
-        d = jnp.where(valid, z - m_new[..., None], 0.0)  # ≤ 0; 0 at masked ids (whose weight is 0)
-        e = jnp.where(valid, jnp.exp(d), 0.0)
-        zv = jnp.where(valid, z, 0.0)
-        pair = jnp.stack([jnp.sum(e * (zv - zv[j]), axis=-1) for j in range(S)], axis=1)  # [S_i,S_j,Pb]
-        carry = (m_new, a * s + e.sum(-1), a * (B + (m - m_new) * s) + jnp.sum(e * d, -1), a[:, None] * A + pair,
-                 None if ref is None else a * R + jnp.sum(e * jnp.where(valid, jax.lax.dynamic_slice_in_dim(
-                     ref, start, C), 0.0), -1))
-        return carry, None
+        e = jnp.exp(z - m_new[..., None])  # [S,Pb,C], 0 at masked ids
+        zc = z - c[..., None]
+        # Σ_v e_i·zc_j for all (i, j) per sub-block of positions: the reduction reads e and zc once
+        # per seed pair, and 32 positions' worth (2·S·32·C floats) stays in cache between the reads.
+        x = [jnp.sum(e[:, None, a:a + PAIR_SUBBLOCK] * zc[None, :, a:a + PAIR_SUBBLOCK], axis=-1)
+             for a in range(0, P, PAIR_SUBBLOCK)]
+        X = a[:, None] * X + jnp.concatenate(x, axis=-1)
+        R = None if ref is None else a * R + jnp.sum(e * jax.lax.dynamic_slice_in_dim(ref, start, C), -1)
+        return (m_new, c, a * s + e.sum(-1), X, R), None
 
     zeros = jnp.zeros((S, P), jnp.float32)
     init = (jnp.full((S, P), -1e30, jnp.float32), zeros, zeros, jnp.zeros((S, S, P), jnp.float32),
             None if ref is None else zeros)
-    (m, s, B, A, R), _ = jax.lax.scan(step, init, jnp.arange(n))
+    (m, c, s, X, R), _ = jax.lax.scan(step, init, jnp.arange(n))
     logs = jnp.log(s)
-    neg_ent = B / s - logs  # Σ p·lp
-    lse_diff = (m[:, None] - m[None]) + (logs[:, None] - logs[None])  # [S,S,Pb]; exactly 0 on the diagonal
-    kl = jnp.maximum(A / s[:, None] - lse_diff, 0.0)
+    x_ii = jnp.diagonal(X, 0, 0, 1).T  # [S,Pb]
+    u = (c - m) - logs  # per seed: (c_i − m_i) − log s_i
+    neg_ent = x_ii / s + u  # Σ p·lp
+    kl = jnp.maximum((x_ii[:, None] - X) / s[:, None] + (u[:, None] - u[None]), 0.0)
+    kl = kl * (1.0 - jnp.eye(S, dtype=kl.dtype))[:, :, None]  # the diagonal is 0 up to rounding: make it exact
     ku = jnp.maximum(neg_ent + math.log(vocab_size), 0.0)
     kg = None if ref is None else jnp.maximum(neg_ent - R / s, 0.0)
     return _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets)
@@ -332,7 +307,7 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     Returns kl [*B,S,S], surprisal/entropy/kl_uniform[/kl_unigram] [*B,S], float32.
     Positions run in blocks of `position_block` (Pb) so the per-chunk temporaries [S,Pb,C] stay
     cache-sized. form: "pair" | "einsum" | "onepass" (None: `default_form()`; onepass's Pb defaults
-    to DEFAULT_POSITION_BLOCK_ONEPASS). cache_logits (two-pass forms): keep a block's logits Z
+    to DEFAULT_POSITION_BLOCK_ONEPASS, its C to DEFAULT_VOCAB_CHUNK_ONEPASS). cache_logits (two-pass forms): keep a block's logits Z
     [n,S,Pb,C] from pass 1 for pass 2 instead of recomputing them (None: `default_cache_logits()`;
     Pb then defaults to DEFAULT_POSITION_BLOCK_CACHED). Peak memory is O(S·Pb·C) without the cache,
     S·Pb·V·4 bytes with it; either way independent of the number of positions.
@@ -340,6 +315,8 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     form = form or default_form()
     h, w, targets, pos_shape = _flatten(h, w, targets, vocab_size, form)
     S, P, D = h.shape
+    if vocab_chunk is None and form == "onepass":
+        vocab_chunk = DEFAULT_VOCAB_CHUNK_ONEPASS
     n, C = chunking(vocab_size, w.shape[-1], vocab_chunk)
     cache = form != "onepass" and (default_cache_logits() if cache_logits is None else bool(cache_logits))
     default_pb = (DEFAULT_POSITION_BLOCK_ONEPASS if form == "onepass" else
