@@ -10,7 +10,8 @@
         Per-position KL between every ordered pair of seeds (kl [P,S,S]), surprisal, entropy,
         KL to uniform and unigram ([P,S]); P = N-1 predictions for an N-token text (masked LMs:
         of wordpieces 1..N-1 themselves). Windows default to the models' context.
-    compare_stacked(...)  the same on params already stacked on a leading seed axis.
+    compare_stacked(...)  the same on params laid out by seed_params(params_list, mesh) (a tuple of
+        the S pytrees on CPU) or stack_params(params_list) (a leading seed axis).
     Suite, StudyConfig, run_study(config) -> Path     the whole study (`seedkl run`).
     demo(...)                                         `seedkl demo`.
 
@@ -26,6 +27,7 @@ _EXPORTS = {
     "Tokenizer": "seedkl_jax.data.tokenizer",
     "load_tokenizer": "seedkl_jax.data.tokenizer",
     "stack_params": "seedkl_jax.kernels.compare",
+    "seed_params": "seedkl_jax.kernels.compare",
     "compare": "seedkl_jax.kernels.compare",
     "compare_stacked": "seedkl_jax.kernels.compare",
     "Suite": "seedkl_jax.study.suite",

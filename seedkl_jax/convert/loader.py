@@ -48,9 +48,10 @@ _logits = jax.jit(families.logits, static_argnums=1, static_argnames=("dtype", "
 
 @dataclasses.dataclass
 class Model:
-    """A loaded checkpoint of any family. `params` has numpy leaves (no leading seed axis) in `dtype`,
-    except that a checkpoint stored wholly in float16 or bfloat16 keeps that dtype at dtype="float32" (the
-    same values exactly; the params cache then holds half the bytes): computations upcast on device.
+    """A loaded checkpoint of any family. `params` has jax.Array leaves on the default device (no
+    leading seed axis) in `dtype`, except that a checkpoint stored wholly in float16 or bfloat16 keeps
+    that dtype at dtype="float32" (the same values exactly; the params cache then holds half the
+    bytes): computations upcast on device.
 
     `config` is the family's config (NeoXConfig, GPT2Config, BertConfig); `logits(ids)` gives
     next-token logits (causal) or the masked-LM head's logits at every position of the unmasked ids."""
@@ -170,7 +171,8 @@ def load(model: str, revision: str | None = None, *, dtype: str = "float32",
             raise SeedKLError(f"{entry.parent}: cannot write the cache ({e.strerror}); pass cache_dir=... "
                               "or set SEEDKL_CACHE to a writable directory") from e
     LAST_LOAD_SOURCE = "convert" if hit is None else "cache"
-    return Model(config=cfg, hf_dict=config, params=params, name=name, revision=revision,
+    # On the device once, here: every compare would otherwise copy the host arrays over again.
+    return Model(config=cfg, hf_dict=config, params=jax.device_put(params), name=name, revision=revision,
                  local_dir=str(ckpt if is_local or stored is None else entry), dtype=dtype, source=LAST_LOAD_SOURCE,
                  cache_entry=str(entry))
 

@@ -31,7 +31,8 @@ from jax.sharding import PartitionSpec as PS
 from tqdm.auto import tqdm
 
 from seedkl_jax.errors import SeedKLError
-from seedkl_jax.kernels.divergence import FORMS, KERNELS, check_reference
+from seedkl_jax.kernels.divergence import FORMS, KERNELS
+from seedkl_jax.kernels.reference import check_reference
 from seedkl_jax.kernels.windows import MLMSpec, default_window, make_windows, mlm_windows
 from seedkl_jax.models import family as families
 
@@ -61,11 +62,8 @@ def use_compilation_cache(cache_dir=None) -> str:
     return str(path)
 
 
-def stack_params(params_list: Sequence[Any]) -> dict:
-    """S params pytrees of one config -> one pytree whose leaves have a leading S axis (float32).
-
-    Leaves go to the device in their own dtype (fp16/bf16 params stay half the bytes on the way)
-    and are upcast there."""
+def check_seed_params(params_list: Sequence[Any]) -> None:
+    """≥ 2 params pytrees of one structure and shape (the seeds of one model size), else a named error."""
     if len(params_list) < 2:
         raise SeedKLError(f"models: got {len(params_list)} seed(s); KL between seeds needs ≥ 2 checkpoints")
     ref = jax.tree.structure(params_list[0])
@@ -74,7 +72,41 @@ def stack_params(params_list: Sequence[Any]) -> dict:
         if jax.tree.structure(p) != ref or [np.shape(x) for x in jax.tree.leaves(p)] != shapes0:
             raise SeedKLError(f"models: seed {i} has differently shaped parameters than seed 0; "
                               "compare only checkpoints of one model size")
+
+
+def stack_params(params_list: Sequence[Any]) -> dict:
+    """S params pytrees of one config -> one pytree whose leaves have a leading S axis (float32).
+
+    Leaves go to the device in their own dtype (fp16/bf16 params stay half the bytes on the way)
+    and are upcast there."""
+    check_seed_params(params_list)
     return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]).astype(jnp.float32), *params_list)
+
+
+def seed_params(params_list: Sequence[Any], mesh: Mesh | None = None, backend: str | None = None):
+    """The S seeds' params as `compare_stacked` runs them fastest on this backend.
+
+    CPU without a "seed" mesh axis: a tuple of the S pytrees on the device, as they are (no stacked
+    copy: stacking 5 × 70m params took 0.4–1.1 s per call; and one forward per seed ran 0.83× the
+    time of the vmapped forward at 14m and 0.90× at 70m, benchmarks/forward_vs_torch.py's shapes).
+    Elsewhere (GPU/TPU, or a mesh that splits the seeds): `stack_params`, one vmapped forward.
+    """
+    check_seed_params(params_list)
+    on_cpu = (backend or jax.default_backend()) == "cpu"
+    if on_cpu and (mesh is None or "seed" not in mesh.axis_names):
+        return tuple(jax.device_put(p) for p in params_list)
+    return stack_params(params_list)
+
+
+def _forward(params, cfg: Any, ids, valid):
+    """h [S,Bw,T,D'], W [S,D',V] of the seeds in `params` (see `seed_params`): a tuple runs one
+    forward per seed, stacked params one vmapped forward."""
+    if isinstance(params, tuple):
+        h = jnp.stack([families.hidden_states(p, cfg, ids, valid) for p in params])
+        w = jnp.stack([families.unembedding(p, cfg).astype(jnp.float32) for p in params])
+        return h, w
+    h = jax.vmap(lambda p: families.hidden_states(p, cfg, ids, valid))(params)
+    return h, jax.vmap(lambda p: families.unembedding(p, cfg))(params)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "vocab_chunk", "position_block", "form",
@@ -83,8 +115,7 @@ def _step(stacked, ids, targets, ref, valid=None, *, cfg: Any, vocab_size: int, 
           kernel, cache_logits=None):
     """ids/targets [Bw,T] (valid [Bw,T]: real tokens, bidirectional models) -> kl [Bw,T,S,S], per-seed [Bw,T,S].
     Family-agnostic: the kernel sees h [S,Bw,T,D'] and W [S,D',V] with logits = h W (models/family.py)."""
-    h = jax.vmap(lambda p: families.hidden_states(p, cfg, ids, valid))(stacked)  # [S,Bw,T,D']
-    w = jax.vmap(lambda p: families.unembedding(p, cfg))(stacked)  # [S,D',V]
+    h, w = _forward(stacked, cfg, ids, valid)  # [S,Bw,T,D'], [S,D',V]
     return KERNELS[kernel](h, w, targets, vocab_size=vocab_size,
                            reference_logprobs=ref, vocab_chunk=vocab_chunk, position_block=position_block,
                            form=form, cache_logits=cache_logits)
@@ -161,12 +192,13 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
                     position_block: int | None = None, kernel: str = "fused", form: str | None = None,
                     cache_logits: bool | None = None, progress: bool = False
                     ) -> dict[str, np.ndarray]:
-    """Per-position divergences between the S seeds stacked in `stacked` (see `stack_params`).
+    """Per-position divergences between the S seeds in `stacked`: params stacked on a leading seed
+    axis (`stack_params`) or a tuple of S params pytrees (`seed_params` gives what runs fastest here).
 
     input_ids [N] (one text; P = N−1 predictions) or [B,N] (each row a text; -> [B,N−1,...]).
     vocab_size: real vocab (normalise over ids < vocab_size); default cfg.vocab_size.
     reference_logprobs [vocab_size]: adds kl_unigram (renormalised; must be finite, see
-    `divergence.unigram_logprobs`). vocab_chunk / position_block / form / cache_logits: the
+    `reference.unigram_logprobs`). vocab_chunk / position_block / form / cache_logits: the
     kernel's C, Pb, KL form ("pair", "einsum", "onepass") and logits cache (None: the backend's
     measured defaults, see kernels/divergence.py). kernel "fused" (default) or "naive"
     (materialises [S,P,V]).
@@ -184,7 +216,9 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
         raise SeedKLError(f"form: {form!r} is not one of {FORMS}; pass one of them or None (the backend's default)")
     if position_block is not None and int(position_block) < 1:
         raise SeedKLError(f"position_block: {position_block} must be ≥ 1 (or None: the kernel's default)")
-    S = int(np.shape(jax.tree.leaves(stacked)[0])[0])
+    if isinstance(stacked, tuple) and mesh is not None and "seed" in mesh.axis_names:
+        stacked = stack_params(stacked)  # a seed axis splits stacked params over its devices
+    S = len(stacked) if isinstance(stacked, tuple) else int(np.shape(jax.tree.leaves(stacked)[0])[0])
     if S < 2:
         raise SeedKLError(f"models: got {S} seed(s); KL between seeds needs ≥ 2 checkpoints")
     seed_names = [str(i) for i in range(S)] if seed_names is None else list(seed_names)
@@ -279,6 +313,6 @@ def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_
     use_compilation_cache()
     if not families.family_of(cfg).causal and options.get("mlm") is None:
         options["mlm"] = models[0].mlm_spec()
-    return compare_stacked(stack_params([m.params for m in models]), cfg, input_ids,
+    return compare_stacked(seed_params([m.params for m in models], mesh), cfg, input_ids,
                            vocab_size=vocab_size, reference_logprobs=reference_logprobs, window=window,
                            overlap=overlap, vocab_chunk=vocab_chunk, mesh=mesh, seed_names=names, **options)

@@ -298,7 +298,8 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
 
 
 def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok, tok_check, progress=False):
-    """Load the S seeds of one group (orbax-cached) and stack them: (model config, stacked params).
+    """Load the S seeds of one group (orbax-cached): (model config, their params as `seed_params` lays
+    them out for compare: on the device, stacked or not).
 
     A seed with NaN/inf weights is refused by size/step/seed and path, and its params-cache entry is
     dropped (a re-downloaded or re-saved checkpoint is then converted afresh)."""
@@ -306,7 +307,7 @@ def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok
 
     from seedkl_jax.convert import cache, hub
     from seedkl_jax.convert.loader import load
-    from seedkl_jax.kernels.compare import stack_params
+    from seedkl_jax.kernels.compare import seed_params
 
     models = []
     with tqdm(total=len(suite.seeds), desc=f"params {size} step {step}", unit="ckpt", position=1, leave=False,
@@ -336,5 +337,4 @@ def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok
             diff = checks.config_difference(first.hf_dict, m.hf_dict) or [f"{first.config} vs {m.config}"]
             raise SeedKLError(f"size {size} step {step}: seed {seed} has a different architecture than seed "
                               f"{suite.seeds[0]} ({', '.join(diff[:4])}); all seeds of a size must share one config")
-    stacked = stack_params([m.params for m in models])
-    return first.config, stacked
+    return first.config, seed_params([m.params for m in models], cfg.mesh)
