@@ -74,7 +74,9 @@ def _torch_worker(conn, dirs: list[str], ids) -> None:
     conn.send(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
     while conn.recv() is not None:
         t0 = time.perf_counter()
-        [torch.log_softmax(m(input_ids=x).logits[0].float(), -1) for m in models]
+        for m in models:  # one seed's [T,V] log-probs at a time, dropped as the reference drops them after writing
+            out = torch.log_softmax(m(input_ids=x).logits[0].float(), -1)
+            del out
         conn.send(time.perf_counter() - t0)
 
 
