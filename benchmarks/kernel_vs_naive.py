@@ -145,6 +145,7 @@ def main(argv):
         DEFAULT_POSITION_BLOCK_ONEPASS,
         DEFAULT_POSITION_BLOCK_CACHED,
         DEFAULT_VOCAB_CHUNK,
+        DEFAULT_VOCAB_CHUNK_ONEPASS,
         default_cache_logits,
         default_form,
         divergence_jit,
@@ -155,7 +156,8 @@ def main(argv):
     MB = 2 ** 20
     print(f"# kernel_vs_naive: pythia-14m shape, S={S}, T={T}, device {jax.devices()[0].device_kind}, "
           f"{os.cpu_count()} CPUs; defaults C={DEFAULT_VOCAB_CHUNK}, Pb={DEFAULT_POSITION_BLOCK} "
-          f"(cached: {DEFAULT_POSITION_BLOCK_CACHED}, onepass: {DEFAULT_POSITION_BLOCK_ONEPASS}), form={default_form()}, "
+          f"(cached: {DEFAULT_POSITION_BLOCK_CACHED}; onepass: C={DEFAULT_VOCAB_CHUNK_ONEPASS}, "
+          f"Pb={DEFAULT_POSITION_BLOCK_ONEPASS}), form={default_form()}, "
           f"cache_logits={default_cache_logits()} on {jax.default_backend()}")
 
     rows = {}
