@@ -212,7 +212,9 @@ def test_two_processes_on_one_global_mesh_equal_one_process(lab, tmp_path):
 
 def _assert_equals_one_process(flags: list[str], out2: Path, cache: Path) -> None:
     """Run the reference (one process, one device, same flags, restoring the params the two processes
-    cached) beside out2 and check every group file and final table equal out2's to 1e-6."""
+    cached) beside out2 and check every group file and final table equal out2's to float32 rounding
+    (1e-6, relative for large values: the processes' window batches have another size, so XLA may
+    order a reduction differently; the paper-compat unigram KLs reach ~600 nats)."""
     import polars as pl
 
     from seedkl_jax.study import store
@@ -226,13 +228,13 @@ def _assert_equals_one_process(flags: list[str], out2: Path, cache: Path) -> Non
             b = dict(np.load(store.group_path(out2, size, step)))
             assert a.keys() == b.keys()
             for k in a:
-                np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-6, err_msg=f"{size} step {step} {k}")
+                np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-6, err_msg=f"{size} step {step} {k}")
     for name in ("tokens.parquet", "pairs.parquet", "summary.parquet"):
         a, b = pl.read_parquet(out1 / name), pl.read_parquet(out2 / name)
         assert a.columns == b.columns and a.height == b.height, name
         for col, dtype in a.schema.items():
             if dtype.is_float():
-                np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=0, atol=1e-6,
+                np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=1e-6, atol=1e-6,
                                            err_msg=f"{name}:{col}")
             else:
                 assert a[col].equals(b[col]), f"{name}:{col}"

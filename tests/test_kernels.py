@@ -348,3 +348,28 @@ def test_windows_for_a_batch_of_texts():
     np.testing.assert_array_equal(win.stitch(np.where(win.mask, win.targets, -1)), ids[:, 1:])
     padded = win.pad_to(win.num_windows + 3)
     np.testing.assert_array_equal(padded.stitch(np.where(padded.mask, padded.targets, -1)), ids[:, 1:])
+
+
+@pytest.mark.parametrize("form,kernel", [("pair", "fused"), ("einsum", "fused"), ("onepass", "fused"),
+                                         ("pair", "naive")])
+def test_several_references_in_one_pass(form, kernel):
+    """reference_logprobs [K,V_r] gives kl_unigram [..,S,K], each column what that reference alone gives
+    (the study reduces its own and the other --compat's unigram in one pass at the first step)."""
+    rng = np.random.RandomState(11)
+    S, P, D, V, Vr = 3, 40, 16, 1000, 997
+    h = rng.randn(S, P, D).astype(np.float32)
+    w = (rng.randn(S, D, V) * 0.8).astype(np.float32)
+    targets = rng.randint(0, Vr, P)
+    refs = np.stack([unigram_logprobs(rng.poisson(2.0, Vr), Vr), unigram_logprobs(rng.poisson(0.1, Vr), Vr)])
+    run = lambda r: divergence_jit(h, w, targets, r, vocab_size=Vr, vocab_chunk=128, position_block=16,
+                                   form=form, kernel=kernel)
+    both = run(refs)
+    assert both["kl_unigram"].shape == (P, S, 2)
+    for k in range(2):
+        alone = run(refs[k])
+        assert alone["kl_unigram"].shape == (P, S)
+        np.testing.assert_allclose(np.asarray(both["kl_unigram"][..., k]), np.asarray(alone["kl_unigram"]),
+                                   rtol=1e-6, atol=1e-6)
+        for key in ("kl", "entropy", "surprisal"):
+            np.testing.assert_array_equal(np.asarray(both[key]), np.asarray(alone[key]))
+    assert np.abs(np.asarray(both["kl_unigram"][..., 0] - both["kl_unigram"][..., 1])).max() > 0.1

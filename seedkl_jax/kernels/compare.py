@@ -198,7 +198,7 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
     input_ids [N] (one text; P = N−1 predictions) or [B,N] (each row a text; -> [B,N−1,...]).
     vocab_size: real vocab (normalise over ids < vocab_size); default cfg.vocab_size.
     reference_logprobs [vocab_size]: adds kl_unigram (renormalised; must be finite, see
-    `reference.unigram_logprobs`). vocab_chunk / position_block / form / cache_logits: the
+    `reference.unigram_logprobs`); [K, vocab_size]: K references in the same pass, kl_unigram [P,S,K]. vocab_chunk / position_block / form / cache_logits: the
     kernel's C, Pb, KL form ("pair", "einsum", "onepass") and logits cache (None: the backend's
     measured defaults, see kernels/divergence.py). kernel "fused" (default) or "naive"
     (materialises [S,P,V]).

@@ -98,11 +98,11 @@ def default_form(backend: str | None = None) -> str:
     """What `divergence(form=None)` does: "onepass" on CPU, "pair" (two passes) elsewhere.
 
     Measured (benchmarks/kernel_vs_naive.py section 3, pythia-14m shape, S=5, T=2048, V=50,304):
-    - CPU (2 cores): onepass 0.55× the time of pair (2.05 vs 3.74 s, einsum 3.33 s); its KL error
-      vs float64 is ≤ 1.1e-6 (relative to max(1, KL)) at init-like and trained-like logits, where
-      pair's is ≤ 1.1e-6 too (4e-8 at init-like: pair is the exact option), and the same as the
-      other forms at extreme ones (near-one-hot ×1000 logits: 4.6e-5, every form alike, set by the
-      float32 logits themselves; logits near −4096: 7e-6).
+    - CPU (2 cores, commit 28d960e): onepass 0.37× the time of pair (1.38 vs 3.69 s, einsum
+      3.31 s); its KL error vs float64 (relative to max(1, KL)) is 2.1e-6 at init-like and 1.1e-6
+      at trained-like logits, where pair's is 4e-8 (pair is the exact option) and 1.1e-6; at
+      extreme ones every form is alike (near-one-hot ×1000 logits: 4.3–4.8e-5, set by the float32
+      logits themselves; logits near −4096: 4.9e-6 onepass, 7e-6 pair).
     - GPU: onepass was not measured on one (no GPU lent to that work); pair with cached logits is
       the measured best there (`default_cache_logits`). benchmarks/gpu_check.sh times all forms.
     """
@@ -137,10 +137,10 @@ def chunking(vocab_size: int, padded: int, vocab_chunk: int | None) -> tuple[int
 
 
 def _terms(lp, p, q_uni, q_ref, ref, log_vr, form):
-    """Sums over one vocab chunk. lp, p [S,P,C] are 0 at masked ids, and so are q_uni, q_ref [C]
-    (the reference probabilities), so every term below is exactly 0 there without a select.
+    """Sums over one vocab chunk. lp, p [S,P,C] are 0 at masked ids, and so are q_uni [C] and q_ref
+    [K,C] (the K references' probabilities), so every term below is exactly 0 there without a select.
 
-    Returns kl [S,S,P], neg_entropy [S,P], kl_uniform [S,P], kl_unigram [S,P] or None.
+    Returns kl [S,S,P], neg_entropy [S,P], kl_uniform [S,P], kl_unigram [S,K,P] or None.
     """
     relu_sum = lambda t: jnp.sum(jnp.maximum(t, 0.0), axis=-1)
     neg_ent = jnp.sum(p * lp, axis=-1)
@@ -150,7 +150,7 @@ def _terms(lp, p, q_uni, q_ref, ref, log_vr, form):
     else:  # "einsum": cross entropy as a batched matmul; clamped once the chunks are summed
         kl = neg_ent[:, None] - jnp.einsum("ipc,jpc->ijp", p, lp, precision=HIGHEST)
     ku = relu_sum(p * (lp + log_vr) - p + q_uni)
-    kg = None if ref is None else relu_sum(p * (lp - ref) - p + q_ref)
+    kg = None if ref is None else relu_sum(p[:, None] * (lp[:, None] - ref[:, None]) - p[:, None] + q_ref[:, None])
     return kl, neg_ent, ku, kg
 
 
@@ -164,12 +164,21 @@ def _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets) -> dict:
     return out
 
 
-def _finish(raw: dict, form: str, pos_shape: tuple) -> dict:
-    """[..,P] -> position-major [*B,..]; the einsum form's KL is clamped (and its diagonal zeroed) here."""
+def _references(reference_logprobs):
+    """[V_r] or [K,V_r] reference log-probs -> float32 [K,V_r] (None stays None)."""
+    return None if reference_logprobs is None else jnp.atleast_2d(jnp.asarray(reference_logprobs, jnp.float32))
+
+
+def _finish(raw: dict, form: str, pos_shape: tuple, reference_logprobs) -> dict:
+    """[..,P] -> position-major [*B,..]; the einsum form's KL is clamped (and its diagonal zeroed)
+    here; kl_unigram [*B,S,K] loses its K axis when one reference came as [V_r]."""
     if form == "einsum":
         S = raw["kl"].shape[0]
         raw = dict(raw, kl=jnp.maximum(raw["kl"], 0.0) * (1.0 - jnp.eye(S, dtype=jnp.float32))[:, :, None])
-    return {k: jnp.moveaxis(a, -1, 0).reshape(pos_shape + a.shape[:-1]) for k, a in raw.items()}
+    out = {k: jnp.moveaxis(a, -1, 0).reshape(pos_shape + a.shape[:-1]) for k, a in raw.items()}
+    if reference_logprobs is not None and jnp.ndim(reference_logprobs) == 1:
+        out["kl_unigram"] = out["kl_unigram"][..., 0]
+    return out
 
 
 def _flatten(h, w, targets, vocab_size, form):
@@ -235,13 +244,13 @@ def _block(h, targets, w, ref, *, vocab_size: int, n: int, C: int, form: str, ca
         z = logits(start) if z is None else z  # the same values either way: one matmul, same operands
         lp = jnp.where(valid, (z - m[..., None]) - logs[..., None], 0.0)
         p = jnp.where(valid, jnp.exp(lp), 0.0)
-        r = None if ref is None else jnp.where(valid, jax.lax.dynamic_slice_in_dim(ref, start, C), 0.0)
+        r = None if ref is None else jnp.where(valid, jax.lax.dynamic_slice_in_dim(ref, start, C, axis=1), 0.0)
         q_ref = None if ref is None else jnp.where(valid, jnp.exp(r), 0.0)
         new = _terms(lp, p, jnp.where(valid, 1.0 / vocab_size, 0.0), q_ref, r, log_vr, form)
         return tuple(a if b is None else a + b for a, b in zip(acc, new)), None
 
     zeros = jnp.zeros((S, P), jnp.float32)
-    acc = (jnp.zeros((S, S, P), jnp.float32), zeros, zeros, None if ref is None else zeros)
+    acc = (jnp.zeros((S, S, P), jnp.float32), zeros, zeros, None if ref is None else jnp.zeros((S, len(ref), P)))
     (kl, neg_ent, ku, kg), _ = jax.lax.scan(acc_step, acc, (jnp.arange(n), zs))
     return _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets)
 
@@ -280,12 +289,13 @@ def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int) -> di
         x = [jnp.sum(e[:, None, a:a + PAIR_SUBBLOCK] * zc[None, :, a:a + PAIR_SUBBLOCK], axis=-1)
              for a in range(0, P, PAIR_SUBBLOCK)]
         X = a[:, None] * X + jnp.concatenate(x, axis=-1)
-        R = None if ref is None else a * R + jnp.sum(e * jax.lax.dynamic_slice_in_dim(ref, start, C), -1)
+        R = None if ref is None else a[:, None] * R + jnp.sum(
+            e[:, None] * jax.lax.dynamic_slice_in_dim(ref, start, C, axis=1)[:, None], axis=-1)  # [S,K,Pb]
         return (m_new, c, a * s + e.sum(-1), X, R), None
 
     zeros = jnp.zeros((S, P), jnp.float32)
     init = (jnp.full((S, P), -1e30, jnp.float32), zeros, zeros, jnp.zeros((S, S, P), jnp.float32),
-            None if ref is None else zeros)
+            None if ref is None else jnp.zeros((S, len(ref), P), jnp.float32))
     (m, c, s, X, R), _ = jax.lax.scan(step, init, jnp.arange(n))
     logs = jnp.log(s)
     x_ii = jnp.diagonal(X, 0, 0, 1).T  # [S,Pb]
@@ -294,7 +304,7 @@ def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int) -> di
     kl = jnp.maximum((x_ii[:, None] - X) / s[:, None] + (u[:, None] - u[None]), 0.0)
     kl = kl * (1.0 - jnp.eye(S, dtype=kl.dtype))[:, :, None]  # the diagonal is 0 up to rounding: make it exact
     ku = jnp.maximum(neg_ent + math.log(vocab_size), 0.0)
-    kg = None if ref is None else jnp.maximum(neg_ent - R / s, 0.0)
+    kg = None if ref is None else jnp.maximum(neg_ent[:, None] - R / s[:, None], 0.0)
     return _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets)
 
 
@@ -303,8 +313,10 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
                cache_logits: bool | None = None) -> dict[str, jax.Array]:
     """The fused, vocab-chunked kernel (traceable; call under jit).
 
-    h [S,*B,D], w [S,D,V], targets [*B] int (< vocab_size), reference_logprobs [vocab_size] or None.
-    Returns kl [*B,S,S], surprisal/entropy/kl_uniform[/kl_unigram] [*B,S], float32.
+    h [S,*B,D], w [S,D,V], targets [*B] int (< vocab_size), reference_logprobs [vocab_size],
+    [K,vocab_size] (K references, one pass) or None.
+    Returns kl [*B,S,S], surprisal/entropy/kl_uniform[/kl_unigram] [*B,S] (kl_unigram [*B,S,K] for
+    K references), float32.
     Positions run in blocks of `position_block` (Pb) so the per-chunk temporaries [S,Pb,C] stay
     cache-sized. form: "pair" | "einsum" | "onepass" (None: `default_form()`; onepass's Pb defaults
     to DEFAULT_POSITION_BLOCK_ONEPASS, its C to DEFAULT_VOCAB_CHUNK_ONEPASS). cache_logits (two-pass forms): keep a block's logits Z
@@ -325,9 +337,9 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     if Pb < 1:
         raise SeedKLError(f"position_block: {position_block} must be ≥ 1")
     nb = -(-P // Pb)
-    ref = None
-    if reference_logprobs is not None:  # pad to V so a chunk's dynamic slice always has C entries
-        ref = jnp.pad(jnp.asarray(reference_logprobs, jnp.float32), (0, w.shape[-1] - vocab_size))
+    ref = _references(reference_logprobs)
+    if ref is not None:  # pad to V so a chunk's dynamic slice always has C entries
+        ref = jnp.pad(ref, ((0, 0), (0, w.shape[-1] - vocab_size)))
     h = jnp.pad(h, ((0, 0), (0, nb * Pb - P), (0, 0)))
     targets = jnp.pad(targets, (0, nb * Pb - P))
     # Block b holds positions i·nb + b (strided), so a position axis sharded over devices stays
@@ -341,7 +353,7 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
                                   cache=cache)
     raw = jax.lax.map(lambda x: block(*x), (hb, tb))  # leaves [nb,..,Pb]
     raw = jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1).reshape(a.shape[1:-1] + (nb * Pb,))[..., :P], raw)
-    return _finish(raw, form, pos_shape)
+    return _finish(raw, form, pos_shape, reference_logprobs)
 
 
 def divergence_naive(h, w, targets, *, vocab_size: int, reference_logprobs=None, form: str | None = None,
@@ -358,11 +370,11 @@ def divergence_naive(h, w, targets, *, vocab_size: int, reference_logprobs=None,
     m = z.max(-1)
     logs = jnp.log(jnp.exp(z - m[..., None]).sum(-1))
     lp = (z - m[..., None]) - logs[..., None]
-    ref = None if reference_logprobs is None else jnp.asarray(reference_logprobs, jnp.float32)
+    ref = _references(reference_logprobs)
     q_uni = jnp.full((vocab_size,), 1.0 / vocab_size, jnp.float32)
     q_ref = None if ref is None else jnp.exp(ref)
     kl, neg_ent, ku, kg = _terms(lp, jnp.exp(lp), q_uni, q_ref, ref, math.log(vocab_size), form)
-    return _finish(_raw(kl, neg_ent, ku, kg, m, logs, h, w, targets), form, pos_shape)
+    return _finish(_raw(kl, neg_ent, ku, kg, m, logs, h, w, targets), form, pos_shape, reference_logprobs)
 
 
 KERNELS = {"fused": divergence, "naive": divergence_naive}

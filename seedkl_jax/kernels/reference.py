@@ -35,13 +35,15 @@ def unigram_logprobs(counts: np.ndarray, vocab_size: int | None = None, alpha: f
 
 
 def check_reference(reference_logprobs, vocab_size: int) -> np.ndarray:
-    """Validate reference log-probs [vocab_size] and renormalise them exactly (float64 → float32)."""
+    """Validate reference log-probs [vocab_size] (or K of them, [K, vocab_size]: the kernel reduces
+    them in the same pass) and renormalise each exactly (float64 → float32)."""
     r = np.asarray(reference_logprobs, dtype=np.float64)
-    if r.shape != (vocab_size,):
+    if r.ndim not in (1, 2) or r.shape[-1] != vocab_size or r.size == 0:
         raise SeedKLError(f"reference_logprobs: shape {r.shape}, expected ({vocab_size},) = one log-prob "
-                          "per real vocabulary id; build it with unigram_logprobs(counts, vocab_size)")
+                          "per real vocabulary id (or [K, vocab_size] for K references); build it with "
+                          "unigram_logprobs(counts, vocab_size)")
     if not np.all(np.isfinite(r)):
         raise SeedKLError("reference_logprobs: contains -inf/NaN (zero-probability ids make KL infinite); "
                           "smooth the counts, e.g. unigram_logprobs(counts, vocab_size)")
-    m = r.max()
-    return (r - (m + np.log(np.exp(r - m).sum()))).astype(np.float32)
+    m = r.max(-1, keepdims=True)
+    return (r - (m + np.log(np.exp(r - m).sum(-1, keepdims=True)))).astype(np.float32)

@@ -237,9 +237,7 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
     """Compute and persist every group of `groups` that has no valid file in out/groups yet
     (which ones: this process's view, or `agree`'s; persisted only if `write`). Seconds spent per
     group go into `timings["groups"]` (see TIMINGS_FILE). Groups at the suite's first step also get
-    the KL to `reference_other` (one more compare, kept as compat.OTHER_KL)."""
-    import functools
-
+    the KL to `reference_other` (reduced in the same pass, kept as compat.OTHER_KL)."""
     from seedkl_jax.analysis.compat import OTHER_KL
     from tqdm import tqdm
 
@@ -271,19 +269,20 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
                 future = pool.submit(_load_group_params, cfg, suite, *todo[i + 1], tok, tok_check, progress)
             bar.set_description(f"{size} step {step}")
             t0 = time.perf_counter()
-            run = functools.partial(compare_stacked, stacked, model_cfg, text.ids, vocab_size=tok.vocab_size,
-                                    window=cfg.window, overlap=cfg.overlap,
-                                    vocab_chunk=cfg.vocab_chunk, mesh=cfg.mesh, mlm=mlm, doc_ids=text.doc_ids,
-                                    form=cfg.kernel_form, kernel=cfg.kernel, position_block=cfg.position_block,
-                                    cache_logits=cfg.cache_logits,
-                                    seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds])
-            arrays = {k: np.asarray(v) for k, v in run(reference_logprobs=reference).items()}
+            both = bool(need(step))  # the other choice's unigram too, in the same pass (analysis/compat.py)
+            refs = np.stack([reference, reference_other]) if both else reference
+            arrays = {k: np.asarray(v) for k, v in compare_stacked(
+                stacked, model_cfg, text.ids, vocab_size=tok.vocab_size, reference_logprobs=refs,
+                window=cfg.window, overlap=cfg.overlap, vocab_chunk=cfg.vocab_chunk, mesh=cfg.mesh, mlm=mlm,
+                doc_ids=text.doc_ids, form=cfg.kernel_form, kernel=cfg.kernel, position_block=cfg.position_block,
+                cache_logits=cfg.cache_logits, seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds],
+            ).items()}
+            if both:
+                arrays["kl_unigram"], arrays[OTHER_KL] = arrays["kl_unigram"][..., 0], arrays["kl_unigram"][..., 1]
             dt = time.perf_counter() - t0
-            if need(step):  # the other choice's unigram, for the report's "both ways" (analysis/compat.py)
-                arrays[OTHER_KL] = np.asarray(run(reference_logprobs=reference_other)["kl_unigram"])
-            del stacked, run
+            del stacked
             t_save = time.perf_counter()
-            other = {"other_unigram_s": t_save - t0 - dt} if need(step) else {}
+            other = {"both_unigrams": True} if both else {}
             if write:
                 store.save_group(out, size, step, list(suite.seeds), arrays)
             per_group.append({"size": size, "step": int(step), "params_wait_s": t_wait, "compare_s": dt, **other,
