@@ -260,7 +260,7 @@ def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int) -> di
     docstring): h [S,Pb,D], targets [Pb] -> raw outputs [..,Pb]. Carries, per seed i and position,
     relative to the running max m_i (rescaled by a_i = e^{m_old − m_new} when m_i grows):
 
-        s_i = Σ e_i,  e_i = e^{z_i − m_i}     X_ij = Σ e_i·(z_j − c_j)  [S,S,Pb]     R_i = Σ e_i·r
+        s_i = Σ e_i,  e_i = e^{z_i − m_i}     X_ij = Σ e_i·(z_j − c_j)  [S,S,Pb]     R_ik = Σ e_i·r_k
 
     c_j is a fixed per-position offset (seed j's max over the first chunk, set at k = 0), so the
     factors z_j − c_j stay O(logit spread) even when all logits sit far from 0. Then
@@ -276,7 +276,7 @@ def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int) -> di
     window, logits = _chunks(h, w, C, vocab_size)
 
     def step(carry, k):
-        m, c, s, X, R = carry
+        m, c, s, X = carry
         start, valid = window(k)
         z = logits(start) + jnp.where(valid, 0.0, -1e30)
         m_new = jnp.maximum(m, z.max(-1))
@@ -284,19 +284,21 @@ def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int) -> di
         a = jnp.exp(m - m_new)
         e = jnp.exp(z - m_new[..., None])  # [S,Pb,C], 0 at masked ids
         zc = z - c[..., None]
+        if ref is not None:  # the K references ride along as extra columns j: X[:, S+k] = Σ e_i·r_k
+            r = jax.lax.dynamic_slice_in_dim(ref, start, C, axis=1)  # [K,C]
+            zc = jnp.concatenate([zc, jnp.broadcast_to(r[:, None, :], (len(ref),) + zc.shape[1:])])
         # Σ_v e_i·zc_j for all (i, j) per sub-block of positions: the reduction reads e and zc once
-        # per seed pair, and 32 positions' worth (2·S·32·C floats) stays in cache between the reads.
-        x = [jnp.sum(e[:, None, a:a + PAIR_SUBBLOCK] * zc[None, :, a:a + PAIR_SUBBLOCK], axis=-1)
-             for a in range(0, P, PAIR_SUBBLOCK)]
+        # per column j, and 32 positions' worth (2·S·32·C floats) stays in cache between the reads.
+        x = [jnp.sum(e[:, None, p0:p0 + PAIR_SUBBLOCK] * zc[None, :, p0:p0 + PAIR_SUBBLOCK], axis=-1)
+             for p0 in range(0, P, PAIR_SUBBLOCK)]
         X = a[:, None] * X + jnp.concatenate(x, axis=-1)
-        R = None if ref is None else a[:, None] * R + jnp.sum(
-            e[:, None] * jax.lax.dynamic_slice_in_dim(ref, start, C, axis=1)[:, None], axis=-1)  # [S,K,Pb]
-        return (m_new, c, a * s + e.sum(-1), X, R), None
+        return (m_new, c, a * s + e.sum(-1), X), None
 
     zeros = jnp.zeros((S, P), jnp.float32)
-    init = (jnp.full((S, P), -1e30, jnp.float32), zeros, zeros, jnp.zeros((S, S, P), jnp.float32),
-            None if ref is None else jnp.zeros((S, len(ref), P), jnp.float32))
-    (m, c, s, X, R), _ = jax.lax.scan(step, init, jnp.arange(n))
+    J = S + (0 if ref is None else len(ref))
+    init = (jnp.full((S, P), -1e30, jnp.float32), zeros, zeros, jnp.zeros((S, J, P), jnp.float32))
+    (m, c, s, X), _ = jax.lax.scan(step, init, jnp.arange(n))
+    X, R = X[:, :S], X[:, S:]  # [S,S,Pb], [S,K,Pb]
     logs = jnp.log(s)
     x_ii = jnp.diagonal(X, 0, 0, 1).T  # [S,Pb]
     u = (c - m) - logs  # per seed: (c_i − m_i) − log s_i
@@ -304,7 +306,7 @@ def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int) -> di
     kl = jnp.maximum((x_ii[:, None] - X) / s[:, None] + (u[:, None] - u[None]), 0.0)
     kl = kl * (1.0 - jnp.eye(S, dtype=kl.dtype))[:, :, None]  # the diagonal is 0 up to rounding: make it exact
     ku = jnp.maximum(neg_ent + math.log(vocab_size), 0.0)
-    kg = None if ref is None else jnp.maximum(neg_ent[:, None] - R / s[:, None], 0.0)
+    kg = None if ref is None else jnp.maximum(neg_ent[:, None] - R / s[:, None], 0.0)  # [S,K,Pb]
     return _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets)
 
 
