@@ -88,7 +88,9 @@ def seed_params(params_list: Sequence[Any], mesh: Mesh | None = None, backend: s
 
     CPU without a "seed" mesh axis: a tuple of the S pytrees on the device, as they are (no stacked
     copy: stacking 5 × 70m params took 0.4–1.1 s per call; and one forward per seed ran 0.83× the
-    time of the vmapped forward at 14m and 0.90× at 70m, benchmarks/forward_vs_torch.py's shapes).
+    time of the vmapped forward at 14m and 0.90× at 70m, benchmarks/forward_vs_torch.py's shapes,
+    timed once by a scratch script on the 2-core CPU, 2026-11-30; the benchmark's own "jax forward"
+    column shows the per-seed path's time).
     Elsewhere (GPU/TPU, or a mesh that splits the seeds): `stack_params`, one vmapped forward.
     """
     check_seed_params(params_list)
@@ -103,7 +105,7 @@ def _forward(params, cfg: Any, ids, valid):
     forward per seed, stacked params one vmapped forward."""
     if isinstance(params, tuple):
         h = jnp.stack([families.hidden_states(p, cfg, ids, valid) for p in params])
-        w = jnp.stack([families.unembedding(p, cfg).astype(jnp.float32) for p in params])
+        w = jnp.stack([families.unembedding(p, cfg) for p in params])  # the kernel upcasts fp16/bf16
         return h, w
     h = jax.vmap(lambda p: families.hidden_states(p, cfg, ids, valid))(params)
     return h, jax.vmap(lambda p: families.unembedding(p, cfg))(params)
@@ -198,9 +200,10 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
     input_ids [N] (one text; P = N−1 predictions) or [B,N] (each row a text; -> [B,N−1,...]).
     vocab_size: real vocab (normalise over ids < vocab_size); default cfg.vocab_size.
     reference_logprobs [vocab_size]: adds kl_unigram (renormalised; must be finite, see
-    `reference.unigram_logprobs`); [K, vocab_size]: K references in the same pass, kl_unigram [P,S,K]. vocab_chunk / position_block / form / cache_logits: the
-    kernel's C, Pb, KL form ("pair", "einsum", "onepass") and logits cache (None: the backend's
-    measured defaults, see kernels/divergence.py). kernel "fused" (default) or "naive"
+    `reference.unigram_logprobs`); [K, vocab_size]: K references in the same pass, kl_unigram
+    [P,S,K]. vocab_chunk / position_block / form / cache_logits: the kernel's C, Pb, KL form
+    ("pair", "einsum", "onepass") and logits cache (None: the backend's measured defaults, see
+    kernels/divergence.py). kernel "fused" (default) or "naive"
     (materialises [S,P,V]).
     window_batch: windows per jitted step (default: the mesh's data-axis size).
     window/overlap: default the model's context / half of it (kernels/windows.default_window).
@@ -216,8 +219,8 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
         raise SeedKLError(f"form: {form!r} is not one of {FORMS}; pass one of them or None (the backend's default)")
     if position_block is not None and int(position_block) < 1:
         raise SeedKLError(f"position_block: {position_block} must be ≥ 1 (or None: the kernel's default)")
-    if isinstance(stacked, tuple) and mesh is not None and "seed" in mesh.axis_names:
-        stacked = stack_params(stacked)  # a seed axis splits stacked params over its devices
+    if isinstance(stacked, tuple):  # checked, and stacked where this backend / mesh wants it
+        stacked = seed_params(stacked, mesh)
     S = len(stacked) if isinstance(stacked, tuple) else int(np.shape(jax.tree.leaves(stacked)[0])[0])
     if S < 2:
         raise SeedKLError(f"models: got {S} seed(s); KL between seeds needs ≥ 2 checkpoints")

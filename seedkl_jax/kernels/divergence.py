@@ -11,7 +11,7 @@ D width, V padded vocab rows (e.g. 50,304), V_r ≤ V the real vocab (e.g. 50,27
 masked out — the paper's slice-and-renormalise), C vocab chunk, n = ⌈V_r/C⌉ chunks.
 
 Inputs: h [S,P,D] final hidden states, W [S,D,V] output embeddings, x [P] next-token ids (< V_r),
-r [V_r] optional reference log-probs (normalised; see kernels/reference.py).
+r [V_r] (or K of them, [K,V_r]) optional reference log-probs (normalised; see kernels/reference.py).
 For each block of Pb positions (`lax.map`), two passes over the n C-wide chunks of W (`lax.scan`):
 
     z_s = h_s W_s                                           [S,Pb,C] per chunk, never [S,P,V]
@@ -321,9 +321,9 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     K references), float32.
     Positions run in blocks of `position_block` (Pb) so the per-chunk temporaries [S,Pb,C] stay
     cache-sized. form: "pair" | "einsum" | "onepass" (None: `default_form()`; onepass's Pb defaults
-    to DEFAULT_POSITION_BLOCK_ONEPASS, its C to DEFAULT_VOCAB_CHUNK_ONEPASS). cache_logits (two-pass forms): keep a block's logits Z
-    [n,S,Pb,C] from pass 1 for pass 2 instead of recomputing them (None: `default_cache_logits()`;
-    Pb then defaults to DEFAULT_POSITION_BLOCK_CACHED). Peak memory is O(S·Pb·C) without the cache,
+    to DEFAULT_POSITION_BLOCK_ONEPASS, its C to DEFAULT_VOCAB_CHUNK_ONEPASS). cache_logits
+    (two-pass forms): keep a block's logits Z [n,S,Pb,C] from pass 1 for pass 2 instead of
+    recomputing them (None: `default_cache_logits()`; Pb then defaults to DEFAULT_POSITION_BLOCK_CACHED). Peak memory is O(S·Pb·C) without the cache,
     S·Pb·V·4 bytes with it; either way independent of the number of positions.
     """
     form = form or default_form()
