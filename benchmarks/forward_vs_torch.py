@@ -126,7 +126,7 @@ def main(argv):
     import numpy as np
 
     from seedkl_jax import api
-    from seedkl_jax.kernels.divergence import default_form
+    from seedkl_jax.kernels.defaults import default_form
 
     S, T, R = _SEEDS.value, _TOKENS.value, _REPEATS.value
     head = f"{'size':<6}{'seedkl compare s':>18}{'torch fwd+log_softmax s':>25}{'seedkl/torch':>14}"

@@ -140,16 +140,16 @@ def main(argv):
         return worker(_WORKER.value)
     import jax
 
-    from seedkl_jax.kernels.divergence import (
+    from seedkl_jax.kernels.defaults import (
         DEFAULT_POSITION_BLOCK,
-        DEFAULT_POSITION_BLOCK_ONEPASS,
         DEFAULT_POSITION_BLOCK_CACHED,
+        DEFAULT_POSITION_BLOCK_ONEPASS,
         DEFAULT_VOCAB_CHUNK,
         DEFAULT_VOCAB_CHUNK_ONEPASS,
         default_cache_logits,
         default_form,
-        divergence_jit,
     )
+    from seedkl_jax.kernels.divergence import divergence_jit
     from seedkl_jax.models.gpt_neox import hidden_states
 
     S, T = _SEEDS.value, _TOKENS.value
@@ -221,7 +221,7 @@ def _interleaved(runs: list, repeats: int) -> list[float]:
 
 
 def _sweep(h, w, t, vocab, kernel_run):
-    from seedkl_jax.kernels.divergence import (
+    from seedkl_jax.kernels.defaults import (
         DEFAULT_POSITION_BLOCK,
         DEFAULT_POSITION_BLOCK_CACHED,
         DEFAULT_POSITION_BLOCK_ONEPASS,
@@ -230,7 +230,7 @@ def _sweep(h, w, t, vocab, kernel_run):
         default_form,
     )
 
-    pb0 = (DEFAULT_POSITION_BLOCK_ONEPASS if default_form() == "onepass" else
+    pb0 = (DEFAULT_POSITION_BLOCK_ONEPASS if default_form() in ("onepass", "native") else
            DEFAULT_POSITION_BLOCK_CACHED if default_cache_logits() else DEFAULT_POSITION_BLOCK)
     MB = 2 ** 20
     print(f"\n## 2. fused kernel alone, timed interleaved (V={vocab}): vocab chunk C x position block Pb "

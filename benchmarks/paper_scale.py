@@ -155,7 +155,7 @@ def _reference_units(work: Path, ids) -> dict:
 
 def _flops(size: str) -> float:
     """seedkl's FLOPs per token and seed: forward, unembedding and the KL terms of its default form."""
-    from seedkl_jax.kernels.divergence import default_form
+    from seedkl_jax.kernels.defaults import default_form
 
     f = common.flops_per_token_per_seed(common.neox_config(size), 2048, _SEEDS.value, default_form())
     return f["model"]

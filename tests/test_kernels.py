@@ -8,6 +8,10 @@ padded rows (ids 50,277..50,303) get huge logits: leaking them into the softmax 
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -17,6 +21,7 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from seedkl_jax.convert.mapping import state_dict_to_params
 from seedkl_jax.errors import SeedKLError
+from seedkl_jax.kernels import native
 from seedkl_jax.kernels.compare import compare, compare_stacked, stack_params
 from seedkl_jax.kernels.divergence import (
     chunking,
@@ -107,6 +112,9 @@ def random_text(n, rng, batch=None):
     (16759, V_REAL, None, "fused", "onepass"),
     (5000, V_REAL, 16, "fused", "onepass"),
     (5000, V_PAD, None, "fused", "onepass"),
+    (16759, V_REAL, None, "fused", "native"),
+    (5000, V_REAL, 16, "fused", "native"),
+    (5000, V_PAD, None, "fused", "native"),
     (5000, V_REAL, 16, "fused", "einsum"),
     (None, V_REAL, None, "naive", None),        # the materialising baseline agrees too
 ])
@@ -140,7 +148,7 @@ def _dyadic(rng, shape, scale):
 
 @pytest.mark.parametrize("case", ["one_far_above", "near_uniform", "very_negative"])
 @pytest.mark.parametrize("form,cache", [("pair", False), ("pair", True), ("einsum", False), ("einsum", True),
-                                        ("onepass", None)])
+                                        ("onepass", None), ("native", None)])
 def test_hard_distributions(case, form, cache):
     """h/W built so the float32 logits are exact; the kernel must then match float64 to the bound."""
     rng = np.random.RandomState(3)
@@ -226,7 +234,7 @@ def test_cached_logits_working_set():
     assert large[True] - small[True] < buffer and large[False] - small[False] < buffer, (small, large, buffer)
     assert small[None] == small[default_cache_logits()]  # None resolves to the backend's default
     assert default_cache_logits("cpu") is False and default_cache_logits("gpu") is True
-    assert default_form("cpu") == "onepass" and default_form("gpu") == "pair"
+    assert default_form("cpu") == ("native" if native.available() else "onepass") and default_form("gpu") == "pair"
 
 
 @pytest.mark.parametrize("n,window,overlap", [(2, 4, 1), (9, 8, 3), (10, 8, 3), (30, 8, 3), (33, 7, 0), (40, 8, 7)])
@@ -351,7 +359,7 @@ def test_windows_for_a_batch_of_texts():
 
 
 @pytest.mark.parametrize("form,kernel", [("pair", "fused"), ("einsum", "fused"), ("onepass", "fused"),
-                                         ("pair", "naive")])
+                                         ("native", "fused"), ("pair", "naive")])
 def test_several_references_in_one_pass(form, kernel):
     """reference_logprobs [K,V_r] gives kl_unigram [..,S,K], each column what that reference alone gives
     (the study reduces its own and the other --compat's unigram in one pass at the first step)."""
@@ -373,3 +381,33 @@ def test_several_references_in_one_pass(form, kernel):
         for key in ("kl", "entropy", "surprisal"):
             np.testing.assert_array_equal(np.asarray(both[key]), np.asarray(alone[key]))
     assert np.abs(np.asarray(both["kl_unigram"][..., 0] - both["kl_unigram"][..., 1])).max() > 0.1
+
+
+@pytest.mark.skipif(not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")),
+                    reason="no C++ compiler: the native kernel cannot be built here")
+def test_native_kernel_builds_where_a_compiler_exists():
+    """Where a compiler exists the CPU default is the compiled kernel (a broken build would
+    otherwise pass unseen: every "native" test below would fall back or skip)."""
+    assert native.available(), native._load()[1]
+    assert default_form("cpu") == "native"
+
+
+def test_native_kernel_without_a_compiler(tmp_path):
+    """No compiler: the default falls back to the XLA one-pass form, and asking for "native" is a
+    named error that says what to do."""
+    code = """
+import numpy as np
+from seedkl_jax.errors import SeedKLError
+from seedkl_jax.kernels import native
+from seedkl_jax.kernels.divergence import default_form, divergence_jit
+assert not native.available() and default_form("cpu") == "onepass"
+h, w = np.ones((2, 3, 4), np.float32), np.ones((2, 4, 10), np.float32)
+try:
+    divergence_jit(h, w, np.zeros(3, np.int32), vocab_size=10, form="native")
+except SeedKLError as e:
+    print("ERR", e)
+"""
+    env = dict(os.environ, CXX=str(tmp_path / "no-such-compiler"), SEEDKL_NATIVE_DIR=str(tmp_path / "native"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ERR form: 'native'" in out.stdout and "form='onepass'" in out.stdout, out.stdout

@@ -74,9 +74,10 @@ _VOCAB_CHUNK = flags.DEFINE_integer("vocab_chunk", None, "Vocab chunk of the fus
                                     "kernel's benchmarked choice.")
 _KERNEL = flags.DEFINE_enum("kernel", "fused", ["fused", "naive"], "Divergence kernel: fused (vocab-chunked) or "
                             "naive (materialises all [S,P,V] log-probs; a baseline, much more memory).")
-_KERNEL_FORM = flags.DEFINE_enum("kernel_form", None, ["pair", "einsum", "onepass"],
+_KERNEL_FORM = flags.DEFINE_enum("kernel_form", None, ["pair", "einsum", "onepass", "native"],
                                  "KL form of the fused kernel: pair (two passes, exact), einsum, onepass (one "
-                                 "pass, online rescaling); default: the backend's measured choice (onepass on CPU).")
+                                 "pass, online rescaling), native (onepass with a compiled CPU chunk update; one "
+                                 "device); default: the backend's measured choice (native on CPU where it builds).")
 _POSITION_BLOCK = flags.DEFINE_integer("position_block", None, "Positions per block of the fused kernel (Pb); "
                                        "default: the kernel's benchmarked choice for the form.")
 _CACHE_LOGITS = flags.DEFINE_boolean("cache_logits", None, "Two-pass forms: keep each block's logits from pass 1 "

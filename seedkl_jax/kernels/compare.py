@@ -31,7 +31,8 @@ from jax.sharding import PartitionSpec as PS
 from tqdm.auto import tqdm
 
 from seedkl_jax.errors import SeedKLError
-from seedkl_jax.kernels.divergence import FORMS, KERNELS
+from seedkl_jax.kernels.defaults import FORMS, default_form
+from seedkl_jax.kernels.divergence import KERNELS
 from seedkl_jax.kernels.reference import check_reference
 from seedkl_jax.kernels.windows import MLMSpec, default_window, make_windows, mlm_windows
 from seedkl_jax.models import family as families
@@ -202,7 +203,7 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
     reference_logprobs [vocab_size]: adds kl_unigram (renormalised; must be finite, see
     `reference.unigram_logprobs`); [K, vocab_size]: K references in the same pass, kl_unigram
     [P,S,K]. vocab_chunk / position_block / form / cache_logits: the kernel's C, Pb, KL form
-    ("pair", "einsum", "onepass") and logits cache (None: the backend's measured defaults, see
+    ("pair", "einsum", "onepass", "native": one device only) and logits cache (None: the backend's measured defaults, see
     kernels/divergence.py). kernel "fused" (default) or "naive"
     (materialises [S,P,V]).
     window_batch: windows per jitted step (default: the mesh's data-axis size).
@@ -219,6 +220,11 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
         raise SeedKLError(f"form: {form!r} is not one of {FORMS}; pass one of them or None (the backend's default)")
     if position_block is not None and int(position_block) < 1:
         raise SeedKLError(f"position_block: {position_block} must be ≥ 1 (or None: the kernel's default)")
+    sharded = mesh is not None and mesh.size > 1
+    if form == "native" and sharded:
+        raise SeedKLError(f"form: 'native' runs on one device (on a mesh of {mesh.size} XLA would gather every "
+                          "position onto each); pass form='onepass' (the same math in XLA) or None")
+    form = form or default_form(sharded=sharded)
     if isinstance(stacked, tuple):  # checked, and stacked where this backend / mesh wants it
         stacked = seed_params(stacked, mesh)
     S = len(stacked) if isinstance(stacked, tuple) else int(np.shape(jax.tree.leaves(stacked)[0])[0])

@@ -69,71 +69,20 @@ import jax
 import jax.numpy as jnp
 
 from seedkl_jax.errors import SeedKLError
+from seedkl_jax.kernels import native as native_mod
+from seedkl_jax.kernels.defaults import (
+    DEFAULT_POSITION_BLOCK,
+    DEFAULT_POSITION_BLOCK_CACHED,
+    DEFAULT_POSITION_BLOCK_ONEPASS,
+    DEFAULT_VOCAB_CHUNK_ONEPASS,
+    FORMS,
+    chunking,
+    default_cache_logits,
+    default_form,
+)
 
 HIGHEST = jax.lax.Precision.HIGHEST
-# Chosen with benchmarks/kernel_vs_naive.py on CPU (pythia-14m shape, S=5, T=2048; README
-# "Performance"): C from 512 to 2048 ran within the noise (±5%), 4096+ slower; Pb=256 beat 64/128
-# (smaller blocks re-read W more often) and 512+ (the [S,Pb,C] chunk falls out of cache). Working
-# set at these defaults: ~35 MB, whatever V.
-DEFAULT_VOCAB_CHUNK = 2048
-DEFAULT_POSITION_BLOCK = 256
-# Pb when the logits are cached (section 4 of the benchmark). On an H200 (pair form, T=2048) the
-# cached kernel took 24.4 / 20.8 / 18.9 / 19.7 ms at Pb = 256 / 512 / 1024 / 2048, recompute at its
-# default Pb=256 28.9 ms (best recompute, Pb=1024: 21.3 ms). The buffer is S·Pb·V·4 bytes: 1.03 GB
-# at S=5, V=50,304 (compiled temp 1.07 GB). The cache is off by default on CPU; forcing it there,
-# Pb 256 and 512 ran within noise of each other and of recompute at Pb=256 (3.9–4.1 s), so pass
-# position_block=256 with it to keep the buffer at ~260 MB.
-DEFAULT_POSITION_BLOCK_CACHED = 1024
-# Pb and C of the one-pass form, and its pair sub-block. Scratch sweeps on CPU (S=5, T=2048, V=50,304,
-# 2 cores, 2026-11-30): at D=128 Pb=256/C=1024/sub-block 32 took 1.34 s against 1.49 s without
-# sub-blocks and 1.37–1.44 s at Pb=128 or C=2048; at D=512 3.95 s against 4.54 s without sub-blocks
-# and 4.45 s at Pb=128 (the matmul wants Pb ≥ 256 at D=512, the pair reduction small blocks).
-DEFAULT_POSITION_BLOCK_ONEPASS = 256
-DEFAULT_VOCAB_CHUNK_ONEPASS = 1024
-PAIR_SUBBLOCK = 32
-FORMS = ("pair", "einsum", "onepass")
-
-
-def default_form(backend: str | None = None) -> str:
-    """What `divergence(form=None)` does: "onepass" on CPU, "pair" (two passes) elsewhere.
-
-    Measured (benchmarks/kernel_vs_naive.py section 3, pythia-14m shape, S=5, T=2048, V=50,304):
-    - CPU (2 cores, commit 28d960e): onepass 0.37× the time of pair (1.38 vs 3.69 s, einsum
-      3.31 s); its KL error vs float64 (relative to max(1, KL)) is 2.1e-6 at init-like and 1.1e-6
-      at trained-like logits, where pair's is 4e-8 (pair is the exact option) and 1.1e-6; at
-      extreme ones every form is alike (near-one-hot ×1000 logits: 4.3–4.8e-5, set by the float32
-      logits themselves; logits near −4096: 4.9e-6 onepass, 7e-6 pair).
-    - GPU: onepass was not measured on one (no GPU lent to that work); pair with cached logits is
-      the measured best there (`default_cache_logits`). benchmarks/gpu_check.sh times all forms.
-    """
-    return "onepass" if (backend or jax.default_backend()) == "cpu" else "pair"
-
-
-def default_cache_logits(backend: str | None = None) -> bool:
-    """What `divergence(cache_logits=None)` does: cache each block's logits except on CPU.
-
-    Measured (benchmarks/kernel_vs_naive.py section 4, pythia-14m shape, S=5, T=2048, V=50,304):
-    - CPU (2 shared cores, two runs): cached/recompute time 0.82× at Pb=32, 0.88–0.89× at 64,
-      0.95× at 128, 0.97–1.03× at 256, 1.04–1.05× at 512–1024 (noise ±5%); the fastest
-      configuration of each ran equally fast (3.75–3.9 s), while the cache multiplies the kernel's
-      temp memory 8× (35 → 280 MB at Pb=256): recompute. (CPU runs the one-pass form anyway.)
-    - GPU (one H200): cached 0.80–0.90× of recompute at Pb ≥ 256 in both forms, and its best
-      configuration (Pb=1024) took 0.65× the time of the recompute default (Pb=256). Memory is
-      plentiful there, so cache.
-    Other accelerators (TPU) were not measured; assumed to behave like the GPU (memory-rich, and a
-    float32 HIGHEST matmul costs more there, so dropping one is worth more).
-    """
-    return (backend or jax.default_backend()) != "cpu"
-
-
-def chunking(vocab_size: int, padded: int, vocab_chunk: int | None) -> tuple[int, int]:
-    """(n chunks, chunk width) covering ids [0, vocab_size), balanced so the last chunk is not tiny."""
-    C = DEFAULT_VOCAB_CHUNK if vocab_chunk is None else int(vocab_chunk)
-    if C < 1:
-        raise SeedKLError(f"vocab_chunk: {C} must be ≥ 1")
-    n = -(-vocab_size // min(C, vocab_size))
-    width = min(-(-vocab_size // n), padded)
-    return n, width
+PAIR_SUBBLOCK = 32  # positions per pair reduction in the XLA one-pass form (defaults.py: measured)
 
 
 def _terms(lp, p, q_uni, q_ref, ref, log_vr, form):
@@ -255,7 +204,7 @@ def _block(h, targets, w, ref, *, vocab_size: int, n: int, C: int, form: str, ca
     return _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets)
 
 
-def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int) -> dict:
+def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int, native: bool = False) -> dict:
     """One pass over the vocab chunks for one block of positions (form "onepass"; see the module
     docstring): h [S,Pb,D], targets [Pb] -> raw outputs [..,Pb]. Carries, per seed i and position,
     relative to the running max m_i (rescaled by a_i = e^{m_old − m_new} when m_i grows):
@@ -271,9 +220,17 @@ def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int) -> di
     Masking is additive: columns outside the chunk's window get logit −1e30 (finite), so e = 0
     there and e·(z − c) = 0·(−1e30) = 0 without a select per array. The carry starts at
     m = −1e30, s = X = R = 0; the first chunk always has a valid column, so a = 0 exactly once.
+    native=True (form "native"): each chunk's update runs in the compiled CPU kernel (native.py),
+    which reads only the chunk's valid columns instead of masking.
     """
     S, P, _ = h.shape
     window, logits = _chunks(h, w, C, vocab_size)
+
+    def native_step(carry, k):
+        start, _ = window(k)
+        r = jnp.zeros((0, C), jnp.float32) if ref is None else jax.lax.dynamic_slice_in_dim(ref, start, C, axis=1)
+        lo, hi = k * C - start, jnp.minimum(start + C, vocab_size) - start  # the chunk's valid columns
+        return native_mod.chunk_update(logits(start), r, lo, hi, k == 0, *carry), None
 
     def step(carry, k):
         m, c, s, X = carry
@@ -297,7 +254,7 @@ def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int) -> di
     zeros = jnp.zeros((S, P), jnp.float32)
     J = S + (0 if ref is None else len(ref))
     init = (jnp.full((S, P), -1e30, jnp.float32), zeros, zeros, jnp.zeros((S, J, P), jnp.float32))
-    (m, c, s, X), _ = jax.lax.scan(step, init, jnp.arange(n))
+    (m, c, s, X), _ = jax.lax.scan(native_step if native else step, init, jnp.arange(n))
     X, R = X[:, :S], X[:, S:]  # [S,S,Pb], [S,K,Pb]
     logs = jnp.log(s)
     x_ii = jnp.diagonal(X, 0, 0, 1).T  # [S,Pb]
@@ -329,11 +286,11 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     form = form or default_form()
     h, w, targets, pos_shape = _flatten(h, w, targets, vocab_size, form)
     S, P, D = h.shape
-    if vocab_chunk is None and form == "onepass":
+    if vocab_chunk is None and form in ("onepass", "native"):
         vocab_chunk = DEFAULT_VOCAB_CHUNK_ONEPASS
     n, C = chunking(vocab_size, w.shape[-1], vocab_chunk)
-    cache = form != "onepass" and (default_cache_logits() if cache_logits is None else bool(cache_logits))
-    default_pb = (DEFAULT_POSITION_BLOCK_ONEPASS if form == "onepass" else
+    cache = form in ("pair", "einsum") and (default_cache_logits() if cache_logits is None else bool(cache_logits))
+    default_pb = (DEFAULT_POSITION_BLOCK_ONEPASS if form in ("onepass", "native") else
                   DEFAULT_POSITION_BLOCK_CACHED if cache else DEFAULT_POSITION_BLOCK)
     Pb = min(default_pb if position_block is None else int(position_block), P)
     if Pb < 1:
@@ -348,8 +305,11 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     # sharded inside every block and all devices work on each block together.
     hb = jnp.moveaxis(h.reshape(S, Pb, nb, D), 2, 0)  # [nb,S,Pb,D]
     tb = targets.reshape(Pb, nb).T                    # [nb,Pb]
-    if form == "onepass":
-        block = functools.partial(_block_onepass, w=w, ref=ref, vocab_size=vocab_size, n=n, C=C)
+    if form in ("onepass", "native"):
+        if form == "native":
+            native_mod.require()
+        block = functools.partial(_block_onepass, w=w, ref=ref, vocab_size=vocab_size, n=n, C=C,
+                                  native=form == "native")
     else:
         block = functools.partial(_block, w=w, ref=ref, vocab_size=vocab_size, n=n, C=C, form=form,
                                   cache=cache)
@@ -366,7 +326,7 @@ def divergence_naive(h, w, targets, *, vocab_size: int, reference_logprobs=None,
     """
     form = form or default_form()
     h, w, targets, pos_shape = _flatten(h, w, targets, vocab_size, form)
-    form = "pair" if form == "onepass" else form  # one pass or two is a chunking matter: no chunks here
+    form = "pair" if form in ("onepass", "native") else form  # one pass or two is a chunking matter: no chunks here
     z = jnp.einsum("spd,sdv->spv", h, w, precision=HIGHEST, preferred_element_type=jnp.float32)
     z = z[..., :vocab_size]
     m = z.max(-1)

@@ -65,7 +65,7 @@ class StudyConfig:
     mlm_scoring: str | None = None     # masked LMs: "unmasked" (default, the paper's) or "masked"
     vocab_chunk: int | None = None
     kernel: str = "fused"              # "fused" | "naive" (materialises [S,P,V]: a baseline for benchmarks)
-    kernel_form: str | None = None     # "pair" | "einsum" | "onepass"; None: the backend's default (kernels/divergence.py)
+    kernel_form: str | None = None     # "pair" | "einsum" | "onepass" | "native"; None: the backend's default (kernels/divergence.py)
     position_block: int | None = None  # the kernel's Pb; None: its default for the form
     cache_logits: bool | None = None   # two-pass forms: keep pass 1's logits; None: the backend's default
     vocab_size: int | None = None      # normalise over ids < vocab_size; default: every id the tokenizer defines
