@@ -411,3 +411,4 @@ except SeedKLError as e:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ERR form: 'native'" in out.stdout and "form='onepass'" in out.stdout, out.stdout
+    assert "native CPU kernel could not be built" in out.stderr  # the fallback is not silent

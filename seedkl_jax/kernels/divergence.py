@@ -55,6 +55,9 @@ u_i = (c_i − m_i) − log s_i,
 selects. Its rounding differs from pair's (a difference of O(1) numbers instead of a sum of
 non-negative terms); tests hold every form to 1e-5 of float64, and `default_form` says what was
 measured and which form each backend runs by default.
+"native" is the same one-pass math with each chunk's update compiled for the CPU (native.py,
+onepass_cpu.cc: an XLA FFI call that reads only the chunk's valid columns, so no mask at all);
+the CPU default where it builds (kernels/defaults.py).
 `divergence_naive` materialises [S,P,V_r] log-probs and applies the pair term math in one go: the
 benchmark's baseline and a cross-check in tests.
 
@@ -277,8 +280,8 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     Returns kl [*B,S,S], surprisal/entropy/kl_uniform[/kl_unigram] [*B,S] (kl_unigram [*B,S,K] for
     K references), float32.
     Positions run in blocks of `position_block` (Pb) so the per-chunk temporaries [S,Pb,C] stay
-    cache-sized. form: "pair" | "einsum" | "onepass" (None: `default_form()`; onepass's Pb defaults
-    to DEFAULT_POSITION_BLOCK_ONEPASS, its C to DEFAULT_VOCAB_CHUNK_ONEPASS). cache_logits
+    cache-sized. form: "pair" | "einsum" | "onepass" | "native" (None: `default_form()`; the one-pass
+    forms' Pb default to DEFAULT_POSITION_BLOCK_ONEPASS, their C to DEFAULT_VOCAB_CHUNK_ONEPASS). cache_logits
     (two-pass forms): keep a block's logits Z [n,S,Pb,C] from pass 1 for pass 2 instead of
     recomputing them (None: `default_cache_logits()`; Pb then defaults to DEFAULT_POSITION_BLOCK_CACHED). Peak memory is O(S·Pb·C) without the cache,
     S·Pb·V·4 bytes with it; either way independent of the number of positions.

@@ -22,6 +22,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import jax
@@ -85,6 +86,8 @@ def _load() -> tuple[bool, str]:
         lib = ctypes.CDLL(str(_build()))
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.SeedklOnepassChunk), platform="cpu")
     except (OSError, RuntimeError, AttributeError) as e:
+        warnings.warn(f"seedkl: the native CPU kernel could not be built ({str(e)[:500]}); the CPU default "
+                      "is the XLA one-pass form instead (same math, ~1.4x the kernel time at pythia-14m)")
         return False, str(e)
     return True, ""
 
