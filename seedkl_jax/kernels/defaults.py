@@ -24,10 +24,12 @@ DEFAULT_POSITION_BLOCK = 256
 # Pb 256 and 512 ran within noise of each other and of recompute at Pb=256 (3.9–4.1 s), so pass
 # position_block=256 with it to keep the buffer at ~260 MB.
 DEFAULT_POSITION_BLOCK_CACHED = 1024
-# Pb and C of the one-pass form, and its pair sub-block. Scratch sweeps on CPU (S=5, T=2048, V=50,304,
+# Pb and C of the one-pass forms (onepass and native), and onepass's pair sub-block. Scratch sweeps on CPU (S=5, T=2048, V=50,304,
 # 2 cores, 2026-11-30): at D=128 Pb=256/C=1024/sub-block 32 took 1.34 s against 1.49 s without
 # sub-blocks and 1.37–1.44 s at Pb=128 or C=2048; at D=512 3.95 s against 4.54 s without sub-blocks
 # and 4.45 s at Pb=128 (the matmul wants Pb ≥ 256 at D=512, the pair reduction small blocks).
+# For native (scratch sweep, same shape, interleaved): Pb/C 256/1024 0.95 s, 512/1024 0.93 s,
+# 512/2048 0.97 s, 256/4096 1.04 s: the same defaults serve.
 DEFAULT_POSITION_BLOCK_ONEPASS = 256
 DEFAULT_VOCAB_CHUNK_ONEPASS = 1024
 FORMS = ("pair", "einsum", "onepass", "native")
@@ -40,11 +42,12 @@ def default_form(backend: str | None = None, sharded: bool = False) -> str:
     cannot split the compiled update over devices and would gather every position onto each.)
 
     Measured (benchmarks/kernel_vs_naive.py section 3, pythia-14m shape, S=5, T=2048, V=50,304):
-    - CPU (2 cores, commit 28d960e): onepass 0.37× the time of pair (1.38 vs 3.69 s, einsum
-      3.31 s); its KL error vs float64 (relative to max(1, KL)) is 2.1e-6 at init-like and 1.1e-6
-      at trained-like logits, where pair's is 4e-8 (pair is the exact option) and 1.1e-6; at
-      extreme ones every form is alike (near-one-hot ×1000 logits: 4.3–4.8e-5, set by the float32
-      logits themselves; logits near −4096: 4.9e-6 onepass, 7e-6 pair).
+    - CPU (2 cores, commit ae1c2e1): native 0.97 s, onepass 1.38 s, einsum 3.28 s, pair 3.65 s
+      (the chunked unembedding matmul alone takes ~0.75 s). KL error vs float64 (relative to
+      max(1, KL)): native 2.0e-6 at init-like and 9.1e-7 at trained-like logits, onepass 2.1e-6
+      and 1.1e-6, pair 4e-8 (pair is the exact option) and 1.1e-6; at extreme ones every form is
+      alike (near-one-hot ×1000 logits: 4.3–4.8e-5, set by the float32 logits themselves; logits
+      near −4096: 4.8e-6 native, 4.9e-6 onepass, 7e-6 pair).
     - GPU: onepass was not measured on one (no GPU lent to that work); pair with cached logits is
       the measured best there (`default_cache_logits`). benchmarks/gpu_check.sh times all forms.
     """
