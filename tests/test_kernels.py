@@ -412,3 +412,12 @@ except SeedKLError as e:
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ERR form: 'native'" in out.stdout and "form='onepass'" in out.stdout, out.stdout
     assert "native CPU kernel could not be built" in out.stderr  # the fallback is not silent
+
+
+def test_native_is_cpu_only():
+    """Off CPU "native" is not offered, and asking for it is a named error (not an XLA failure)."""
+    from seedkl_jax.kernels.defaults import forms
+
+    assert "native" not in forms("gpu") and forms("gpu") == ("pair", "einsum", "onepass")
+    with pytest.raises(SeedKLError, match="form: 'native' is a CPU kernel.*form='pair'"):
+        native.require("gpu")

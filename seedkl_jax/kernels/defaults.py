@@ -56,6 +56,13 @@ def default_form(backend: str | None = None, sharded: bool = False) -> str:
     return "native" if not sharded and native.available() else "onepass"
 
 
+def forms(backend: str | None = None) -> tuple[str, ...]:
+    """The KL forms that run on this backend: all of FORMS on CPU ("native" only where it builds),
+    the XLA ones elsewhere ("native" is a CPU kernel)."""
+    on_cpu = (backend or jax.default_backend()) == "cpu"
+    return tuple(f for f in FORMS if f != "native" or (on_cpu and native.available()))
+
+
 def default_cache_logits(backend: str | None = None) -> bool:
     """What `divergence(cache_logits=None)` does: cache each block's logits except on CPU.
 

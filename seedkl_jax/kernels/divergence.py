@@ -310,7 +310,7 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     tb = targets.reshape(Pb, nb).T                    # [nb,Pb]
     if form in ("onepass", "native"):
         if form == "native":
-            native_mod.require()
+            native_mod.require(jax.default_backend())
         block = functools.partial(_block_onepass, w=w, ref=ref, vocab_size=vocab_size, n=n, C=C,
                                   native=form == "native")
     else:

@@ -97,8 +97,11 @@ def available() -> bool:
     return _load()[0]
 
 
-def require() -> None:
-    """A named error if form "native" was asked for but cannot be built."""
+def require(backend: str = "cpu") -> None:
+    """A named error if form "native" was asked for off CPU or where it cannot be built."""
+    if backend != "cpu":
+        raise SeedKLError(f"form: 'native' is a CPU kernel and this runs on {backend}; pass form='pair' "
+                          "(or None: the backend's default)")
     ok, why = _load()
     if not ok:
         raise SeedKLError(f"form: 'native' needs the compiled CPU kernel, which could not be built ({why}); "
