@@ -69,6 +69,7 @@ def test_study_passes_kernel_options_to_compare(hf_checkpoint, tmp_path, monkeyp
         kl[form] = np.load(next((out / "groups").rglob("*.npz")))["kl"]
         timings = json.loads((out / "timings.json").read_text())
         assert {"params_wait_s", "compare_s", "save_s"} <= set(timings["groups"][0])
+        assert timings["kernel_form"] == form  # the run records which form produced its numbers
     # once per run: the other --compat's unigram rides in the same pass at the first step (analysis/compat.py)
     assert seen == [{"form": "pair", "position_block": 4, "cache_logits": False, "kernel": "fused"},
                     {"form": "onepass", "position_block": 8, "cache_logits": False, "kernel": "fused"}]

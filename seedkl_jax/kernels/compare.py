@@ -187,6 +187,18 @@ def _check_finite(out: dict[str, np.ndarray], mask: np.ndarray, seed_names: Sequ
                           "report this with the checkpoints used")
 
 
+def resolve_form(form: str | None, mesh: Mesh | None = None) -> str:
+    """The KL form `compare_stacked` runs: `form` checked, or the backend's default for this mesh
+    ("native", the compiled CPU update, runs on one device only; see kernels/defaults.py)."""
+    if form is not None and form not in FORMS:
+        raise SeedKLError(f"form: {form!r} is not one of {FORMS}; pass one of them or None (the backend's default)")
+    sharded = mesh is not None and mesh.size > 1
+    if form == "native" and sharded:
+        raise SeedKLError(f"form: 'native' runs on one device (on a mesh of {mesh.size} XLA would gather every "
+                          "position onto each); pass form='onepass' (the same math in XLA) or None")
+    return form or default_form(sharded=sharded)
+
+
 def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | None = None,
                     reference_logprobs=None, window: int | None = None, overlap: int | None = None,
                     vocab_chunk: int | None = None, mesh: Mesh | None = None,
@@ -216,15 +228,9 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
     """
     if kernel not in KERNELS:
         raise SeedKLError(f"kernel: {kernel!r} is not one of {sorted(KERNELS)}")
-    if form is not None and form not in FORMS:
-        raise SeedKLError(f"form: {form!r} is not one of {FORMS}; pass one of them or None (the backend's default)")
+    form = resolve_form(form, mesh)
     if position_block is not None and int(position_block) < 1:
         raise SeedKLError(f"position_block: {position_block} must be ≥ 1 (or None: the kernel's default)")
-    sharded = mesh is not None and mesh.size > 1
-    if form == "native" and sharded:
-        raise SeedKLError(f"form: 'native' runs on one device (on a mesh of {mesh.size} XLA would gather every "
-                          "position onto each); pass form='onepass' (the same math in XLA) or None")
-    form = form or default_form(sharded=sharded)
     if isinstance(stacked, tuple):  # checked, and stacked where this backend / mesh wants it
         stacked = seed_params(stacked, mesh)
     S = len(stacked) if isinstance(stacked, tuple) else int(np.shape(jax.tree.leaves(stacked)[0])[0])

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 
 from seedkl_jax.errors import SeedKLError
 
@@ -61,7 +62,7 @@ def _build() -> Path:
     if not cxx:
         raise RuntimeError("no C++ compiler found (set $CXX or install g++)")
     include = jax.ffi.include_dir()
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), cxx, " ".join(FLAGS), jax.__version__,
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), cxx, " ".join(FLAGS), jax.__version__, jaxlib.__version__,
                                     _cpu_features()]).encode()).hexdigest()[:16]
     out = _build_dir() / f"onepass_cpu-{key}.so"
     if out.exists():
@@ -70,7 +71,7 @@ def _build() -> Path:
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         so = Path(tmp) / out.name
         cmd = [cxx, *FLAGS, "-isystem", include, str(SOURCE), "-o", str(so)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if done.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()[-2000:]}")
         os.replace(so, out)
@@ -85,7 +86,7 @@ def _load() -> tuple[bool, str]:
 
         lib = ctypes.CDLL(str(_build()))
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.SeedklOnepassChunk), platform="cpu")
-    except (OSError, RuntimeError, AttributeError) as e:
+    except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as e:
         warnings.warn(f"seedkl: the native CPU kernel could not be built ({str(e)[:500]}); the CPU default "
                       "is the XLA one-pass form instead (same math, ~1.4x the kernel time at pythia-14m)")
         return False, str(e)

@@ -43,7 +43,7 @@ from seedkl_jax.study.suite import Suite, check_complete, check_configs
 
 # Where this run's wall time went (diagnostics, rewritten by every run that aggregates): setup (inputs,
 # annotation), per computed group the wait for its params and its compare (the first one of each
-# model size includes XLA's compile), saving, and the final outputs.
+# model size includes XLA's compile), saving, and the final outputs; and `kernel_form`, the KL form that ran.
 TIMINGS_FILE = "timings.json"
 
 
@@ -241,10 +241,11 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
     from seedkl_jax.analysis.compat import OTHER_KL
     from tqdm import tqdm
 
-    from seedkl_jax.kernels.compare import compare_stacked, use_compilation_cache
+    from seedkl_jax.kernels.compare import compare_stacked, resolve_form, use_compilation_cache
     from seedkl_jax.kernels.windows import MLMSpec
 
     use_compilation_cache(cfg.cache_dir)  # a second process reuses this one's compiled steps
+    timings["kernel_form"] = resolve_form(cfg.kernel_form, cfg.mesh)  # what ran (None: the backend's default)
 
     n_pos = text.n_positions
     mlm = None if not cfg.mlm_scoring else MLMSpec(cfg.mlm_scoring, tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id)
