@@ -12,10 +12,12 @@ one window of T tokens — the compare step exactly as `compare_stacked` jits it
    the measured peak RSS rise during the call (each configuration in a fresh subprocess, RSS sampled
    every ms). The fused path's memory must stay flat in V; the naive one grows with it.
 2. the fused kernel alone (on the step's own hidden states) over vocab chunks C and position blocks
-   Pb: time and temp memory — how DEFAULT_VOCAB_CHUNK / DEFAULT_POSITION_BLOCK were chosen.
-3. the KL forms ("pair", "einsum" and "onepass"): time, and max error against a float64 numpy
-   oracle on the first --oracle_positions positions, at init-like logits (random init), trained-like
-   ones (output layer ×20, logit sd ≈ 4), near-one-hot ones (×1000) and logits all near −4096.
+   Pb: time and temp memory — how the defaults (kernels/defaults.py) were chosen; the block sweep
+   runs at the default form's own C.
+3. the KL forms this backend runs ("pair", "einsum", "onepass", and "native" on CPU): time, and max
+   error against a float64 numpy oracle on the first --oracle_positions positions, at init-like
+   logits (random init), trained-like ones (output layer ×20, logit sd ≈ 4), near-one-hot ones
+   (×1000) and logits all near −4096.
 4. recompute vs cached logits (`cache_logits=False/True`: pass 2 repeats the unembedding matmul, or
    reads back the [n,S,Pb,C] logits pass 1 kept) for each --cache_blocks Pb and --cache_forms form,
    timed interleaved: time, cached/recompute ratio, compiled temp memory of both — how the
@@ -221,24 +223,16 @@ def _interleaved(runs: list, repeats: int) -> list[float]:
 
 
 def _sweep(h, w, t, vocab, kernel_run):
-    from seedkl_jax.kernels.defaults import (
-        DEFAULT_POSITION_BLOCK,
-        DEFAULT_POSITION_BLOCK_CACHED,
-        DEFAULT_POSITION_BLOCK_ONEPASS,
-        DEFAULT_VOCAB_CHUNK,
-        default_cache_logits,
-        default_form,
-    )
+    from seedkl_jax.kernels.defaults import default_blocks, default_cache_logits, default_form
 
-    pb0 = (DEFAULT_POSITION_BLOCK_ONEPASS if default_form() in ("onepass", "native") else
-           DEFAULT_POSITION_BLOCK_CACHED if default_cache_logits() else DEFAULT_POSITION_BLOCK)
+    c0, pb0 = default_blocks(default_form(), default_cache_logits())
     MB = 2 ** 20
     print(f"\n## 2. fused kernel alone, timed interleaved (V={vocab}): vocab chunk C x position block Pb "
           f"(form {default_form()}, cache_logits default)")
     print(f"{'C':>6}{'Pb':>6}{'time s':>9}{'XLA temp MB':>13}")
     sweep = [(int(c), pb0) for c in _CHUNKS.value]
-    sweep += [(DEFAULT_VOCAB_CHUNK, int(b)) for b in _BLOCKS.value]
-    sweep = list(dict.fromkeys(sweep + [(DEFAULT_VOCAB_CHUNK, pb0)]))  # defaults always in
+    sweep += [(c0, int(b)) for b in _BLOCKS.value]
+    sweep = list(dict.fromkeys(sweep + [(c0, pb0)]))  # defaults always in
     runs = [kernel_run(vocab_chunk=C, position_block=Pb) for C, Pb in sweep] + [kernel_run(kernel="naive")]
     times = _interleaved([r for r, _ in runs], _REPEATS.value)
     for (C, Pb), (_, temp), secs in zip(sweep, runs, times):

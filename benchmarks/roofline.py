@@ -98,11 +98,11 @@ def main(argv):
     peaks = {"float32": matmul_peak("float32", n)}
     if backend != "cpu":
         peaks["bfloat16"] = matmul_peak("bfloat16", n)
-    from seedkl_jax.kernels.defaults import default_cache_logits, default_form
+    from seedkl_jax.kernels.defaults import ONEPASS_FORMS, default_cache_logits, default_form
 
     S, N = _SEEDS.value, _TOKENS.value
     form = default_form()
-    cache = form in ("pair", "einsum") and default_cache_logits()
+    cache = form not in ONEPASS_FORMS and default_cache_logits()
     rows, records = [], []
     for size in _SIZES.value:
         cfg = common.neox_config(size)

@@ -94,11 +94,11 @@ def seed_params(params_list: Sequence[Any], mesh: Mesh | None = None, backend: s
     column shows the per-seed path's time).
     Elsewhere (GPU/TPU, or a mesh that splits the seeds): `stack_params`, one vmapped forward.
     """
-    check_seed_params(params_list)
     on_cpu = (backend or jax.default_backend()) == "cpu"
     if on_cpu and (mesh is None or "seed" not in mesh.axis_names):
+        check_seed_params(params_list)
         return tuple(jax.device_put(p) for p in params_list)
-    return stack_params(params_list)
+    return stack_params(params_list)  # checks them too
 
 
 def _forward(params, cfg: Any, ids, valid):
@@ -328,6 +328,6 @@ def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_
     use_compilation_cache()
     if not families.family_of(cfg).causal and options.get("mlm") is None:
         options["mlm"] = models[0].mlm_spec()
-    return compare_stacked(seed_params([m.params for m in models], mesh), cfg, input_ids,
+    return compare_stacked(tuple(m.params for m in models), cfg, input_ids,  # laid out there by seed_params
                            vocab_size=vocab_size, reference_logprobs=reference_logprobs, window=window,
                            overlap=overlap, vocab_chunk=vocab_chunk, mesh=mesh, seed_names=names, **options)

@@ -33,6 +33,15 @@ DEFAULT_POSITION_BLOCK_CACHED = 1024
 DEFAULT_POSITION_BLOCK_ONEPASS = 256
 DEFAULT_VOCAB_CHUNK_ONEPASS = 1024
 FORMS = ("pair", "einsum", "onepass", "native")
+ONEPASS_FORMS = ("onepass", "native")  # one pass over the vocab: no logits cache, their own C and Pb
+
+
+def default_blocks(form: str, cache: bool) -> tuple[int, int]:
+    """(C, Pb): the vocab chunk and position block `divergence` uses for `form` (its logits cached or
+    not) when vocab_chunk / position_block are None."""
+    if form in ONEPASS_FORMS:
+        return DEFAULT_VOCAB_CHUNK_ONEPASS, DEFAULT_POSITION_BLOCK_ONEPASS
+    return DEFAULT_VOCAB_CHUNK, DEFAULT_POSITION_BLOCK_CACHED if cache else DEFAULT_POSITION_BLOCK
 
 
 def default_form(backend: str | None = None, sharded: bool = False) -> str:
@@ -49,7 +58,8 @@ def default_form(backend: str | None = None, sharded: bool = False) -> str:
       alike (near-one-hot ×1000 logits: 4.3–4.8e-5, set by the float32 logits themselves; logits
       near −4096: 4.8e-6 native, 4.9e-6 onepass, 7e-6 pair).
     - GPU: onepass was not measured on one (no GPU lent to that work); pair with cached logits is
-      the measured best there (`default_cache_logits`). benchmarks/gpu_check.sh times all forms.
+      the measured best there (`default_cache_logits`). benchmarks/gpu_check.sh times the forms a
+      GPU runs (`forms`).
     """
     if (backend or jax.default_backend()) != "cpu":
         return "pair"

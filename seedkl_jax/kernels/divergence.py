@@ -74,12 +74,10 @@ import jax.numpy as jnp
 from seedkl_jax.errors import SeedKLError
 from seedkl_jax.kernels import native as native_mod
 from seedkl_jax.kernels.defaults import (
-    DEFAULT_POSITION_BLOCK,
-    DEFAULT_POSITION_BLOCK_CACHED,
-    DEFAULT_POSITION_BLOCK_ONEPASS,
-    DEFAULT_VOCAB_CHUNK_ONEPASS,
     FORMS,
+    ONEPASS_FORMS,
     chunking,
+    default_blocks,
     default_cache_logits,
     default_form,
 )
@@ -280,21 +278,18 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     Returns kl [*B,S,S], surprisal/entropy/kl_uniform[/kl_unigram] [*B,S] (kl_unigram [*B,S,K] for
     K references), float32.
     Positions run in blocks of `position_block` (Pb) so the per-chunk temporaries [S,Pb,C] stay
-    cache-sized. form: "pair" | "einsum" | "onepass" | "native" (None: `default_form()`; the one-pass
-    forms' Pb default to DEFAULT_POSITION_BLOCK_ONEPASS, their C to DEFAULT_VOCAB_CHUNK_ONEPASS). cache_logits
+    cache-sized. form: "pair" | "einsum" | "onepass" | "native" (None: `default_form()`). cache_logits
     (two-pass forms): keep a block's logits Z [n,S,Pb,C] from pass 1 for pass 2 instead of
-    recomputing them (None: `default_cache_logits()`; Pb then defaults to DEFAULT_POSITION_BLOCK_CACHED). Peak memory is O(S·Pb·C) without the cache,
+    recomputing them (None: `default_cache_logits()`). vocab_chunk / position_block None: the
+    form's measured C and Pb (`default_blocks`). Peak memory is O(S·Pb·C) without the cache,
     S·Pb·V·4 bytes with it; either way independent of the number of positions.
     """
     form = form or default_form()
     h, w, targets, pos_shape = _flatten(h, w, targets, vocab_size, form)
     S, P, D = h.shape
-    if vocab_chunk is None and form in ("onepass", "native"):
-        vocab_chunk = DEFAULT_VOCAB_CHUNK_ONEPASS
-    n, C = chunking(vocab_size, w.shape[-1], vocab_chunk)
-    cache = form in ("pair", "einsum") and (default_cache_logits() if cache_logits is None else bool(cache_logits))
-    default_pb = (DEFAULT_POSITION_BLOCK_ONEPASS if form in ("onepass", "native") else
-                  DEFAULT_POSITION_BLOCK_CACHED if cache else DEFAULT_POSITION_BLOCK)
+    cache = form not in ONEPASS_FORMS and (default_cache_logits() if cache_logits is None else bool(cache_logits))
+    default_c, default_pb = default_blocks(form, cache)
+    n, C = chunking(vocab_size, w.shape[-1], default_c if vocab_chunk is None else vocab_chunk)
     Pb = min(default_pb if position_block is None else int(position_block), P)
     if Pb < 1:
         raise SeedKLError(f"position_block: {position_block} must be ≥ 1")
@@ -308,9 +303,9 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     # sharded inside every block and all devices work on each block together.
     hb = jnp.moveaxis(h.reshape(S, Pb, nb, D), 2, 0)  # [nb,S,Pb,D]
     tb = targets.reshape(Pb, nb).T                    # [nb,Pb]
-    if form in ("onepass", "native"):
+    if form in ONEPASS_FORMS:
         if form == "native":
-            native_mod.require(jax.default_backend())
+            native_mod.require()
         block = functools.partial(_block_onepass, w=w, ref=ref, vocab_size=vocab_size, n=n, C=C,
                                   native=form == "native")
     else:
@@ -329,7 +324,7 @@ def divergence_naive(h, w, targets, *, vocab_size: int, reference_logprobs=None,
     """
     form = form or default_form()
     h, w, targets, pos_shape = _flatten(h, w, targets, vocab_size, form)
-    form = "pair" if form in ("onepass", "native") else form  # one pass or two is a chunking matter: no chunks here
+    form = "pair" if form in ONEPASS_FORMS else form  # one pass or two is a chunking matter: no chunks here
     z = jnp.einsum("spd,sdv->spv", h, w, precision=HIGHEST, preferred_element_type=jnp.float32)
     z = z[..., :vocab_size]
     m = z.max(-1)

@@ -98,8 +98,10 @@ def available() -> bool:
     return _load()[0]
 
 
-def require(backend: str = "cpu") -> None:
-    """A named error if form "native" was asked for off CPU or where it cannot be built."""
+def require(backend: str | None = None) -> None:
+    """A named error if form "native" was asked for off CPU (backend, default JAX's) or where it
+    cannot be built."""
+    backend = backend or jax.default_backend()
     if backend != "cpu":
         raise SeedKLError(f"form: 'native' is a CPU kernel and this runs on {backend}; pass form='pair' "
                           "(or None: the backend's default)")
