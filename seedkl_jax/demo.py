@@ -75,7 +75,7 @@ class DemoConfig:
         if self.workdir:
             workdir = self.workdir
         else:
-            from seedkl_jax.convert.cache import cache_root
+            from seedkl_jax.cachedir import cache_root
             workdir = str(cache_root() / "demo" / ("quick" if self.quick else "default"))
         workdir = str(Path(workdir).expanduser().resolve())
         return dataclasses.replace(

@@ -48,18 +48,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from seedkl_jax.cachedir import cache_root  # noqa: F401  (re-exported: cache.cache_root(...) callers)
+
 MARKER = "COMPLETE"
 WRITER = "WRITER"  # in a .tmp-* folder: {"host", "pid"} of the process writing it
 STALE_TMP_S = 24 * 3600  # a .tmp-* folder older than this is abandoned whoever wrote it
 # Version of the params layout stored (2: the Flax modules' nested trees). Part of every entry's name,
 # so entries of an older layout miss (and are removed as stale when the checkpoint is stored again).
 LAYOUT_VERSION = 2
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """`cache_dir`, else $SEEDKL_CACHE, else ~/.cache/seedkl (absolute; not created here)."""
-    root = cache_dir or os.environ.get("SEEDKL_CACHE") or Path.home() / ".cache" / "seedkl"
-    return Path(root).expanduser().resolve()
 
 
 def _hash(*parts: Any) -> str:

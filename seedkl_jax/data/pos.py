@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from seedkl_jax.convert.cache import cache_root  # one definition of the cache root
+from seedkl_jax.cachedir import cache_root  # one definition of the cache root
 from seedkl_jax.errors import SeedKLError
 
 log = logging.getLogger(__name__)

@@ -55,7 +55,7 @@ def use_compilation_cache(cache_dir=None) -> str:
     current = jax.config.jax_compilation_cache_dir
     if current:
         return current
-    from seedkl_jax.convert.cache import cache_root
+    from seedkl_jax.cachedir import cache_root
 
     path = cache_root(cache_dir) / XLA_CACHE_SUBDIR
     path.mkdir(parents=True, exist_ok=True)

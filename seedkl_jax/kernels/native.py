@@ -51,7 +51,7 @@ def _build_dir() -> Path:
     env = os.environ.get("SEEDKL_NATIVE_DIR")
     if env:
         return Path(env)
-    from seedkl_jax.convert.cache import cache_root
+    from seedkl_jax.cachedir import cache_root
 
     return cache_root() / "native"
 
