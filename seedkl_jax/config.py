@@ -70,6 +70,13 @@ def _enum(kind: type[enum.Enum], value: Any, flag: str):
         raise SeedKLError(f"--{flag}={value!r}: must be one of {', '.join(m.value for m in kind)}") from None
 
 
+def check_window(window: int, overlap: int) -> None:
+    """The one rule on window/overlap numbers (the model's context is checked where it is known)."""
+    if window < 1 or not 0 <= overlap < window:
+        raise SeedKLError(f"window/overlap: need window ≥ 1 and 0 ≤ overlap < window, got window={window}, "
+                          f"overlap={overlap}; e.g. --window=2048 --overlap=1024")
+
+
 def _positive(value: int | None, flag: str) -> None:
     if value is not None and int(value) < 1:
         raise SeedKLError(f"--{flag}={value}: must be a positive integer")

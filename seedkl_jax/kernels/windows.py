@@ -31,6 +31,7 @@ import dataclasses
 import numpy as np
 
 from seedkl_jax.errors import SeedKLError
+from seedkl_jax.config import check_window  # noqa: F401  (the one window rule; re-exported for callers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +77,6 @@ def window_starts(n_tokens: int, window: int, overlap: int) -> tuple[np.ndarray,
     T, s = min(window, n_tokens - 1), window - overlap
     K = 1 + max(0, -(-(n_tokens - 1 - T) // s))
     return np.arange(K, dtype=np.int64) * s, T
-
-
-def check_window(window: int, overlap: int) -> None:
-    if window < 1 or not 0 <= overlap < window:
-        raise SeedKLError(f"window/overlap: need window ≥ 1 and 0 ≤ overlap < window, got window={window}, "
-                          f"overlap={overlap}; e.g. --window=2048 --overlap=1024")
 
 
 def make_windows(input_ids: np.ndarray, window: int = 2048, overlap: int = 1024) -> Windows:
