@@ -33,8 +33,8 @@ _EXPORTS = {
     "Suite": "seedkl_jax.study.suite",
     "StudyConfig": "seedkl_jax.study.run",
     "run_study": "seedkl_jax.study.run",
-    "DemoConfig": "seedkl_jax.demo",
-    "demo": "seedkl_jax.demo",
+    "DemoConfig": "seedkl_jax.lab.demo",
+    "demo": "seedkl_jax.lab.demo",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seedkl_jax import demo as D
-from seedkl_jax.data import grammar as G
+from seedkl_jax.lab import demo as D
+from seedkl_jax.lab import grammar as G
 from seedkl_jax.errors import SeedKLError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def test_quick_demo_end_to_end(quick):
 
 @pytest.mark.slow
 def test_second_demo_reuses_the_trained_suite(quick, monkeypatch):
-    from seedkl_jax.train import trainer
+    from seedkl_jax.lab import trainer
 
     work, out, _ = quick
     ckpts = sorted(work.glob("*/seed*/step*/model.safetensors"))

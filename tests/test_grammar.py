@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from seedkl_jax.data import grammar as G
+from seedkl_jax.lab import grammar as G
 from seedkl_jax.errors import SeedKLError
 
 SMALL = G.GrammarConfig(nouns=40, verbs=16, adjs=12, advs=6, propns=8, clusters=4)

@@ -17,7 +17,7 @@ def test_pythia_schedule():
 
 
 def test_demo_schedule_equals_the_trainers():
-    from seedkl_jax.train.trainer import TrainConfig, lr_schedule
+    from seedkl_jax.lab.trainer import TrainConfig, lr_schedule
     cfg = TrainConfig(steps=200, warmup=20, lr=2e-3, final_lr_frac=0.1)
     t = np.arange(0, 200)
     want = np.asarray([float(lr_schedule(cfg)(i)) for i in t])

@@ -8,10 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from seedkl_jax.data import grammar as G
+from seedkl_jax.lab import grammar as G
 from seedkl_jax.errors import SeedKLError
 from seedkl_jax.models import init_params, logits
-from seedkl_jax.train import trainer as T
+from seedkl_jax.lab import trainer as T
 
 SMALL = G.GrammarConfig(nouns=40, verbs=16, adjs=12, advs=6, propns=8, clusters=4)
 TINY = T.TrainConfig(widths=(32,), layers=1, heads=4, context=16, batch=4, steps=6, warmup=2, lr=1e-2,

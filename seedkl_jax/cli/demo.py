@@ -51,7 +51,7 @@ _N_BOOT = flags.DEFINE_integer("n_boot", 1000, "Bootstrap replicates for the sum
 
 def build_config():
     """DemoConfig from the parsed flags (unset trainer flags keep the chosen preset's values)."""
-    from seedkl_jax.demo import DEFAULT_TRAIN, QUICK_TRAIN, DemoConfig
+    from seedkl_jax.lab.demo import DEFAULT_TRAIN, QUICK_TRAIN, DemoConfig
     from seedkl_jax.errors import SeedKLError
 
     base = QUICK_TRAIN if _QUICK.value else DEFAULT_TRAIN
@@ -82,7 +82,7 @@ def main(argv):
 
     if len(argv) > 1:
         raise SeedKLError(f"unexpected arguments {argv[1:]}; seedkl demo takes only --flags")
-    from seedkl_jax.demo import demo
+    from seedkl_jax.lab.demo import demo
 
     demo(build_config())
     return 0

@@ -1,4 +1,2 @@
-"""Training mini seed suites (the demo's lab): see trainer.py."""
-from seedkl_jax.train.trainer import TrainConfig, TrainedSuite, train_suite
-
-__all__ = ["TrainConfig", "TrainedSuite", "train_suite"]
+"""The demo's lab, off the main data path: a toy grammar (grammar.py), a trainer for mini seed suites
+(trainer.py) and `seedkl demo` itself (demo.py). Nothing in the study pipeline imports it."""

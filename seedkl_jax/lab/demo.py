@@ -5,11 +5,11 @@ command and nothing to download; a researcher gets a lab where warm-up, learning
 can be varied and the paper's four phases watched appearing or not.
 
 Steps (each reused when already done, so a second `seedkl demo` is fast):
-  1. corpus (data/grammar.py): the toy language's lexicon -> word-level tokenizer; a training sample
+  1. corpus (lab/grammar.py): the toy language's lexicon -> word-level tokenizer; a training sample
      (seed `corpus_seed`) and a disjoint held-out evaluation sample (seed `eval_seed`) with gold
      UPOS/XPOS per token; token counts over the training sample (the study's frequency bins).
      Written to `{workdir}/data/`.
-  2. suite (train/trainer.py): sizes x seeds trained together, HF checkpoints at
+  2. suite (lab/trainer.py): sizes x seeds trained together, HF checkpoints at
      `{workdir}/{size}/seed{seed}/step{step}`; a size whose `done.json` matches is reused.
   3. study (study/run.py): the normal `seedkl run` path on those checkpoints (window = the training
      context, overlap = half of it), PoS from the gold-tags file, outputs in `--out`; its params
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from seedkl_jax.data import grammar as G
+from seedkl_jax.lab import grammar as G
 from seedkl_jax.errors import SeedKLError
-from seedkl_jax.train.trainer import TrainConfig, TrainedSuite, train_suite
+from seedkl_jax.lab.trainer import TrainConfig, TrainedSuite, train_suite
 
 # Widths, context, steps, warm-up and learning rate follow the calibrated toy run (shared notes: flat to
 # ~8 steps, convergence to ~64, divergence to ~256, reconvergence after, at lr 1e-3 with 100 warm-up
