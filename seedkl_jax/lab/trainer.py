@@ -45,7 +45,6 @@ import optax
 from seedkl_jax.convert.mapping import params_to_state_dict
 from seedkl_jax.errors import SeedKLError
 from seedkl_jax.models import NeoXConfig, init_params, logits
-from seedkl_jax.study.store import file_mode
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -233,8 +232,9 @@ def save_checkpoint(path: Path, params: dict, model_cfg: NeoXConfig, tokenizer_d
     for name in TOKENIZER_FILES:
         if (Path(tokenizer_dir) / name).exists():
             shutil.copyfile(Path(tokenizer_dir) / name, tmp / name)
-    for f in tmp.iterdir():  # safetensors writes 0600: give the files the umask's usual mode
-        os.chmod(f, file_mode())
+    plain = (tmp / "config.json").stat().st_mode & 0o777  # what open() gave under this process's umask
+    for f in tmp.iterdir():  # safetensors writes 0600: every file gets the plainly created one's mode
+        os.chmod(f, plain)
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -30,8 +31,6 @@ from seedkl_jax.disk import disk_errors
 from seedkl_jax.errors import SeedKLError
 
 SETTINGS_FILE = "study.json"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once at import: mkstemp files are 0600, finished files get the usual mode
 
 
 @contextlib.contextmanager
@@ -41,21 +40,27 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         with disk_errors(str(path), "nothing was written (a previous version of the file is intact)"):
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            os.close(fd)
+            tmp, mode = _create_plain(path.parent, f".{path.name}.")
             yield Path(tmp)
             with open(tmp, "rb+") as f:  # the data must be on disk before the rename makes it visible
                 os.fsync(f.fileno())
-            os.chmod(tmp, file_mode())
+            os.chmod(tmp, mode)  # a writer that replaced the tmp file (0600 tempfiles) gets it back
             os.replace(tmp, path)
     finally:
         if tmp and os.path.exists(tmp):
             os.remove(tmp)
 
 
-def file_mode() -> int:
-    """The mode a plainly created file gets under this process's umask (tempfiles are 0600)."""
-    return 0o666 & ~_UMASK
+def _create_plain(folder: Path, prefix: str) -> tuple[str, int]:
+    """Create an empty, uniquely named file in `folder` as open() would, 0666 less the umask: the kernel
+    applies the umask, so nobody has to read it (os.umask reads only by changing it, for the whole
+    process). Returns its path and that mode. Not mkstemp: its files are 0600."""
+    tmp = os.path.join(folder, f"{prefix}{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        return tmp, os.fstat(fd).st_mode & 0o777
+    finally:
+        os.close(fd)
 
 
 def write_atomic(path: Path, writer: Callable[[Path], Any]) -> Path:
