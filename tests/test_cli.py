@@ -54,6 +54,16 @@ def test_exit_codes_bad_flag_and_bad_input_are_2_in_one_line(tmp_path):
     assert seedkl("nonsense").returncode == 2
 
 
+
+def test_a_bug_exits_1_with_its_traceback():
+    """An unexpected exception (not a SeedKLError) is a bug: exit 1 and the traceback, not one line."""
+    code = ("import sys\nimport seedkl_jax.cli.cache as c\n"
+            "def broken(argv):\n    raise RuntimeError('a bug in the command')\n"
+            "c.main = broken\nfrom seedkl_jax.cli import main\nsys.exit(main(['seedkl', 'cache', 'list']))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "Traceback" in r.stderr and "RuntimeError: a bug in the command" in r.stderr
+
 def test_no_torch_warning_when_torch_is_absent(hf_checkpoint, tmp_path):
     r = seedkl("--no-torch", "convert", f"--model={hf_checkpoint(seed=2)}", f"--cache_dir={tmp_path / 'c'}")
     assert r.returncode == 0, r.stderr[-2000:]

@@ -42,8 +42,8 @@ from seedkl_jax.lab.trainer import TrainConfig, TrainedSuite, train_suite
 #  * two checkpoints per doubling from step 8 (8, 11, 16, 23, 32, 45, 64, ...; 19 in all): with these
 #    NeoX models the convergence phase is short (it peaks near step 45, between 32 and 64) and the
 #    powers-of-two grid alone missed it for some sizes;
-#  * batch 12 sequences per seed, not 16: 16 took 731 s (13 checkpoints) on the shared 2-core machine,
-#    over the 10-minute budget; 12 takes ~6 min there when it is quiet.
+#  * batch 12 sequences per seed, not 16: 16 ran over the 10-minute budget on the shared 2-core machine,
+#    12 fits it (the timings are in benchmarks/results/HISTORY.md).
 DEFAULT_TRAIN = TrainConfig()
 QUICK_TRAIN = TrainConfig(widths=(32, 64), seeds=(1, 2, 3), steps=128, warmup=16, batch=8, context=32,
                           ckpt_per_octave=1, ckpt_every=0)

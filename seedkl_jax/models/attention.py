@@ -18,8 +18,8 @@ def causal_attention(q, k, v, bias_mask, precision, block: int | None = None):
     — about half the T x T work, and the [B,H,Tq,q1] temporaries stay far smaller than [B,H,T,T].
     Keys past q1 are masked anyway (their softmax weight is exactly 0), so the result is the same.
     q, k, v go head-major ([B,H,T,K]) once, not per block: the per-block matmuls then read
-    contiguous slices (one attention layer of the 70m shape ran in 0.7x the time, a scratch timing
-    on the 2-core CPU, 2026-11-30). Scores and softmax in float32, as HF.
+    contiguous slices (faster on CPU; the measurement is in benchmarks/results/HISTORY.md).
+    Scores and softmax in float32, as HF.
     """
     T, K = q.shape[1], q.shape[-1]
     block = ATTENTION_BLOCK if block is None else block
