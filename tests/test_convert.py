@@ -385,3 +385,35 @@ def test_entries_of_an_older_params_layout_miss(hf_checkpoint, tmp_path, monkeyp
     assert new.source == "convert" and new.cache_entry != old.cache_entry
     assert _entries(tmp_path) == [Path(new.cache_entry)]  # the old-layout entry is gone
     assert load(str(ckpt), cache_dir=tmp_path).source == "cache"
+
+
+def _imports(path: Path) -> set[str]:
+    """seedkl_jax modules a file imports (at the top or inside functions)."""
+    import ast
+
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+    return {m for m in out if m.startswith("seedkl_jax.")}
+
+
+def test_layers_below_kernels_and_data_do_not_reach_up():
+    """models -> hf -> convert -> kernels | data: convert/ imports neither kernels/ nor data/, hf/ nothing
+    above it, models/ no family-module -> registry loop, data/tokenizer.py hf/ rather than convert/."""
+    import seedkl_jax
+
+    pkg = Path(seedkl_jax.__file__).parent
+    above = {"models": ("hf", "convert", "kernels", "data", "study"), "hf": ("convert", "kernels", "data", "study"),
+             "convert": ("kernels", "data", "study", "analysis", "report")}
+    for layer, banned in above.items():
+        for f in sorted((pkg / layer).glob("*.py")):
+            bad = [m for m in _imports(f) if m.split(".")[1] in banned]
+            assert not bad, (f, bad)
+    for f in sorted((pkg / "models").glob("*.py")):
+        if f.name not in ("family.py", "__init__.py"):
+            assert not [m for m in _imports(f) if m.startswith("seedkl_jax.models.family")], f
+    tok = _imports(pkg / "data" / "tokenizer.py")
+    assert any(m.startswith("seedkl_jax.hf") for m in tok) and not any(m.startswith("seedkl_jax.convert") for m in tok)

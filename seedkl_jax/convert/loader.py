@@ -180,5 +180,6 @@ def _same_files_pointer(entry: Path, dtype: str, files: list[Path]) -> Path:
     """Where the name of the cache entry converted from exactly these files (same inodes, sizes and
     mtimes: e.g. one checkpoint hard-linked as several steps) is kept; a later load of the same files
     under another path hard-links that entry's params (`cache.clone`) instead of storing a copy."""
-    key = cache._hash(cache.LAYOUT_VERSION, dtype, [(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for st in map(os.stat, files)])
+    stats = [(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for st in map(os.stat, files)]
+    key = cache._hash(cache.LAYOUT_VERSION, dtype, stats)
     return entry.parent / ".same-files" / key

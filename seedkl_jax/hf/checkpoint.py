@@ -22,7 +22,9 @@ from seedkl_jax.errors import SeedKLError
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # preference order; each may be sharded
-VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt")  # what defines the vocabulary
+# The files a tokenizer is built from, in preference order, each with the files it needs beside it.
+TOKENIZER_SOURCES = {"tokenizer.json": (), "vocab.txt": (), "vocab.json": ("merges.txt",)}
+VOCAB_FILES = tuple(f for k, v in TOKENIZER_SOURCES.items() for f in (k, *v))  # what defines the vocabulary
 TOKENIZER_FILES = (*VOCAB_FILES, "tokenizer_config.json", "special_tokens_map.json")  # all worth keeping
 
 
@@ -120,7 +122,7 @@ def pick_weight_files(names: set[str]) -> list[str]:
 
 def has_tokenizer(names: set[str]) -> bool:
     """Whether a listing holds a tokenizer `hf.tokenizer` can read."""
-    return "tokenizer.json" in names or "vocab.txt" in names or {"vocab.json", "merges.txt"} <= names
+    return any(k in names and set(v) <= names for k, v in TOKENIZER_SOURCES.items())
 
 
 def pick_tokenizer_files(names: set[str]) -> list[str]:

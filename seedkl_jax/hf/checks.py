@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from seedkl_jax.errors import SeedKLError
-from seedkl_jax.hf.checkpoint import find_weight_files, has_weights, read_config, safetensors_header, weight_files
+from seedkl_jax.hf.checkpoint import (CONFIG_FILE, find_weight_files, has_weights, read_config, safetensors_header,
+                                       weight_files)
 from seedkl_jax.hf.families import TABLES
 
 # config.json keys that do not change what a checkpoint computes at evaluation time (metadata,
@@ -99,7 +100,7 @@ def weights_problems(ckpt: Path) -> list[str]:
 
 def local_checkpoint_problems(ckpt: Path) -> tuple[dict | None, list[str]]:
     """(config.json dict or None, problems) of local checkpoint folder `ckpt`: config and weights."""
-    config, problem = config_or_problem(Path(ckpt) / "config.json")
+    config, problem = config_or_problem(Path(ckpt) / CONFIG_FILE)
     return config, ([problem] if problem else []) + weights_problems(Path(ckpt))
 
 

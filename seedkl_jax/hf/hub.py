@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from seedkl_jax.errors import SeedKLError
+from seedkl_jax.hf.checkpoint import CONFIG_FILE
 
 HUB_TIMEOUT_S = 10.0
 
@@ -108,7 +109,7 @@ def in_hf_cache(model: str, revision: str | None) -> bool:
     """config.json of (model, revision) is in HF's local cache (loadable offline if the rest is too)."""
     try:
         from huggingface_hub import try_to_load_from_cache
-        return isinstance(try_to_load_from_cache(model, "config.json", revision=revision), str)
+        return isinstance(try_to_load_from_cache(model, CONFIG_FILE, revision=revision), str)
     except Exception:  # malformed repo id etc.: let the hub query decide
         return False
 
@@ -120,16 +121,16 @@ def hub_config_file(model: str, revision: str | None) -> tuple[Path | None, set[
     try:
         import huggingface_hub as hf
 
-        found = hf.try_to_load_from_cache(model, "config.json", revision=revision)
+        found = hf.try_to_load_from_cache(model, CONFIG_FILE, revision=revision)
         if isinstance(found, str):
             return Path(found), None
         if is_offline():
             return None, None
         info = hf.HfApi().model_info(model, revision=revision, timeout=HUB_TIMEOUT_S)
         files = {s.rfilename for s in info.siblings or []}
-        if "config.json" not in files:
+        if CONFIG_FILE not in files:
             return None, files
-        return Path(hf.hf_hub_download(model, "config.json", revision=info.sha)), files
+        return Path(hf.hf_hub_download(model, CONFIG_FILE, revision=info.sha)), files
     except Exception:  # unreachable or refused: the load itself will say why
         return None, None
 

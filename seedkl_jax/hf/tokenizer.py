@@ -29,7 +29,7 @@ import numpy as np
 import tokenizers
 
 from seedkl_jax.errors import SeedKLError
-from seedkl_jax.hf.checkpoint import has_tokenizer
+from seedkl_jax.hf.checkpoint import TOKENIZER_SOURCES, has_tokenizer
 
 EOS_TOKEN = "<|endoftext|>"
 
@@ -61,8 +61,8 @@ class Tokenizer:
 
 def tokenizer_file(folder: Path, source: str) -> Path:
     """The file a tokenizer is built from in `folder` (see the module docstring for the order)."""
-    for name in ("tokenizer.json", "vocab.txt", "vocab.json"):
-        if (folder / name).is_file() and (name != "vocab.json" or (folder / "merges.txt").is_file()):
+    for name, beside in TOKENIZER_SOURCES.items():
+        if all((folder / f).is_file() for f in (name, *beside)):
             return folder / name
     raise SeedKLError(f"{source}: no tokenizer.json, vocab.txt or vocab.json + merges.txt in this directory; "
                       "pass the tokenizer explicitly (--tokenizer=path/to/tokenizer.json)")

@@ -32,7 +32,7 @@ import numpy as np
 
 from seedkl_jax.errors import SeedKLError
 from seedkl_jax.hf import hub
-from seedkl_jax.hf.checkpoint import VOCAB_FILES
+from seedkl_jax.hf.checkpoint import CONFIG_FILE, VOCAB_FILES
 from seedkl_jax.hf.checks import (config_difference, context_length, hub_checkpoint_problems,
                                   local_checkpoint_problems)
 
@@ -100,7 +100,7 @@ def _hub_config(model: str, revision, cache_dir, dtype) -> tuple[dict | None, li
     from seedkl_jax.convert import cache
 
     entry = cache.entry_dir(cache.cache_root(cache_dir), model, revision, dtype, None)
-    path, files = (entry / "config.json", None) if cache.is_complete(entry) else hub.hub_config_file(model, revision)
+    path, files = (entry / CONFIG_FILE, None) if cache.is_complete(entry) else hub.hub_config_file(model, revision)
     return hub_checkpoint_problems(hub.ref_string(model, revision), path, files)
 
 
