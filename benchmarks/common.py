@@ -127,7 +127,7 @@ def _random_state_dict(cfg, rng: np.random.Generator) -> dict[str, np.ndarray]:
         "final_ln": ln(D),
         "embed_out": {"kernel": normal(D, V, sd=2.5 / np.sqrt(D))},
     }
-    from seedkl_jax.convert.mapping import params_to_state_dict
+    from seedkl_jax.hf.mapping import params_to_state_dict
 
     return params_to_state_dict(params, cfg)
 
@@ -145,6 +145,8 @@ def build_suite(root: Path, sizes: list[str], steps: list[int], seeds: list[int]
     """
     from safetensors.numpy import save_file
 
+    from seedkl_jax.hf.families import config_dict
+
     for si, size in enumerate(sizes):
         cfg = (configs or {}).get(size) or neox_config(size, vocab)
         for step in steps:
@@ -161,7 +163,7 @@ def build_suite(root: Path, sizes: list[str], steps: list[int], seeds: list[int]
                 rng = np.random.default_rng([si, step, seed])
                 sd = {k: v.astype(dtype) for k, v in _random_state_dict(cfg, rng).items()}
                 save_file(sd, str(d / "model.safetensors.tmp"), metadata={"format": "pt"})
-                (d / "config.json").write_text(json.dumps(cfg.to_hf_dict(), indent=1))
+                (d / "config.json").write_text(json.dumps(config_dict(cfg), indent=1))
                 shutil.copy(tok_path, d / "tokenizer.json")
                 os.replace(d / "model.safetensors.tmp", d / "model.safetensors")
     return str(root / "{size}" / "seed{seed}" / "step{step}")

@@ -152,7 +152,7 @@ def main(argv):
         default_form,
     )
     from seedkl_jax.kernels.divergence import divergence_jit
-    from seedkl_jax.models.gpt_neox import hidden_states
+    from seedkl_jax.models import hidden_states
 
     S, T = _SEEDS.value, _TOKENS.value
     MB = 2 ** 20

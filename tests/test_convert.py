@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from seedkl_jax.convert import cache, loader
+from seedkl_jax.convert import cache, loader, weights
 from seedkl_jax.convert.loader import load
 from seedkl_jax.errors import SeedKLError
 
@@ -93,15 +93,15 @@ def test_old_pythia_style_config(hf_checkpoint, tmp_path):
 def test_second_load_restores_from_cache(hf_checkpoint, tmp_path, monkeypatch):
     ckpt = hf_checkpoint(seed=4)
     first = load(str(ckpt), cache_dir=tmp_path)
-    assert first.source == loader.LAST_LOAD_SOURCE == "convert"
+    assert first.source == "convert"
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("re-converted although the cache holds this checkpoint")
 
-    monkeypatch.setattr(loader, "read_state_dict", no_conversion)
+    monkeypatch.setattr(weights, "read_state_dict", no_conversion)
     monkeypatch.setattr(loader, "convert", no_conversion)
     second = load(str(ckpt), cache_dir=tmp_path)
-    assert second.source == loader.LAST_LOAD_SOURCE == "cache"
+    assert second.source == "cache"
     assert second.cache_entry == first.cache_entry and second.local_dir == str(ckpt)
     assert second.config == first.config and second.hf_config.to_dict() == first.hf_config.to_dict()
     _assert_same_params(first.params, second.params)
@@ -270,8 +270,7 @@ BAD = {  # case -> (make(ckpt copy, tmp_path) -> (model, load kwargs), expected 
     "no config.json": (_edit(lambda c: (c / "config.json").unlink()), "no config.json"),
     "no weights": (_edit(lambda c: (c / "model.safetensors").unlink()), "no weights"),
     "unsupported family": (_edit(lambda c: (c / "config.json").write_text('{"model_type": "llama"}')),
-                           "model_type is 'llama', which seedkl does not read; supported model types: "
-                           "bert, gpt2, gpt_neox"),
+                           r"model_type 'llama' is not supported \(supported: bert, gpt2, gpt_neox\)"),
     "truncated safetensors": (_edit(lambda c: _truncate(c / "model.safetensors")),
                               "truncated or corrupt.*re-download"),
     "missing tensor": (_edit(lambda c: _rewrite_weights(
@@ -337,20 +336,29 @@ def test_damaged_entry_is_reconverted(hf_checkpoint, tmp_path):
 
 
 def test_config_read_directly_equals_transformers(hf_checkpoint, tmp_path):
-    """A cache hit builds NeoXConfig from config.json without transformers: same result as via it,
-    for the v5 layout that save_pretrained writes and for Pythia's v4 layout; a config that lacks a
-    field goes through transformers' defaults."""
+    """NeoXConfig is built from config.json without transformers: the same as from transformers' own
+    reading of it (its to_dict, every field filled), for the v5 layout that save_pretrained writes and
+    for Pythia's v4 layout; a config that lacks a field gets transformers' default."""
+    from transformers import GPTNeoXConfig
+
+    from seedkl_jax.hf.families import config_dict, model_config
+
+    via_transformers = lambda config: model_config(GPTNeoXConfig.from_dict(dict(config)).to_dict(), "x")
     v5 = json.loads((hf_checkpoint(seed=3, rotary_pct=0.5, rotary_emb_base=500) / "config.json").read_text())
     rope = v5["rope_parameters"]
     v4 = {k: v for k, v in v5.items() if k not in ("rope_parameters", "dtype")}
     v4.update(rotary_pct=rope["partial_rotary_factor"], rotary_emb_base=rope["rope_theta"])
     for config in (v5, v4):
-        assert loader.neox_config(config, "x") == loader.configs(config, "x")[1]
-    assert loader.neox_config(v4, "x").rotary_pct == 0.5
+        assert model_config(config, "x") == via_transformers(config)
+    assert model_config(v4, "x").rotary_pct == 0.5
     partial = {k: v for k, v in v4.items() if k != "layer_norm_eps"}
-    assert loader.neox_config(partial, "x") == loader.configs(partial, "x")[1]
+    assert model_config(partial, "x") == via_transformers(partial)
+    bare = {"model_type": "gpt_neox", "hidden_size": 64, "num_attention_heads": 4}  # transformers' defaults
+    assert model_config(bare, "x") == via_transformers(bare)
+    cfg = model_config(v5, "x")
+    assert model_config(config_dict(cfg), "x") == cfg == via_transformers(config_dict(cfg))  # written, read back
     with pytest.raises(SeedKLError, match="x:"):
-        loader.neox_config(dict(v5, hidden_size=30), "x")  # not divisible by the heads
+        model_config(dict(v5, hidden_size=30), "x")  # not divisible by the heads
 
 
 def test_cache_hit_does_not_import_transformers(hf_checkpoint, tmp_path):
@@ -377,3 +385,35 @@ def test_entries_of_an_older_params_layout_miss(hf_checkpoint, tmp_path, monkeyp
     assert new.source == "convert" and new.cache_entry != old.cache_entry
     assert _entries(tmp_path) == [Path(new.cache_entry)]  # the old-layout entry is gone
     assert load(str(ckpt), cache_dir=tmp_path).source == "cache"
+
+
+def _imports(path: Path) -> set[str]:
+    """seedkl_jax modules a file imports (at the top or inside functions)."""
+    import ast
+
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+    return {m for m in out if m.startswith("seedkl_jax.")}
+
+
+def test_layers_below_kernels_and_data_do_not_reach_up():
+    """models -> hf -> convert -> kernels | data: convert/ imports neither kernels/ nor data/, hf/ nothing
+    above it, models/ no family-module -> registry loop, data/tokenizer.py hf/ rather than convert/."""
+    import seedkl_jax
+
+    pkg = Path(seedkl_jax.__file__).parent
+    above = {"models": ("hf", "convert", "kernels", "data", "study"), "hf": ("convert", "kernels", "data", "study"),
+             "convert": ("kernels", "data", "study", "analysis", "report")}
+    for layer, banned in above.items():
+        for f in sorted((pkg / layer).glob("*.py")):
+            bad = [m for m in _imports(f) if m.split(".")[1] in banned]
+            assert not bad, (f, bad)
+    for f in sorted((pkg / "models").glob("*.py")):
+        if f.name not in ("family.py", "__init__.py"):
+            assert not [m for m in _imports(f) if m.startswith("seedkl_jax.models.family")], f
+    tok = _imports(pkg / "data" / "tokenizer.py")
+    assert any(m.startswith("seedkl_jax.hf") for m in tok) and not any(m.startswith("seedkl_jax.convert") for m in tok)

@@ -4,17 +4,21 @@ registry, and the errors for unsupported / headless checkpoints.
 Parity criterion (issue 11): our log-probs may differ from transformers' in float64 by at most twice
 what transformers' own float32 forward differs from it, at every position (max over the batch).
 """
+import ast
 import json
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import family_logits
 
+import seedkl_jax
 from seedkl_jax import models
 from seedkl_jax.api import load
-from seedkl_jax.convert import mapping
 from seedkl_jax.errors import SeedKLError
+from seedkl_jax.hf import families, mapping
 
 
 def _log_softmax(x):
@@ -122,7 +126,62 @@ def test_unsupported_model_type_names_the_supported(family_checkpoint, tmp_path)
     ckpt = shutil.copytree(family_checkpoint("gpt2", 6), tmp_path / "ckpt")
     config = json.loads((ckpt / "config.json").read_text())
     (ckpt / "config.json").write_text(json.dumps({**config, "model_type": "gptj"}))
-    with pytest.raises(SeedKLError, match="model_type is 'gptj'.*supported model types: bert, gpt2, gpt_neox"):
+    with pytest.raises(SeedKLError, match=r"model_type 'gptj' is not supported \(supported: bert, gpt2, gpt_neox\)"):
         load(str(ckpt), cache_dir=tmp_path / "c")
     with pytest.raises(SeedKLError, match="'gptj' is not supported; seedkl reads bert, gpt2, gpt_neox"):
         models.family_of("gptj")
+
+
+# ---------------------------------------------------------------- one home for Hugging Face (issue 19)
+
+PACKAGE = Path(seedkl_jax.__file__).parent
+
+
+def _hf_vocabulary() -> set[str]:
+    """What only hf/ may know: every family table's HF tensor names (the per-layer part and the
+    prefix of templated ones) and the config.json keys the config builders read that are not our
+    config field names."""
+    names = set()
+    for table in families.TABLES.values():
+        for _, hf, _ in table.rules:
+            names.update(p.strip(".") for p in hf.split("{i}") if p.strip("."))
+    fields = {f for cls in (models.NeoXConfig, models.GPT2Config, models.BertConfig)
+              for f in cls.__dataclass_fields__}
+    keys = set(re.findall(r'd\.get\("(\w+)"', (PACKAGE / "hf" / "families.py").read_text())) - fields
+    assert {"gpt_neox.embed_in.weight", "attention.query_key_value.weight", "num_hidden_layers", "n_embd",
+            "rope_parameters"} <= names | keys  # the vocabulary is what it should be: the test can fail
+    return names | {f'"{k}"' for k in keys}
+
+
+def test_models_know_no_hugging_face_names():
+    """models/ is the Flax modules and their config dataclasses only: no transformers import, no
+    `from_hf`, no HF tensor name or config.json key (hf/ builds every family's config from a dict)."""
+    vocabulary = _hf_vocabulary()
+    for path in sorted((PACKAGE / "models").glob("*.py")):
+        text = path.read_text()
+        imports = [n for n in ast.walk(ast.parse(text)) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        modules = ({a.name for n in imports for a in n.names}
+                   | {n.module or "" for n in imports if isinstance(n, ast.ImportFrom)})
+        assert not [m for m in modules if m.split(".")[0] in ("transformers", "huggingface_hub", "safetensors")], path
+        assert not [m for m in modules if m.startswith(("seedkl_jax.hf", "seedkl_jax.convert"))], path
+        assert "from_hf" not in text and "to_hf" not in text, path
+        assert not [w for w in vocabulary if w in text], (path, [w for w in vocabulary if w in text])
+
+
+def test_checkpoint_file_name_lists_are_defined_once():
+    """Each list of checkpoint file names (config, weights, tokenizer) has one definition in seedkl_jax:
+    hf/checkpoint.py; everyone else imports it."""
+    known = {"config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt"}
+    homes = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set, ast.Dict)):
+                items = node.keys if isinstance(node, ast.Dict) else node.elts
+                names = {e.value for e in items if isinstance(e, ast.Constant)} & known
+                if len(names) >= 2:
+                    homes.setdefault(path.relative_to(PACKAGE).as_posix(), []).append(sorted(names))
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id.endswith("_FILES")
+                                                    for t in node.targets):
+                homes.setdefault(path.relative_to(PACKAGE).as_posix(), []).append([t.id for t in node.targets])
+    assert set(homes) == {"hf/checkpoint.py"}, homes

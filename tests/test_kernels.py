@@ -19,8 +19,9 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from seedkl_jax.convert.mapping import state_dict_to_params
 from seedkl_jax.errors import SeedKLError
+from seedkl_jax.hf.families import neox_config
+from seedkl_jax.hf.mapping import state_dict_to_params
 from seedkl_jax.kernels import native
 from seedkl_jax.kernels.compare import compare, compare_stacked, stack_params
 from seedkl_jax.kernels.divergence import (
@@ -31,7 +32,7 @@ from seedkl_jax.kernels.divergence import (
 )
 from seedkl_jax.kernels.reference import unigram_logprobs
 from seedkl_jax.kernels.windows import make_windows, window_starts
-from seedkl_jax.models.gpt_neox import NeoXConfig, hidden_states
+from seedkl_jax.models import NeoXConfig, hidden_states
 
 V_PAD, V_REAL = 50304, 50277
 HF_KW = dict(vocab_size=V_PAD, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -59,7 +60,7 @@ def suite():
             out.mul_(20.0 + 5 * seed)               # logits of several nats
             m.gpt_neox.final_layer_norm.bias.fill_(0.1)  # Σ_d h_d = 3.2 at every position, so
             out[V_REAL:] = 3.0                      # padded ids get logits ≈ 9.6, near the top
-        cfg = NeoXConfig.from_hf(m.config)
+        cfg = neox_config(m.config.to_dict())
         params = state_dict_to_params({k: v.numpy() for k, v in m.state_dict().items()}, cfg)
         torch_models.append(m)
         models.append(FakeModel(params, cfg, f"seed{seed}", real_vocab_size=V_REAL))

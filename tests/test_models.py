@@ -87,13 +87,13 @@ def test_blocked_attention_equals_one_block(hf_checkpoint, monkeypatch, block):
     """Scoring each query block against its key prefix only changes nothing but rounding."""
     import jax
 
-    from seedkl_jax.models import attention, gpt_neox
+    from seedkl_jax.models import attention, hidden_states
 
     model = load(str(hf_checkpoint(seed=5)))
     ids = _ids(512, (2, 45), seed=3)
     mask = np.ones_like(ids)
     mask[0, 40:] = 0
-    run = lambda: np.asarray(jax.jit(lambda p: gpt_neox.hidden_states(p, model.config, ids, mask))(model.params))
+    run = lambda: np.asarray(jax.jit(lambda p: hidden_states(p, model.config, ids, mask))(model.params))
     monkeypatch.setattr(attention, "ATTENTION_BLOCK", 1 << 30)
     whole = run()
     monkeypatch.setattr(attention, "ATTENTION_BLOCK", block)

@@ -106,7 +106,7 @@ def test_every_broken_checkpoint_is_listed_in_one_error(lab, tmp_path, no_comput
         run_study(_cfg(lab, tmp_path / "out", suite=suite), progress=False)
     msg = str(e.value)
     assert "3 problem(s)" in msg, msg
-    assert re.search(r"s1/seed1/step4/model.safetensors: truncated \(\d+ bytes, its header needs \d+\)", msg)
+    assert re.search(r"s1/seed1/step4/model.safetensors: truncated or corrupt \(\d+ bytes, its header needs \d+\)", msg)
     assert (f"size s2 step 0: seed 3 ({tmp_path / 'suite' / 's2' / 'seed3' / 'step0'}) differs from seed 1: "
             f"vocab_size {lab['rows']} vs {lab['rows'] + 16}") in msg
     assert "s2/seed2/step64/config.json: unreadable" in msg
@@ -147,7 +147,7 @@ def test_window_longer_than_the_models_context(lab, tmp_path, no_compute):
 
 
 def test_safetensors_header_check_accepts_good_files(hf_checkpoint):
-    from seedkl_jax.study import checks
+    from seedkl_jax.hf import checks
 
     for fmt in ("safetensors", "sharded", "bin", "bf16"):
         assert checks.weights_problems(hf_checkpoint(3, fmt=fmt)) == [], fmt

@@ -1,9 +1,10 @@
-"""HF checkpoints (GPT-NeoX, GPT-2, BERT) -> our Flax params pytrees.
+"""HF checkpoints (GPT-NeoX, GPT-2, BERT) -> our Flax params pytrees, cached.
 
-    loader.py   load(model, revision) -> Model: resolve a local dir or hub id, read the weights
-    hub.py      hub and checkpoint-file knowledge: id@revision, weight/tokenizer files, timeouts, offline
+    loader.py   load(model, revision) -> Model: resolve a local dir or hub id, read, convert, cache
+    weights.py  the weight files read into numpy (safetensors, shards, pytorch_model.bin) and converted
     cache.py    the orbax cache of converted params (atomic entries)
-    mapping.py  HF state-dict names/layout <-> our pytree, one table per family
 
+What a checkpoint's files, names and config keys mean is hf/'s (the one home of Hugging Face); convert/
+sits above it and below kernels/ and data/, which it does not import.
 Modules are imported on use (loader pulls in jax); the public entry point is seedkl_jax.api.load.
 """

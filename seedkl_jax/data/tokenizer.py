@@ -1,146 +1,31 @@
-"""The tokenizer of a checkpoint (or an explicit tokenizer.json), with its REAL vocabulary size.
+"""The study's tokenizer from whatever names it: a tokenizer.json / vocab.txt path, a checkpoint folder,
+or a hub id[@revision] (only its tokenizer files are downloaded).
 
-Why it matters: a model's embedding matrix is padded (Pythia: 50,304 rows) beyond the tokenizer's
-real ids (50,277 for Pythia's own tokenizer.json; ../shared's NeoX fixture carries 4 more added
-tokens, ids 50,277-50,280, so it reports 50,281). Distributions are normalised over real ids only,
-so the tokenizer, not the model, says how many there are:
-
-    vocab_size = 1 + the largest id of the BPE vocab and the added tokens.
-
-Only `tokenizers` is used (fast, no transformers/torch import). Offsets are character spans into
-the encoded text; with NeoX's byte-level BPE (trim_offsets) a token's leading space is not in its
-span, e.g. " us" in "Join us" -> (5, 7), and the byte tokens of one character share its span.
-
-Files (convert/hub.py lists them): tokenizer.json (any family), else BERT's vocab.txt (WordPiece,
-lower-cased unless tokenizer_config.json says do_lower_case=false), else GPT-2's vocab.json +
-merges.txt (byte-level BPE). A WordPiece tokenizer has no <|endoftext|>: its [SEP] ends documents
-(`eos_id`), and `cls_id`, `sep_id`, `mask_id`, `pad_id` are what masked-LM scoring needs.
+Reading the files (real vocabulary size, <|endoftext|>, [CLS]/[SEP]/[MASK]/[PAD]) is hf/tokenizer.py's;
+`Tokenizer` and `EOS_TOKEN` are re-exported here for the text pipeline.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 
-import numpy as np
-import tokenizers
-
 from seedkl_jax.errors import SeedKLError
+from seedkl_jax.hf.checkpoint import pick_tokenizer_files
+from seedkl_jax.hf.hub import hub_snapshot, parse_ref
+from seedkl_jax.hf.tokenizer import EOS_TOKEN, Tokenizer, read_tokenizer, tokenizer_file
 
-EOS_TOKEN = "<|endoftext|>"
-
-
-@dataclasses.dataclass
-class Tokenizer:
-    backend: tokenizers.Tokenizer
-    vocab_size: int  # real ids incl. added tokens; model rows may be more (padding)
-    eos_id: int  # id of <|endoftext|> (0 for NeoX), or the tokenizer_config's eos_token, or [SEP]
-    source: str  # the tokenizer file it came from
-    cls_id: int | None = None  # [CLS], [SEP], [MASK], [PAD] of a WordPiece (BERT) tokenizer
-    sep_id: int | None = None
-    mask_id: int | None = None
-    pad_id: int | None = None
-
-    def encode(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """-> ids [N] int32, offsets [N,2] int64 (char span of each token in `text`).
-
-        No special tokens are added: callers put <|endoftext|> around documents themselves.
-        """
-        enc = self.backend.encode(text, add_special_tokens=False)
-        return (np.asarray(enc.ids, np.int32),
-                np.asarray(enc.offsets, np.int64).reshape(len(enc.ids), 2))
-
-    def decode_tokens(self, ids) -> list[str]:
-        """Per-token strings (" us", "<|endoftext|>"); a byte fragment of a character decodes to "�"."""
-        return [self.backend.decode([int(i)], skip_special_tokens=False) for i in np.asarray(ids).ravel()]
+__all__ = ["EOS_TOKEN", "Tokenizer", "load_tokenizer"]
 
 
 def load_tokenizer(source: str, revision: str | None = None) -> Tokenizer:
     """From a tokenizer.json / vocab.txt path, a directory holding tokenizer files, or a hub id[@revision]."""
     path = Path(source).expanduser()
     if path.is_dir():
-        path = _tokenizer_file(path, source)
+        path = tokenizer_file(path, source)
     elif not path.exists():
         if path.suffix == ".json":
             raise SeedKLError(f"{source}: no such file; check the tokenizer.json path")
-        from seedkl_jax.convert.hub import hub_snapshot, parse_ref
-
         name, revision, is_local = parse_ref(source, revision)  # raises for a missing local path
         if is_local:  # raced with a deletion
             raise SeedKLError(f"{source}: no such file or directory; check the path")
-        path = _tokenizer_file(hub_snapshot(name, revision, _pick_tokenizer), source)
-    return _from_file(path)
-
-
-def _tokenizer_file(folder: Path, source: str) -> Path:
-    """The file a tokenizer is built from in `folder` (see the module docstring for the order)."""
-    for name in ("tokenizer.json", "vocab.txt", "vocab.json"):
-        if (folder / name).is_file() and (name != "vocab.json" or (folder / "merges.txt").is_file()):
-            return folder / name
-    raise SeedKLError(f"{source}: no tokenizer.json, vocab.txt or vocab.json + merges.txt in this directory; "
-                      "pass the tokenizer explicitly (--tokenizer=path/to/tokenizer.json)")
-
-
-def _pick_tokenizer(names: set[str]) -> list[str]:
-    from seedkl_jax.convert.hub import TOKENIZER_FILES, has_tokenizer
-
-    if not has_tokenizer(names):
-        raise SeedKLError("no tokenizer.json, vocab.txt or vocab.json + merges.txt in the hub repo; pass "
-                          "--tokenizer=path/to/tokenizer.json")
-    return [n for n in TOKENIZER_FILES if n in names]
-
-
-def _backend(path: Path) -> tokenizers.Tokenizer:
-    config = _read_json(path.parent / "tokenizer_config.json")
-    if path.name == "vocab.txt":
-        lower = bool(config.get("do_lower_case", True))
-        return tokenizers.BertWordPieceTokenizer(str(path), lowercase=lower, strip_accents=None if lower else False,
-                                                 clean_text=True)._tokenizer
-    if path.name == "vocab.json":
-        bpe = tokenizers.ByteLevelBPETokenizer(str(path), str(path.parent / "merges.txt"))
-        backend = bpe._tokenizer
-        if backend.token_to_id(EOS_TOKEN) is not None:
-            backend.add_special_tokens([EOS_TOKEN])
-        return backend
-    return tokenizers.Tokenizer.from_file(str(path))
-
-
-def _from_file(path: Path) -> Tokenizer:
-    try:
-        backend = _backend(path)
-    except Exception as e:  # tokenizers raises a bare Exception for unparsable files
-        raise SeedKLError(f"{path}: not a valid {path.name} ({str(e).splitlines()[0]}); pass the "
-                          "tokenizer files saved with the model") from e
-    vocab = backend.get_vocab(with_added_tokens=True)
-    special = {k: backend.token_to_id(t) for k, t in
-               (("cls_id", "[CLS]"), ("sep_id", "[SEP]"), ("mask_id", "[MASK]"), ("pad_id", "[PAD]"))}
-    if None in special.values():
-        special = {}
-    eos_id = backend.token_to_id(EOS_TOKEN)
-    if eos_id is None:
-        eos_id = _config_eos(path.parent / "tokenizer_config.json", backend)
-    if eos_id is None:
-        eos_id = special.get("sep_id")
-    if eos_id is None:
-        raise SeedKLError(f"{path}: no {EOS_TOKEN} token, no eos_token in tokenizer_config.json and no [SEP]; "
-                          f"add {EOS_TOKEN} to the tokenizer (documents are separated by it)")
-    return Tokenizer(backend=backend, vocab_size=1 + max(vocab.values()), eos_id=int(eos_id),
-                     source=str(path), **special)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return d if isinstance(d, dict) else {}
-
-
-def _config_eos(config: Path, backend: tokenizers.Tokenizer) -> int | None:
-    try:
-        eos = json.loads(config.read_text()).get("eos_token")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if isinstance(eos, dict):
-        eos = eos.get("content")
-    return backend.token_to_id(eos) if isinstance(eos, str) else None
+        path = tokenizer_file(hub_snapshot(name, revision, pick_tokenizer_files), source)
+    return read_tokenizer(path)

@@ -303,7 +303,8 @@ def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_
 
     vocab_size defaults to the models' real vocab (`Model.real_vocab_size`: the tokenizer beside the
     checkpoint), else their config's vocab rows. `options` go to `compare_stacked` (window_batch,
-    kernel, form, mlm, ...); a masked LM's `mlm` defaults to `Model.mlm_spec()` (unmasked scoring).
+    kernel, form, mlm, ...); a masked LM's `mlm` defaults to unmasked scoring with
+    `Model.mlm_token_ids()`.
     """
     models = list(models)
     if len(models) < 2:
@@ -327,7 +328,7 @@ def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_
         vocab_size = vocabs.pop()
     use_compilation_cache()
     if not families.family_of(cfg).causal and options.get("mlm") is None:
-        options["mlm"] = models[0].mlm_spec()
+        options["mlm"] = MLMSpec("unmasked", *models[0].mlm_token_ids())
     return compare_stacked(tuple(m.params for m in models), cfg, input_ids,  # laid out there by seed_params
                            vocab_size=vocab_size, reference_logprobs=reference_logprobs, window=window,
                            overlap=overlap, vocab_chunk=vocab_chunk, mesh=mesh, seed_names=names, **options)

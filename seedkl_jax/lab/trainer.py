@@ -42,11 +42,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from seedkl_jax.convert.mapping import params_to_state_dict
 from seedkl_jax.errors import SeedKLError
+from seedkl_jax.hf.checkpoint import TOKENIZER_FILES
+from seedkl_jax.hf.families import config_dict
+from seedkl_jax.hf.mapping import params_to_state_dict
 from seedkl_jax.models import NeoXConfig, init_params, logits
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,7 +228,7 @@ def save_checkpoint(path: Path, params: dict, model_cfg: NeoXConfig, tokenizer_d
     tmp.mkdir(parents=True)
     save_file(params_to_state_dict(params, model_cfg), str(tmp / "model.safetensors"),
               metadata={"format": "pt"})
-    (tmp / "config.json").write_text(json.dumps(model_cfg.to_hf_dict(), indent=1))
+    (tmp / "config.json").write_text(json.dumps(config_dict(model_cfg), indent=1))
     for name in TOKENIZER_FILES:
         if (Path(tokenizer_dir) / name).exists():
             shutil.copyfile(Path(tokenizer_dir) / name, tmp / name)
@@ -249,7 +249,7 @@ def _write_json_atomic(path: Path, obj) -> None:
 def _size_key(model_cfg: NeoXConfig, cfg: TrainConfig, data_hash: str) -> dict:
     """Everything that determines a size's checkpoints (what done.json must match to reuse them)."""
     train = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "widths"}
-    return {"model": model_cfg.to_hf_dict(), "train": json.loads(json.dumps(train)),
+    return {"model": config_dict(model_cfg), "train": json.loads(json.dumps(train)),
             "checkpoint_steps": cfg.checkpoint_steps(), "data_sha256": data_hash}
 
 

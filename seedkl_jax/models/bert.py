@@ -11,7 +11,7 @@ Params (layer leaves have a leading L axis: one `nn.scan`):
     head/dense/{kernel [D,D], bias}, head/ln/{scale,bias}, head/bias [V]     (the MLM head)
     decoder/kernel [D, V]   only when untied (BERT ties the decoder to the word embeddings)
 
-The math mirrors `transformers.BertForPreTraining.prediction_logits` (tests/test_models.py):
+The math mirrors Hugging Face's BertForPreTraining (its prediction logits) (tests/test_models.py):
 post-LayerNorm layers, bidirectional attention over the real tokens (attention_mask), token type 0,
 learned absolute positions; head = LayerNorm(act(dense(h))) @ word_embeddings.T + bias.
 
@@ -50,26 +50,6 @@ class BertConfig(blocks.ConfigShape):
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
     tie_word_embeddings: bool = True
-
-    @classmethod
-    def from_hf_dict(cls, d: dict) -> "BertConfig":
-        """From a BERT config.json dict (transformers' defaults for absent keys)."""
-        kind = d.get("position_embedding_type", "absolute")
-        if kind != "absolute":
-            raise SeedKLError(f"config: position_embedding_type={kind!r} is not supported (only 'absolute', "
-                              "as in BERT and MultiBERTs)")
-        if d.get("is_decoder") or d.get("add_cross_attention"):
-            raise SeedKLError("config: a decoder BERT (is_decoder / add_cross_attention) is not supported; "
-                              "pass a BertForPreTraining or BertForMaskedLM checkpoint")
-        cfg = cls(vocab_size=int(d.get("vocab_size", 30522)), hidden_size=int(d.get("hidden_size", 768)),
-                  num_layers=int(d.get("num_hidden_layers", 12)), num_heads=int(d.get("num_attention_heads", 12)),
-                  intermediate_size=int(d.get("intermediate_size", 3072)),
-                  max_position_embeddings=int(d.get("max_position_embeddings", 512)),
-                  type_vocab_size=int(d.get("type_vocab_size", 2)),
-                  layer_norm_eps=float(d.get("layer_norm_eps", 1e-12)), hidden_act=str(d.get("hidden_act", "gelu")),
-                  tie_word_embeddings=bool(d.get("tie_word_embeddings", True)))
-        cfg.validate()
-        return cfg
 
     def validate(self) -> None:
         if self.hidden_size % self.num_heads:

@@ -8,7 +8,7 @@ splitting and merging graph state at every call.)
 Axes: B batch, T positions, D width, F MLP width, H heads, K head width, V vocab rows.
 Kernels are stored [in, out] (the forward is x @ W); every matmul takes the module's `precision`
 (HIGHEST by default: exact float32 on CPU and GPU). LayerNorm statistics are float32 whatever the
-activation dtype, as in transformers.
+activation dtype, as in Hugging Face's models.
 """
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ class MLP(nn.Module):
 
 
 def additive_mask(allowed: jax.Array) -> jax.Array:
-    """bool -> float32 additive mask (0 where allowed, float32-min elsewhere), as transformers."""
+    """bool -> float32 additive mask (0 where allowed, float32-min elsewhere), as Hugging Face's models."""
     return jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
 
 

@@ -30,7 +30,7 @@ Params = dict[str, Any]
 @dataclasses.dataclass(frozen=True)
 class Family:
     """One model family: `module(cfg, precision, std)` is its Linen module, `config` its config class
-    (`config.from_hf_dict(config.json dict)`); `causal`: next-token (True) or masked LM (False)."""
+    (built from a config.json dict by hf/families.py); `causal`: next-token (True) or masked LM (False)."""
 
     model_type: str
     module: type[nn.Module]

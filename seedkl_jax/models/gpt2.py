@@ -13,7 +13,7 @@ Params (layer leaves have a leading L axis: one `nn.scan`):
     ln_f/{scale,bias}                                        [D]
     lm_head/kernel [D, V]   only when untied (GPT-2 ties the unembedding to wte)
 
-The math mirrors `transformers.GPT2LMHeadModel` (tests/test_models.py): pre-LayerNorm residual
+The math mirrors Hugging Face's GPT2LMHeadModel (tests/test_models.py): pre-LayerNorm residual
 blocks, learned positions, tanh gelu ("gelu_new"), attention scaled by 1/sqrt(K) and, with
 `scale_attn_by_inverse_layer_idx` (the Mistral runs set it), also by 1/(layer + 1); softmax in
 float32 always, which is also what `reorder_and_upcast_attn` asks for.
@@ -51,27 +51,6 @@ class GPT2Config(blocks.ConfigShape):
     scale_attn_by_inverse_layer_idx: bool = False
     reorder_and_upcast_attn: bool = False
     tie_word_embeddings: bool = True
-
-    @classmethod
-    def from_hf_dict(cls, d: dict) -> "GPT2Config":
-        """From a GPT-2 config.json dict (transformers' defaults for absent keys)."""
-        if d.get("add_cross_attention"):
-            raise SeedKLError("config: add_cross_attention=true (an encoder-decoder GPT-2) is not supported; "
-                              "pass a GPT2LMHeadModel checkpoint")
-        D = int(d.get("n_embd", d.get("hidden_size", 768)))
-        cfg = cls(vocab_size=int(d.get("vocab_size", 50257)), hidden_size=D,
-                  num_layers=int(d.get("n_layer", d.get("num_hidden_layers", 12))),
-                  num_heads=int(d.get("n_head", d.get("num_attention_heads", 12))),
-                  intermediate_size=int(d.get("n_inner") or 4 * D),
-                  max_position_embeddings=int(d.get("n_positions", d.get("max_position_embeddings", 1024))),
-                  layer_norm_eps=float(d.get("layer_norm_epsilon", 1e-5)),
-                  hidden_act=str(d.get("activation_function", "gelu_new")),
-                  scale_attn_weights=bool(d.get("scale_attn_weights", True)),
-                  scale_attn_by_inverse_layer_idx=bool(d.get("scale_attn_by_inverse_layer_idx", False)),
-                  reorder_and_upcast_attn=bool(d.get("reorder_and_upcast_attn", False)),
-                  tie_word_embeddings=bool(d.get("tie_word_embeddings", True)))
-        cfg.validate()
-        return cfg
 
     def validate(self) -> None:
         if self.hidden_size % self.num_heads:

@@ -15,7 +15,7 @@ and compile time stays flat in depth):
     final_ln/{scale,bias}                [D]
     embed_out/kernel                     [D, V]   (absent when tied: embed_in's transpose; no bias)
 
-The math mirrors `transformers.GPTNeoXForCausalLM` (the oracle in tests/test_models.py):
+The math mirrors Hugging Face's GPTNeoXForCausalLM (the oracle in tests/test_models.py):
 partial NeoX-style rotary on the first `rotary_ndims` of each head, attention softmax in float32
 (the blocked causal core in models/attention.py), parallel residual x + attn(ln1 x) + mlp(ln2 x) or
 sequential, exact (erf) gelu by default.
@@ -60,53 +60,6 @@ class NeoXConfig(blocks.ConfigShape):
     @property
     def rotary_ndims(self) -> int:
         return int(self.head_dim * self.rotary_pct)
-
-    @classmethod
-    def from_hf(cls, hf: Any) -> "NeoXConfig":
-        """From a `transformers.GPTNeoXConfig` (v4 `rotary_pct` or v5 `rope_parameters`)."""
-        rope = getattr(hf, "rope_parameters", None) or {}
-        cfg = cls(
-            vocab_size=int(hf.vocab_size),
-            hidden_size=int(hf.hidden_size),
-            num_layers=int(hf.num_hidden_layers),
-            num_heads=int(hf.num_attention_heads),
-            intermediate_size=int(hf.intermediate_size),
-            rotary_pct=float(rope.get("partial_rotary_factor", getattr(hf, "rotary_pct", 0.25))),
-            rotary_emb_base=float(rope.get("rope_theta", getattr(hf, "rotary_emb_base", 10000.0))),
-            layer_norm_eps=float(hf.layer_norm_eps),
-            use_parallel_residual=bool(hf.use_parallel_residual),
-            hidden_act=str(hf.hidden_act),
-            max_position_embeddings=int(hf.max_position_embeddings),
-            attention_bias=bool(getattr(hf, "attention_bias", True)),
-            tie_word_embeddings=bool(getattr(hf, "tie_word_embeddings", False)),
-        )
-        cfg.validate()
-        return cfg
-
-    def to_hf_dict(self) -> dict[str, Any]:
-        """A `config.json` body that transformers (v4 and v5) and `from_hf` both read."""
-        return {
-            "architectures": ["GPTNeoXForCausalLM"],
-            "model_type": "gpt_neox",
-            "vocab_size": self.vocab_size,
-            "hidden_size": self.hidden_size,
-            "num_hidden_layers": self.num_layers,
-            "num_attention_heads": self.num_heads,
-            "intermediate_size": self.intermediate_size,
-            "rotary_pct": self.rotary_pct,
-            "rotary_emb_base": self.rotary_emb_base,
-            "rope_parameters": {"rope_type": "default", "rope_theta": self.rotary_emb_base,
-                                "partial_rotary_factor": self.rotary_pct},
-            "layer_norm_eps": self.layer_norm_eps,
-            "use_parallel_residual": self.use_parallel_residual,
-            "hidden_act": self.hidden_act,
-            "max_position_embeddings": self.max_position_embeddings,
-            "attention_bias": self.attention_bias,
-            "tie_word_embeddings": self.tie_word_embeddings,
-            "bos_token_id": 0,
-            "eos_token_id": 0,
-            "torch_dtype": "float32",
-        }
 
     def validate(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -238,19 +191,3 @@ def init_params(cfg: NeoXConfig, key: jax.Array, std: float = 0.02) -> Params:
     if not cfg.tie_word_embeddings:
         params["embed_out"] = {"kernel": normal(keys[5], (D, V))}
     return params
-
-
-def hidden_states(params: Params, cfg: NeoXConfig, input_ids, attention_mask=None, position_ids=None,
-                  dtype: Any = jnp.float32, precision=HIGHEST):
-    """Final-LayerNorm'd hidden states [B,T,D] (see `seedkl_jax.models.hidden_states`)."""
-    from seedkl_jax.models import family
-
-    return family.hidden_states(params, cfg, input_ids, attention_mask, position_ids, dtype, precision)
-
-
-def logits(params: Params, cfg: NeoXConfig, input_ids, attention_mask=None, position_ids=None,
-           dtype: Any = jnp.float32, precision=HIGHEST):
-    """[B,T] ids -> [B,T,V] logits over the padded vocab (float32 accumulation)."""
-    from seedkl_jax.models import family
-
-    return family.logits(params, cfg, input_ids, attention_mask, position_ids, dtype, precision)

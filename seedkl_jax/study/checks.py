@@ -5,10 +5,7 @@ family or vocabulary, or too short-sighted for `--window`. Everything here reads
 files and weight-file headers (a few KB per checkpoint, never the weights), and every problem of the
 suite is collected into one SeedKLError, one `; `-separated item per problem:
 
-- config.json parses and its `model_type` is a supported family (`supported_model_types()`);
-- the weights exist and their sizes match their headers: a safetensors file's every tensor byte
-  range lies inside the file; a sharded index names shards that all exist and are whole; a
-  `pytorch_model.bin` zip archive has its central directory (a truncated one has not);
+- each checkpoint's config.json and weight files (hf/checks.py: family, headers against file sizes);
 - all seeds of a (size, step) group share family and config (the differing field is named, e.g.
   `vocab_size 832 vs 816`), and each has at least the tokenizer's vocabulary rows;
 - the window the text will be scored in, min(--window, tokens), fits each model's context.
@@ -28,131 +25,18 @@ import dataclasses
 import hashlib
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from seedkl_jax.convert import hub
 from seedkl_jax.errors import SeedKLError
+from seedkl_jax.hf import hub
+from seedkl_jax.hf.checkpoint import CONFIG_FILE, VOCAB_FILES
+from seedkl_jax.hf.checks import (config_difference, context_length, hub_checkpoint_problems,
+                                  local_checkpoint_problems)
 
-# config.json keys that do not change what a checkpoint computes at evaluation time (metadata,
-# training-only settings); every other key must agree between the seeds of a group.
-IGNORED_CONFIG_KEYS = frozenset({
-    "_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures", "use_cache",
-    "initializer_range", "attention_dropout", "hidden_dropout", "classifier_dropout", "bos_token_id",
-    "eos_token_id", "pad_token_id",
-})
-# config.json keys that give the model's context length, first present wins (NeoX/BERT, GPT-2).
-CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")
-# Checkpoint file names: convert/hub.py, the one home of checkpoint-file knowledge.
-WEIGHT_FILES = hub.WEIGHT_FILES  # each may be sharded (<name>.index.json)
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt")  # what defines the vocabulary
 MAX_LISTED = 200
-
-
-def supported_model_types() -> tuple[str, ...]:
-    """config.json `model_type`s seedkl can load (the model family registry's keys)."""
-    from seedkl_jax.models import FAMILIES
-
-    return tuple(sorted(FAMILIES))
-
-
-def context_length(config: dict) -> int | None:
-    """The model's context in tokens, from its config.json dict (None if it names none)."""
-    for key in CONTEXT_KEYS:
-        if isinstance(config.get(key), int):
-            return int(config[key])
-    return None
-
-
-def config_difference(a: dict, b: dict) -> list[str]:
-    """'key A vs B' for every key (not in IGNORED_CONFIG_KEYS) whose value differs between a and b."""
-    keys = sorted((set(a) | set(b)) - IGNORED_CONFIG_KEYS)
-    return [f"{k} {_show(a.get(k))} vs {_show(b.get(k))}" for k in keys if a.get(k) != b.get(k)]
-
-
-def _show(v: Any) -> str:
-    s = "missing" if v is None else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-    return s if len(s) <= 40 else s[:37] + "..."
-
-
-# ---------------------------------------------------------------------------- one checkpoint
-
-
-def read_config(path: Path) -> tuple[dict | None, str | None]:
-    """(config.json dict, None) or (None, problem)."""
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        return None, f"{path}: unreadable ({type(e).__name__}); re-download it"
-    if not isinstance(raw, dict):
-        return None, f"{path}: holds a {type(raw).__name__}, not a config object; re-download it"
-    kind = raw.get("model_type")
-    if kind not in supported_model_types():
-        return None, (f"{path}: model_type {kind!r} is not supported (supported: "
-                      f"{', '.join(supported_model_types())}); use a checkpoint of a supported family")
-    return raw, None
-
-
-def safetensors_problem(path: Path) -> str | None:
-    """None if every tensor of the safetensors file `path` lies inside the file, else the problem."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            n = int.from_bytes(head, "little") if len(head) == 8 else None
-            if n is None or n > size - 8:
-                return f"{path}: truncated ({size} bytes, its header alone needs {8 + (n or 0)}); re-download it"
-            header = json.loads(f.read(n))
-    except OSError as e:
-        return f"{path}: unreadable ({e.strerror or e}); re-download it"
-    except ValueError:
-        return f"{path}: corrupt safetensors header; re-download it"
-    try:
-        header.pop("__metadata__", None)
-        end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
-    except (AttributeError, KeyError, TypeError, IndexError, ValueError):
-        return f"{path}: corrupt safetensors header; re-download it"
-    if 8 + n + end > size:
-        return f"{path}: truncated ({size} bytes, its header needs {8 + n + end}); re-download it"
-    return None
-
-
-def torch_bin_problem(path: Path) -> str | None:
-    """A zip-format pytorch_model.bin must have its central directory (lost when truncated)."""
-    if path.stat().st_size == 0:
-        return f"{path}: empty; re-download it"
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path):
-                return None
-        except (zipfile.BadZipFile, OSError):
-            pass
-    with open(path, "rb") as f:
-        if f.read(2) == b"\x80\x02":  # a legacy (pre-zip) torch pickle: no cheap check exists
-            return None
-    return f"{path}: truncated or corrupt (not a readable torch archive); re-download it"
-
-
-def weights_problems(ckpt: Path) -> list[str]:
-    """Problems of a local checkpoint folder's weight files (see the module docstring)."""
-    for single in WEIGHT_FILES:
-        check = safetensors_problem if single.endswith(".safetensors") else torch_bin_problem
-        if (ckpt / single).is_file():
-            return [p for p in [check(ckpt / single)] if p]
-        index = ckpt / f"{single}.index.json"
-        if index.is_file():
-            try:
-                shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-            except (OSError, ValueError, KeyError, AttributeError, TypeError):
-                return [f"{index}: unreadable shard index; re-download it"]
-            missing = [s for s in shards if not (ckpt / s).is_file()]
-            if missing:
-                return [f"{index}: shard(s) {', '.join(missing[:3])} missing; re-download them"]
-            return [p for p in (check(ckpt / s) for s in shards) if p]
-    return [f"{ckpt}: no weights (model.safetensors, its index, or pytorch_model.bin); re-download it"]
 
 
 def nonfinite_tensors(params: Any) -> list[str]:
@@ -207,9 +91,7 @@ def _configs(suite, cache_dir, dtype) -> tuple[dict, list[str]]:
 
 
 def _local_config(model: str, revision) -> tuple[dict | None, list[str]]:
-    ckpt = Path(model)
-    config, problem = read_config(ckpt / "config.json")
-    return config, ([problem] if problem else []) + weights_problems(ckpt)
+    return local_checkpoint_problems(Path(model))
 
 
 def _hub_config(model: str, revision, cache_dir, dtype) -> tuple[dict | None, list[str]]:
@@ -217,29 +99,9 @@ def _hub_config(model: str, revision, cache_dir, dtype) -> tuple[dict | None, li
     offline (suite.check_complete has already refused checkpoints it could not find)."""
     from seedkl_jax.convert import cache
 
-    ref = hub.ref_string(model, revision)
     entry = cache.entry_dir(cache.cache_root(cache_dir), model, revision, dtype, None)
-    path = entry / "config.json" if cache.is_complete(entry) else None
-    files = None
-    if path is None:
-        try:
-            import huggingface_hub as hf
-
-            found = hf.try_to_load_from_cache(model, "config.json", revision=revision)
-            path = Path(found) if isinstance(found, str) else None
-            if path is None and not hub.is_offline():
-                info = hf.HfApi().model_info(model, revision=revision, timeout=hub.HUB_TIMEOUT_S)
-                files = {s.rfilename for s in info.siblings or []}
-                if "config.json" in files:
-                    path = Path(hf.hf_hub_download(model, "config.json", revision=info.sha))
-        except Exception:  # unreachable or refused: the load itself will say why
-            return None, []
-    if files is not None and not any(f in files or f"{f}.index.json" in files for f in WEIGHT_FILES):
-        return None, [f"{ref}: the hub repository has no model.safetensors / pytorch_model.bin weights"]
-    if path is None:
-        return None, ([f"{ref}: the hub repository has no config.json"] if files is not None else [])
-    config, problem = read_config(path)
-    return config, [f"{ref}: {problem}"] if problem else []
+    path, files = (entry / CONFIG_FILE, None) if cache.is_complete(entry) else hub.hub_config_file(model, revision)
+    return hub_checkpoint_problems(hub.ref_string(model, revision), path, files)
 
 
 def _group_problems(suite, configs: dict, vocab_size: int) -> list[str]:
@@ -321,7 +183,7 @@ class TokenizerCheck:
         self.seen: dict[str, bool] = {}
 
     def check(self, folder: str) -> None:
-        files = [os.path.join(folder, f) for f in TOKENIZER_FILES if os.path.isfile(os.path.join(folder, f))]
+        files = [os.path.join(folder, f) for f in VOCAB_FILES if os.path.isfile(os.path.join(folder, f))]
         if not files:
             return  # a checkpoint without tokenizer files cannot disagree
         h = hashlib.sha256()

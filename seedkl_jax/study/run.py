@@ -305,8 +305,9 @@ def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok
     dropped (a re-downloaded or re-saved checkpoint is then converted afresh)."""
     from tqdm import tqdm
 
-    from seedkl_jax.convert import cache, hub
+    from seedkl_jax.convert import cache
     from seedkl_jax.convert.loader import load
+    from seedkl_jax.hf import hub
     from seedkl_jax.kernels.compare import seed_params
 
     models = []

@@ -10,7 +10,7 @@ runs, e.g. `alias-gpt2-small-x21`: seed 21); `--seeds` takes either, and a name 
 Before any compute the study calls `missing_checkpoints` and refuses to start unless every checkpoint
 resolves: a sweep of 100 groups should not die on group 73 because one folder is missing. Local
 checkpoints are checked on disk; hub checkpoints are looked up in the local HF cache and, for the rest,
-on the hub (one query per repository; convert/hub.py). When the hub cannot be reached the uncached ones
+on the hub (one query per repository; hf/hub.py). When the hub cannot be reached the uncached ones
 are all listed as unverifiable, which also stops the run (point the templates at local folders instead).
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ import string
 from typing import Any, Iterator
 
 from seedkl_jax.analysis.lr import PYTHIA as PYTHIA_LR
-from seedkl_jax.convert import hub
+from seedkl_jax.hf import hub
+from seedkl_jax.hf.checkpoint import local_problem
 from seedkl_jax.errors import SeedKLError
 
 PLACEHOLDERS = ("size", "seed", "step")
@@ -227,7 +228,7 @@ def missing_checkpoints(suite: Suite, cache_dir=None, dtype: str = "float32") ->
     problems, todo = [], []
     for size, step, seed, model, revision in suite.checkpoints():
         if suite.is_local:
-            why = hub.local_problem(model)
+            why = local_problem(model)
             if why:
                 problems.append(f"{model}: {why} (size {size}, step {step}, seed {seed})")
         elif not _hub_cached(model, revision, cache_dir, dtype):

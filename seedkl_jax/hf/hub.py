@@ -1,31 +1,23 @@
-"""Hub and checkpoint-file knowledge in one place: what a checkpoint folder holds, how `id@revision`
-resolves, how the hub is asked (timeouts) and what works offline. Used by convert (loader), data
-(tokenizer) and study (suite checks).
+"""The Hugging Face hub: how `id@revision` resolves, how the hub is asked (timeouts), what works offline.
 
 A checkpoint is a local folder or a hub id with an optional revision ("EleutherAI/pythia-70m@step1000",
-"google/multiberts-seed_0-step_20k", "stanford-crfm/alias-gpt2-small-x21@checkpoint-400000"). Its files:
-
-    config.json            architecture; `model_type` picks the family (models.FAMILIES)
-    weights                model.safetensors | pytorch_model.bin, each maybe sharded (*.index.json)
-    tokenizer              tokenizer.json (any family) | vocab.txt (BERT WordPiece) |
-                           vocab.json + merges.txt (GPT-2 byte-level BPE), + tokenizer_config.json
+"google/multiberts-seed_0-step_20k", "stanford-crfm/alias-gpt2-small-x21@checkpoint-400000"). What its
+files are is hf/checkpoint.py's (config.json, weights) and hf/tokenizer.py's (tokenizer files) business;
+this module only fetches the files a caller picks from a repository's listing.
 
 The hub is queried with a timeout of HUB_TIMEOUT_S seconds; offline (HF_HUB_OFFLINE=1, or unreachable),
-files already in HF's local cache are used as they are.
+files already in HF's local cache are used as they are. `huggingface_hub` is imported on use only.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Callable
 
 from seedkl_jax.errors import SeedKLError
+from seedkl_jax.hf.checkpoint import CONFIG_FILE
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # preference order; each may be sharded
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "vocab.json", "merges.txt")
 HUB_TIMEOUT_S = 10.0
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -38,24 +30,6 @@ def ref_string(model: str, revision: str | None) -> str:
 
 def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-
-
-def has_tokenizer(names: set[str]) -> bool:
-    """Whether a listing holds a tokenizer `data.tokenizer` can read."""
-    return "tokenizer.json" in names or "vocab.txt" in names or {"vocab.json", "merges.txt"} <= names
-
-
-def local_problem(path: str) -> str | None:
-    """Why local folder `path` is not a loadable checkpoint (None: it looks fine). Cheap: no reads."""
-    p = Path(path)
-    if not p.is_dir():
-        return "no such directory"
-    if not (p / "config.json").is_file():
-        return "no config.json"
-    names = {f.name for f in p.iterdir()}
-    if not any(w in names or f"{w}.index.json" in names for w in WEIGHT_FILES):
-        return "no weights (model.safetensors or pytorch_model.bin)"
-    return None
 
 
 def parse_ref(model: str, revision: str | None) -> tuple[str, str | None, bool]:
@@ -77,48 +51,6 @@ def parse_ref(model: str, revision: str | None) -> tuple[str, str | None, bool]:
         return name, revision, False
     raise SeedKLError(f"{model}: no such directory (and not a hub id like "
                       "EleutherAI/pythia-70m-seed3@step1000); check the path")
-
-
-def weight_files(ckpt: Path) -> list[Path]:
-    """The weight files of a local checkpoint dir: the first of WEIGHT_FILES present, or its shards."""
-    if not ckpt.is_dir():
-        raise SeedKLError(f"{ckpt}: not a directory; pass the checkpoint directory (config.json + weights)")
-    if not (ckpt / "config.json").is_file():
-        raise SeedKLError(f"{ckpt}: no config.json; pass a HF checkpoint directory (config.json + weights)")
-    for single in WEIGHT_FILES:
-        if (ckpt / single).is_file():
-            return [ckpt / single]
-        index = ckpt / f"{single}.index.json"
-        if index.is_file():
-            try:
-                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            except (ValueError, KeyError, AttributeError) as e:
-                raise SeedKLError(f"{index}: unreadable shard index ({e}); re-download it") from e
-            missing = [s for s in shards if not (ckpt / s).is_file()]
-            if missing:
-                raise SeedKLError(f"{index}: shard(s) {missing[:3]} missing; re-download them")
-            return [ckpt / s for s in shards]
-    raise SeedKLError(f"{ckpt}: no weights (model.safetensors, model.safetensors.index.json or "
-                      "pytorch_model.bin); re-download or re-save the checkpoint")
-
-
-
-def pick_checkpoint_files(names: set[str]) -> list[str]:
-    """config.json + one weight format (as `weight_files` prefers) + tokenizer files, from a listing."""
-    if "config.json" not in names:
-        raise SeedKLError("no config.json in the hub repo; it is not a transformers checkpoint")
-    for single in WEIGHT_FILES:
-        if single in names:
-            weights = [single]
-            break
-        stem, ext = single.rsplit(".", 1)
-        shards = sorted(n for n in names if re.fullmatch(rf"{stem}-\d+-of-\d+\.{ext}", n))
-        if shards and f"{single}.index.json" in names:
-            weights = [f"{single}.index.json", *shards]
-            break
-    else:
-        raise SeedKLError("the hub repo has no model.safetensors / pytorch_model.bin weights")
-    return ["config.json", *weights, *(t for t in TOKENIZER_FILES if t in names)]
 
 
 def hub_snapshot(repo_id: str, revision: str | None, pick: Callable[[set[str]], list[str]]) -> Path:
@@ -177,9 +109,30 @@ def in_hf_cache(model: str, revision: str | None) -> bool:
     """config.json of (model, revision) is in HF's local cache (loadable offline if the rest is too)."""
     try:
         from huggingface_hub import try_to_load_from_cache
-        return isinstance(try_to_load_from_cache(model, "config.json", revision=revision), str)
+        return isinstance(try_to_load_from_cache(model, CONFIG_FILE, revision=revision), str)
     except Exception:  # malformed repo id etc.: let the hub query decide
         return False
+
+
+def hub_config_file(model: str, revision: str | None) -> tuple[Path | None, set[str] | None]:
+    """config.json of a hub checkpoint alone (never its weights): (its path in HF's local cache or
+    freshly downloaded, or None; the repository's file listing when the hub was asked, else None).
+    Unreachable or refused: (None, None), so the caller can say nothing rather than guess."""
+    try:
+        import huggingface_hub as hf
+
+        found = hf.try_to_load_from_cache(model, CONFIG_FILE, revision=revision)
+        if isinstance(found, str):
+            return Path(found), None
+        if is_offline():
+            return None, None
+        info = hf.HfApi().model_info(model, revision=revision, timeout=HUB_TIMEOUT_S)
+        files = {s.rfilename for s in info.siblings or []}
+        if CONFIG_FILE not in files:
+            return None, files
+        return Path(hf.hf_hub_download(model, CONFIG_FILE, revision=info.sha)), files
+    except Exception:  # unreachable or refused: the load itself will say why
+        return None, None
 
 
 def is_commit(revision: str) -> bool:
