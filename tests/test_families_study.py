@@ -39,7 +39,8 @@ GPT2_SEEDS = ("alias", "battlestar", "caprica")
 
 
 def _cfg(suite, text, out, cache, **kw) -> StudyConfig:
-    return StudyConfig(suite=suite, text=str(text), out=str(out), pos="none", cache_dir=str(cache), n_boot=20, **kw)
+    return StudyConfig.from_flat(suite=suite, text=str(text), out=str(out), pos="none", cache_dir=str(cache), n_boot=20,
+                                 **kw)
 
 
 def _cli(args: list[str], env_extra=None):

@@ -89,7 +89,7 @@ def _cfg(lab, out, **kw) -> StudyConfig:
     base = dict(suite=lab["suite"], text=lab["text"], out=str(out), pos=lab["tags"], counts=lab["counts"],
                 cache_dir=lab["cache"], n_boot=50)
     base.update(kw)
-    return StudyConfig(**base)
+    return StudyConfig.from_flat(**base)
 
 
 @pytest.fixture(scope="module")
