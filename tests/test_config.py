@@ -34,7 +34,9 @@ def _fresh_flags() -> flags.FlagValues:
 def _parse(argv: list[str]) -> StudyConfig:
     fv = _fresh_flags()
     fv(["seedkl run"] + argv)
-    return config_flags.build_study_config(fv)
+    from seedkl_jax.cli import run as cli_run
+
+    return cli_run.build_config(fv)
 
 
 def test_flags_are_the_config_fields():

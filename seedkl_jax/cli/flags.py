@@ -69,10 +69,7 @@ def values(cls: type = config.StudyConfig, flag_values: flags.FlagValues = flags
     return {names[path]: flag_values[names[path]].value for path in cli_fields(cls)}
 
 
-def build_study_config(flag_values: flags.FlagValues = flags.FLAGS) -> config.StudyConfig:
-    """StudyConfig from the parsed `seedkl run` flags. The one command-line special case lives here:
-    `--pos=stanza` given explicitly makes a missing stanza an error (the default only warns). (A local
-    --model_template implying --revision_template='' is config.SuiteConfig's rule, for Python users too.)"""
-    given = values(config.StudyConfig, flag_values)
-    pos_required = given["pos"] == "stanza" and flag_values["pos"].present
-    return config.StudyConfig.from_flat(**given, pos_required=pos_required)
+def build(cls: type = config.StudyConfig, flag_values: flags.FlagValues = flags.FLAGS, **extra: Any):
+    """`cls` (a config with `from_flat`) from the parsed flags of its tree; `extra`: its non-flag
+    fields, by name."""
+    return cls.from_flat(**values(cls, flag_values), **extra)

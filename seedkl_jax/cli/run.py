@@ -19,6 +19,8 @@ every checkpoint is checked before any compute), 1 a bug.
 """
 from __future__ import annotations
 
+from absl import flags
+
 from seedkl_jax.cli import flags as config_flags
 from seedkl_jax.config import StudyConfig
 from seedkl_jax.errors import SeedKLError
@@ -33,9 +35,12 @@ def _preset_help() -> str:
 config_flags.define(StudyConfig, module_name=__name__, extra_help={"preset": _preset_help()})
 
 
-def build_config() -> StudyConfig:
-    """StudyConfig from the parsed flags."""
-    return config_flags.build_study_config()
+def build_config(flag_values: flags.FlagValues = flags.FLAGS) -> StudyConfig:
+    """StudyConfig from the parsed flags. The command line's one special case: `--pos=stanza` given
+    explicitly makes a missing stanza an error (the default only warns). (A local --model_template
+    implying --revision_template='' is config.SuiteConfig's own rule, for Python users too.)"""
+    explicit_stanza = flag_values["pos"].present and flag_values["pos"].value == "stanza"
+    return config_flags.build(StudyConfig, flag_values, pos_required=explicit_stanza)
 
 
 def main(argv: list[str]) -> int:
