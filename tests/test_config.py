@@ -245,3 +245,19 @@ def test_an_out_from_an_older_layout_is_refused_clearly(tmp_path):
     store.claim(tmp_path, new, overwrite=True)  # --overwrite recomputes in it
     store.save_group(tmp_path, "s", 0, [1, 2], {"kl": np.zeros((3, 2, 2), np.float32)})
     store.claim(tmp_path, new, overwrite=False)  # the new layout resumes
+
+
+def test_the_api_entry_points_turn_on_the_compilation_cache(monkeypatch):
+    """The process-wide compile-cache setting is the entry points' choice (cli, api), not the study's."""
+    from seedkl_jax import api
+    from seedkl_jax.kernels import compare as compare_mod
+    from seedkl_jax.study import run as study_run
+
+    calls = []
+    monkeypatch.setattr(compare_mod, "use_compilation_cache", lambda cache_dir=None: calls.append(cache_dir))
+    monkeypatch.setattr(study_run, "run_study", lambda cfg, **kw: ("ran", cfg.output.cache_dir))
+    cfg = StudyConfig.from_flat(text="t", cache_dir="/my/cache")
+    assert api.run_study(cfg) == ("ran", "/my/cache") and calls == ["/my/cache"]
+    assert api.StudyConfig is StudyConfig and not hasattr(api.StudyConfig, "__wrapped__")
+    import inspect
+    assert "use_compilation_cache" not in inspect.getsource(study_run)
