@@ -24,6 +24,7 @@ from seedkl_jax import distributed  # noqa: E402
 from seedkl_jax.cli import quiet_process  # noqa: E402
 from seedkl_jax.cli import run as run_cli  # noqa: E402  (registers the `seedkl run` flags)
 from seedkl_jax.errors import SeedKLError  # noqa: E402
+from seedkl_jax.kernels.compare import use_compilation_cache  # noqa: E402
 
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "HOST:PORT of process 0's coordinator "
                                    "(default: $SEEDKL_COORDINATOR, else detected from the cluster)")
@@ -44,6 +45,7 @@ def main(argv):
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                timeout_s=_INIT_TIMEOUT.value)
         cfg = run_cli.build_config()
+        use_compilation_cache(cfg.output.cache_dir)  # a second process reuses the compiled steps
         report = distributed.run_study_distributed(cfg, mode=_MODE.value,
                                                    barrier_timeout_s=_BARRIER_TIMEOUT.value)
     except SeedKLError as e:

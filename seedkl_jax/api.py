@@ -12,13 +12,27 @@
         of wordpieces 1..N-1 themselves). Windows default to the models' context.
     compare_stacked(...)  the same on params laid out by seed_params(params_list, mesh) (a tuple of
         the S pytrees on CPU) or stack_params(params_list) (a leading seed axis).
-    Suite, StudyConfig, run_study(config) -> Path     the whole study (`seedkl run`).
+    StudyConfig, run_study(config) -> Path          the whole study (`seedkl run`); the config is a
+        tree of small frozen dataclasses (seedkl_jax/config.py), one field per `seedkl run` flag:
+
+            from seedkl_jax.api import OutputConfig, StudyConfig, SuiteConfig, TextConfig, run_study
+            run_study(StudyConfig(suite=SuiteConfig(sizes=("70m",), steps=(0, 143000)),
+                                  text=TextConfig(text="eval.txt"), output=OutputConfig(out="results")))
+            # the same by flag names; a resolved Suite (e.g. get_preset(...).override(...)) works too:
+            run_study(StudyConfig.from_flat(suite=my_suite, text="eval.txt", out="results", pos="none"))
+
+        SuiteConfig, TextConfig, ScoringConfig, KernelConfig, AnalysisConfig, OutputConfig: its parts;
+        Suite: a resolved suite (study/suite.py). Bad values fail when the config is built.
     demo(...)                                         `seedkl demo`.
 
-Names resolve lazily so `import seedkl_jax.api` stays cheap (no jax import until used).
+`compare`, `compare_stacked`, `run_study` and `demo` turn on JAX's persistent compilation cache under
+the seedkl cache root first (kernels.compare.use_compilation_cache: a process-wide setting, so the
+entry points choose it, not the library), unless the process has set one. Names resolve lazily so
+`import seedkl_jax.api` stays cheap (no jax import until used).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 
 _EXPORTS = {
@@ -31,7 +45,13 @@ _EXPORTS = {
     "compare": "seedkl_jax.kernels.compare",
     "compare_stacked": "seedkl_jax.kernels.compare",
     "Suite": "seedkl_jax.study.suite",
-    "StudyConfig": "seedkl_jax.study.run",
+    "StudyConfig": "seedkl_jax.config",
+    "SuiteConfig": "seedkl_jax.config",
+    "TextConfig": "seedkl_jax.config",
+    "ScoringConfig": "seedkl_jax.config",
+    "KernelConfig": "seedkl_jax.config",
+    "AnalysisConfig": "seedkl_jax.config",
+    "OutputConfig": "seedkl_jax.config",
     "run_study": "seedkl_jax.study.run",
     "DemoConfig": "seedkl_jax.lab.demo",
     "demo": "seedkl_jax.lab.demo",
@@ -39,10 +59,25 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
+_COMPILING = {"compare", "compare_stacked", "run_study", "demo"}  # these get the compilation cache
+
+
+def _with_compilation_cache(fn):
+    @functools.wraps(fn)
+    def entry(*args, **kwargs):
+        from seedkl_jax.kernels.compare import use_compilation_cache
+
+        first = args[0] if args else kwargs.get("cfg")  # run_study's StudyConfig: its --cache_dir
+        use_compilation_cache(getattr(getattr(first, "output", None), "cache_dir", None))
+        return fn(*args, **kwargs)
+    return entry
+
+
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'seedkl_jax.api' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    return _with_compilation_cache(value) if name in _COMPILING else value
 
 
 def __dir__():

@@ -8,14 +8,28 @@ passes the sub-config a layer needs instead of loose keyword arguments.
 This module is the ground floor: it imports nothing from seedkl_jax but `errors`, so every layer
 (kernels, data, study, analysis, cli) can import the sub-config it consumes.
 
-Tree (flag names in brackets; they are fixed, external scripts use them):
-    StudyConfig
-      suite:    SuiteConfig     [preset, model_template, revision_template, sizes, steps, seeds]
-      text:     TextConfig      [text, tokenizer, counts, pos, vocab_size]
+Tree (flag names in brackets; they are fixed, external scripts use them; * = Python only, no flag):
+    StudyConfig                 [dtype*, mesh*]
+      suite:    SuiteConfig     [preset, model_template, revision_template, sizes, steps, seeds, lr_schedule*]
+      text:     TextConfig      [text, tokenizer, counts, pos, vocab_size, pos_required*]
       scoring:  ScoringConfig   [window, overlap, mlm_scoring]
       kernel:   KernelConfig    [kernel, kernel_form, vocab_chunk, position_block, cache_logits]
-      analysis: AnalysisConfig  [compat, n_boot, surprisal_seed]
+      analysis: AnalysisConfig  [compat, n_boot]
       output:   OutputConfig    [out, overwrite, wait, cache_dir, save_pair_positions]
+
+The suite stays as given here (a preset name plus overrides); `study.suite.resolve_suite` turns it
+into the checkpoints' `Suite` once, when a study starts. A resolved `Suite` is also accepted as
+`StudyConfig(suite=...)` (it becomes preset='' with its fields). From Python:
+
+    StudyConfig(suite=SuiteConfig(sizes=("70m",), steps=(0, 143000)), text=TextConfig(text="eval.txt"),
+                output=OutputConfig(out="results"))
+    StudyConfig.from_flat(sizes=("70m",), steps=(0, 143000), text="eval.txt", out="results")  # by flag name
+
+Everything that needs no file is validated once, when a config is built (`__post_init__`); what needs
+the files (the model's context, the tokenizer's vocab) is checked by the study before any compute.
+Field metadata (`setting`) drives: the CLI flags (cli/flags.py), what study.json records
+(`results=True`, `results_values`) and what every process of a multi-host run must agree on
+(every field but `per_process=True` ones, `agreement_values`).
 """
 from __future__ import annotations
 
@@ -27,27 +41,39 @@ from seedkl_jax.errors import SeedKLError
 
 
 def setting(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] | None = None,
-            cli: bool = True, results: bool = False) -> Any:
+            cli: bool = True, results: bool = False, per_process: bool = False, path: bool = False) -> Any:
     """A config field with its CLI metadata.
 
     flag: the absl flag's name (default: the field's name); choices: an enum flag's values;
     cli=False: set only from Python (e.g. a mesh); results=True: the persisted groups depend on it
-    (a rerun into the same --out must match it; see `results_settings`).
+    (a rerun into the same --out must match it; see `results_values`); per_process=True: may differ
+    between the processes of one multi-host run (see `agreement_values`); path=True: a local file or
+    folder (compared across processes as an absolute path).
     """
-    meta = {"help": help, "flag": flag, "choices": choices, "cli": cli, "results": results}
+    meta = {"help": help, "flag": flag, "choices": choices, "cli": cli, "results": results,
+            "per_process": per_process, "path": path}
     if isinstance(default, (list, dict, set)):
         raise TypeError("mutable defaults are not allowed in a config; use a tuple")
     return dataclasses.field(default=default, metadata=meta)
 
 
-class Compat(str, enum.Enum):
+class _StrEnum(str, enum.Enum):
+    """A str enum that prints as its value (f"{Compat.PAPER}" == "paper", as in reports and messages)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__  # noqa: PLE0302 - format like the plain string
+
+
+class Compat(_StrEnum):
     """Which statistical choices the analysis makes: ours (NONE) or the paper's own (PAPER)."""
 
     NONE = "none"
     PAPER = "paper"
 
 
-class KernelForm(str, enum.Enum):
+class KernelForm(_StrEnum):
     """The fused kernel's KL form (kernels/divergence.py has the math of each)."""
 
     PAIR = "pair"
@@ -56,7 +82,7 @@ class KernelForm(str, enum.Enum):
     NATIVE = "native"
 
 
-class KernelKind(str, enum.Enum):
+class KernelKind(_StrEnum):
     FUSED = "fused"
     NAIVE = "naive"
 
@@ -90,8 +116,10 @@ class KernelConfig:
     kernel: KernelKind = setting(KernelKind.FUSED, "Divergence kernel: fused (vocab-chunked) or naive "
                                  "(materialises all [S,P,V] log-probs; a baseline, much more memory).",
                                  choices=tuple(m.value for m in KernelKind))
-    form: KernelForm | None = setting(None, "KL form of the fused kernel (see docs/method.md); default: the "
-                                      "backend's measured choice.", flag="kernel_form",
+    form: KernelForm | None = setting(None, "KL form of the fused kernel: pair (two passes, exact), einsum, "
+                                      "onepass (one pass, online rescaling), native (onepass with a compiled CPU "
+                                      "chunk update; one device); default: the backend's measured choice (native "
+                                      "on CPU where it builds).", flag="kernel_form",
                                       choices=tuple(m.value for m in KernelForm))
     vocab_chunk: int | None = setting(None, "Vocab chunk of the fused KL kernel; default: the kernel's "
                                       "benchmarked choice.")
@@ -114,9 +142,281 @@ class AnalysisConfig:
     compat: Compat = setting(Compat.NONE, "paper = the paper's own choices: final-surprisal bins from the first "
                              "seed, one frequency bin for counts >= 1e5, the unsmoothed unigram with the paper's "
                              "floor for zero counts; none = our corrected defaults (the report says how much each "
-                             "moves the results).", choices=tuple(m.value for m in Compat))
+                             "moves the results).", choices=tuple(m.value for m in Compat),
+                             results=True)  # the kernel's unigram reference differs
     n_boot: int = setting(1000, "Bootstrap replicates for the summary's 95% intervals.")
 
     def __post_init__(self):
         object.__setattr__(self, "compat", _enum(Compat, self.compat, "compat"))
         _positive(self.n_boot, "n_boot")
+
+
+def _local(template: str) -> bool:
+    """A filesystem path, not a hub id (hub ids are `owner/name`, never starting with / . or ~)."""
+    return template.startswith(("/", ".", "~"))
+
+
+def _as_tuple(value: Any, flag: str, kind=str) -> tuple | None:
+    """A comma list (str, or a list as absl's DEFINE_list gives) as a tuple of `kind`; None or empty ->
+    None (not given)."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    items = [i.strip() if isinstance(i, str) else i for i in items]
+    items = [i for i in items if i != ""]
+    try:
+        return tuple(kind(i) for i in items) or None
+    except (TypeError, ValueError):
+        raise SeedKLError(f"--{flag}={','.join(map(str, items))}: not a comma list of {kind.__name__}s; "
+                          f"e.g. --{flag}=1,3,5") from None
+
+
+def _seed(value: Any) -> int | str:
+    """An integer seed ("3" -> 3) or a name kept as written (study/suite.py checks names)."""
+    text = str(value).strip()
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteConfig:
+    """Which checkpoints: a preset and the parts that replace its own (`None` = the preset's).
+    `study.suite.resolve_suite` turns it into the checkpoints' `Suite`."""
+
+    preset: str = setting("polypythia", "Built-in suite to start from; '' = none, then --model_template, --sizes, "
+                          "--steps and --seeds are all needed.", results=True)
+    model_template: str | None = setting(
+        None, "Checkpoint of one (size, seed, step): hub id or local folder with {size}, {seed}, {step} "
+        "placeholders, e.g. EleutherAI/pythia-{size}-seed{seed} or /data/suite/{size}/seed{seed}/step{step}. "
+        "A local path (starting with / . or ~) implies --revision_template= unless that flag is given.",
+        results=True)
+    revision_template: str | None = setting(None, "Hub revision of one checkpoint, e.g. step{step}; empty = the "
+                                            "model template gives local paths (no revision).", results=True)
+    sizes: tuple[str, ...] | None = setting(None, "Comma list of sizes (the {size} values), e.g. 14m,70m.",
+                                            results=True)
+    steps: tuple[int, ...] | None = setting(None, "Comma list of training steps (ascending), e.g. 0,16,256,2000.",
+                                            results=True)
+    seeds: tuple[int | str, ...] | None = setting(
+        None, "Comma list of seeds (at least 2): integers or names, e.g. 1,3,5,7,9 or "
+        "alias-gpt2-small-x21,battlestar-gpt2-small-x49.", results=True)
+    lr_schedule: Any = setting(None, "analysis.lr.LRSchedule drawn in the figures (the preset's by default).",
+                               cli=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "sizes", _as_tuple(self.sizes, "sizes", str))
+        object.__setattr__(self, "steps", _as_tuple(self.steps, "steps", int))
+        object.__setattr__(self, "seeds", _as_tuple(self.seeds, "seeds", _seed))
+        if self.revision_template is None and self.model_template and _local(self.model_template):
+            object.__setattr__(self, "revision_template", "")  # a local path with the preset's hub revision: no
+        if not self.preset:
+            missing = [f"--{f}" for f in ("model_template", "sizes", "steps", "seeds") if getattr(self, f) is None]
+            if missing:
+                raise SeedKLError(f"--preset='': {', '.join(missing)} must be given without a preset; "
+                                  "give them or use --preset=polypythia")
+        if self.seeds is not None and len(self.seeds) < 2:
+            raise SeedKLError(f"--seeds={','.join(map(str, self.seeds))}: needs at least 2 seeds to compare")
+
+    @classmethod
+    def of(cls, suite: Any) -> "SuiteConfig":
+        """A resolved `study.suite.Suite` (or a SuiteConfig) as a SuiteConfig: preset='' with its fields."""
+        if isinstance(suite, SuiteConfig):
+            return suite
+        return cls(preset="", model_template=suite.model_template, revision_template=suite.revision_template,
+                   sizes=suite.sizes, steps=suite.steps, seeds=suite.seeds,
+                   lr_schedule=getattr(suite, "lr_schedule", None))
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+    """What is scored and how it is annotated (data/)."""
+
+    text: str | None = setting(
+        None, "Evaluation text: a UTF-8 file whose documents are separated by <|endoftext|>, a folder of *.txt "
+        "files (one document each), or an .npy of token ids used as given. Text is scored as <|endoftext|> + "
+        "documents + <|endoftext|>.", results=True, path=True)
+    tokenizer: str | None = setting(None, "tokenizer.json, model folder or hub id; default: the suite's first "
+                                    "checkpoint. Every checkpoint must carry the same tokenizer.", results=True)
+    counts: str | None = setting(None, "Token frequencies for the frequency bins and the unigram baseline: .npy "
+                                 "with one count per token id (length = tokenizer vocab); default: counted over "
+                                 "the text.", results=True, path=True)
+    pos: str = setting("stanza", "Part-of-speech tags: stanza (tagged once, cached; if stanza or its model is "
+                       "unavailable the study goes on without tags unless --pos=stanza was given explicitly), "
+                       "none, or a JSON file with one [token_str, tag] per token id.")
+    vocab_size: int | None = setting(
+        None, "Normalise next-token distributions over ids < N (the real vocabulary); default: every id the "
+        "tokenizer defines. The shared NeoX tokenizer fixture defines 4 ids beyond Pythia's 50,277: pass 50277.",
+        results=True)
+    pos_required: bool = setting(False, "stanza unavailable: False = warn and go on untagged, True = an error "
+                                 "(the CLI sets it when --pos=stanza is given explicitly).", cli=False)
+
+    def __post_init__(self):
+        for name in ("text", "tokenizer", "counts"):  # an empty flag means "not given"
+            if getattr(self, name) == "":
+                object.__setattr__(self, name, None)
+        if not self.pos:
+            raise SeedKLError("--pos='': give stanza, none or a JSON file of [token_str, tag] per token id")
+        if self.vocab_size is not None and int(self.vocab_size) < 2:
+            raise SeedKLError(f"--vocab_size={self.vocab_size}: must be ≥ 2 (or unset: every tokenizer id)")
+
+
+MLM_SCORING = ("unmasked", "masked")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringConfig:
+    """How the text is cut into what the models see (kernels/windows.py)."""
+
+    window: int | None = setting(
+        None, "Tokens the models see at once: texts longer than this are scored in sliding windows. Must fit "
+        "every model's context (max_position_embeddings), checked before any compute; default the model's "
+        "context (GPT-NeoX 2048, GPT-2 1024, BERT 512 incl. [CLS]/[SEP]).", results=True)
+    overlap: int | None = setting(None, "Overlap between consecutive windows (left context kept); default half the "
+                                  "window (causal models; masked LMs score documents in chunks, no overlap).",
+                                  results=True)
+    mlm_scoring: str | None = setting(
+        None, "Masked LMs (BERT) only: 'unmasked' (default, the paper's: each document fed as is, the MLM "
+        "distribution at every wordpiece) or 'masked' (every wordpiece masked once, in 7 interleaved passes: 7x "
+        "the forward passes).", choices=MLM_SCORING, results=True)
+
+    def __post_init__(self):
+        if self.mlm_scoring is not None and self.mlm_scoring not in MLM_SCORING:
+            raise SeedKLError(f"--mlm_scoring={self.mlm_scoring!r}: use one of {', '.join(MLM_SCORING)}")
+        if self.window is not None:  # a default window comes from the model's context (the study checks it)
+            check_window(int(self.window), int(self.overlap or 0))
+        elif self.overlap is not None and int(self.overlap) < 0:
+            raise SeedKLError(f"--overlap={self.overlap}: must be ≥ 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputConfig:
+    """Where the results go and how a run treats what is already there (study/store.py)."""
+
+    out: str = setting("seedkl-out", "Output folder (tokens/pairs/token_meta/summary parquet, phases.json, "
+                       "figures/, report.md, groups/). Rerunning into it resumes.", path=True)
+    overwrite: bool = setting(False, "Recompute finished groups (and accept new settings) in --out.")
+    # only process 0 takes --out's lock, so only its --wait counts
+    wait: bool = setting(False, "If another seedkl run is writing to --out, wait for it to end (default: exit 2 "
+                         "at once).", per_process=True)
+    # each host may keep its converted params on its own local disk
+    cache_dir: str | None = setting(None, "Converted-params cache (default $SEEDKL_CACHE or ~/.cache/seedkl); "
+                                    "also caches PoS tags.", per_process=True)
+    save_pair_positions: bool = setting(False, "Also write pair_positions.parquet: KL of every ordered seed pair "
+                                        "at every position.")
+
+    def __post_init__(self):
+        if not self.out:
+            raise SeedKLError("--out='': give an output folder")
+        if self.cache_dir == "":
+            object.__setattr__(self, "cache_dir", None)
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _node(cls) -> Any:
+    return dataclasses.field(default_factory=cls)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """Everything `seedkl run` needs (see the module docstring for the tree and an example)."""
+
+    suite: SuiteConfig = _node(SuiteConfig)
+    text: TextConfig = _node(TextConfig)
+    scoring: ScoringConfig = _node(ScoringConfig)
+    kernel: KernelConfig = _node(KernelConfig)
+    analysis: AnalysisConfig = _node(AnalysisConfig)
+    output: OutputConfig = _node(OutputConfig)
+    dtype: str = setting("float32", "Params dtype of the loads (the kernel stacks and computes in float32).",
+                         cli=False, results=True)
+    # each process's own devices (multi-host "groups" mode); the study's numbers do not depend on it
+    mesh: Any = setting(None, "jax.sharding.Mesh for compare_stacked; None = the default devices.", cli=False,
+                        per_process=True)
+
+    def __post_init__(self):
+        object.__setattr__(self, "suite", SuiteConfig.of(self.suite))
+        if not self.text.text:
+            raise SeedKLError("--text: required; give a text file, a folder of .txt documents or an .npy of ids")
+        if self.dtype not in DTYPES:
+            raise SeedKLError(f"dtype={self.dtype!r}: use one of {', '.join(DTYPES)}")
+        if self.analysis.compat == Compat.PAPER and not self.text.counts:
+            raise SeedKLError("--compat=paper needs --counts: the paper's frequency bins and unigram come from "
+                              "corpus counts (an .npy with one count per token id), not from the evaluation text")
+
+    @classmethod
+    def from_flat(cls, suite: Any = None, **values: Any) -> "StudyConfig":
+        """A config from settings named by their flag (non-flag fields by their field name), e.g.
+        `StudyConfig.from_flat(suite=my_suite, text="eval.txt", out="res", pos="none", kernel_form="pair")`;
+        `suite`: a SuiteConfig or resolved Suite (else the suite flags: preset, sizes, ...)."""
+        by_name = {name: path for path, name in flag_names(cls).items()}
+        unknown = sorted(set(values) - set(by_name))
+        if unknown:
+            raise SeedKLError(f"{', '.join(unknown)}: not a setting of a study; known: {', '.join(sorted(by_name))}")
+        nodes: dict[str, dict[str, Any]] = {}
+        for name, value in values.items():
+            node, _, leaf = by_name[name].rpartition(".")
+            nodes.setdefault(node, {})[leaf] = value
+        top = nodes.pop("", {})
+        kinds = {f.name: f.default_factory for f in dataclasses.fields(cls) if _is_node(f)}
+        if suite is not None:
+            if "suite" in nodes:
+                raise SeedKLError("suite: given both as a suite and as suite flags; give one")
+            top["suite"] = suite
+        return cls(**top, **{node: kinds[node](**kw) for node, kw in nodes.items()})
+
+
+# ---------------------------------------------------------------- walking the tree
+
+
+def _is_node(f: dataclasses.Field) -> bool:
+    return isinstance(f.default_factory, type) and dataclasses.is_dataclass(f.default_factory)
+
+
+def fields(cls: type = StudyConfig, prefix: str = "") -> dict[str, dataclasses.Field]:
+    """Every leaf setting of the tree under `cls`, by dotted path (e.g. "scoring.window"), in order."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if _is_node(f):
+            out.update(fields(f.default_factory, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = f
+    return out
+
+
+def flag_names(cls: type = StudyConfig) -> dict[str, str]:
+    """Dotted path -> flag name (the field's name unless its metadata names the flag)."""
+    return {path: f.metadata.get("flag") or f.name for path, f in fields(cls).items()}
+
+
+def get(cfg: Any, path: str) -> Any:
+    for part in path.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def plain(value: Any) -> Any:
+    """A setting's value as JSON would hold it (enums as their strings, tuples as lists)."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    return value
+
+
+def results_values(cfg: StudyConfig) -> dict[str, Any]:
+    """Every `results=True` setting, by dotted path: what the persisted groups depend on."""
+    return {path: plain(get(cfg, path)) for path, f in fields(type(cfg)).items() if f.metadata.get("results")}
+
+
+def agreement_values(cfg: StudyConfig) -> dict[str, Any]:
+    """Every setting that all processes of one multi-host run must share, by dotted path: all but the
+    `per_process=True` ones (path=True ones as absolute paths: the same relative path in another working
+    folder is another file). A process with other values would work on another study or group list."""
+    import os
+
+    out = {}
+    for path, f in fields(type(cfg)).items():
+        if f.metadata.get("per_process"):
+            continue
+        value = get(cfg, path)
+        out[path] = os.path.abspath(os.path.expanduser(value)) if f.metadata.get("path") and value else plain(value)
+    return out

@@ -37,6 +37,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import itertools
+import json
 import os
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
@@ -243,7 +244,7 @@ def run_study_distributed(cfg: Any, *, mode: str = "groups", progress: bool = Tr
             study_run.compute_groups(prep, write=index == 0, agree=agree_with_process_0,
                                      progress=progress and index == 0)
         else:
-            mine = share(cfg.suite.groups(), index, count)
+            mine = share(prep.suite.groups(), index, count)
             print(f"seedkl process {index} of {count}: {jax.local_device_count()} local / {jax.device_count()} "
                   f"devices; groups {[f'{size}@{step}' for size, step in mine]}", flush=True)
             study_run.claim(prep, mine)
@@ -254,14 +255,24 @@ def run_study_distributed(cfg: Any, *, mode: str = "groups", progress: bool = Tr
     return out
 
 
+def flags_digest(cfg: Any, mode: str) -> int:
+    """A 63-bit digest of everything the processes of one run must share: `mode` and every setting of
+    `cfg` but the per-process ones (config.agreement_values: --wait, which only process 0's lock uses;
+    --cache_dir, each host's own disk; the mesh, each process's own devices). Derived from the config's
+    metadata, so a new setting is covered without touching this check."""
+    from seedkl_jax.config import agreement_values
+
+    key = json.dumps({"mode": mode, **agreement_values(cfg)}, sort_keys=True, default=repr)
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
+
+
 def _check_same_flags(cfg: Any, mode: str) -> None:
-    """Same study everywhere? A host started with other flags would split a different group list."""
+    """Same study everywhere? A host started with other flags would split a different group list or
+    compute other numbers into the shared --out."""
     import numpy as np
     from jax.experimental import multihost_utils
 
-    key = repr((mode, cfg.suite, os.path.abspath(cfg.text), os.path.abspath(cfg.out), cfg.window,
-                cfg.overlap, cfg.vocab_chunk, cfg.dtype, cfg.overwrite))
-    digest = np.frombuffer(hashlib.sha256(key.encode()).digest()[:8], np.int64)
+    digest = np.array([flags_digest(cfg, mode)], np.int64)
     digests = multihost_utils.process_allgather(digest).reshape(-1)  # a cross-process collective
     if len(set(digests.tolist())) > 1:
         differ = [i for i, d in enumerate(digests.tolist()) if d != digests[0]]
@@ -277,12 +288,12 @@ def _lock_out_on_process_0(cfg: Any, index: int, held, lock, study_run) -> None:
     error = None
     if index == 0:
         try:
-            held.enter_context(lock.hold(study_run.open_out(cfg), wait=cfg.wait))
+            held.enter_context(lock.hold(study_run.open_out(cfg), wait=cfg.output.wait))
         except SeedKLError as e:
             error = e
     ok = agree_with_process_0(np.array([error is None]))
     if error is not None:
         raise error
     if not bool(ok[0]):
-        raise SeedKLError(f"--out={cfg.out}: process 0 could not take it (another seedkl run is writing "
+        raise SeedKLError(f"--out={cfg.output.out}: process 0 could not take it (another seedkl run is writing "
                           "to it, or it is not writable); see process 0's error")

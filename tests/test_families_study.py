@@ -39,7 +39,8 @@ GPT2_SEEDS = ("alias", "battlestar", "caprica")
 
 
 def _cfg(suite, text, out, cache, **kw) -> StudyConfig:
-    return StudyConfig(suite=suite, text=str(text), out=str(out), pos="none", cache_dir=str(cache), n_boot=20, **kw)
+    return StudyConfig.from_flat(suite=suite, text=str(text), out=str(out), pos="none", cache_dir=str(cache), n_boot=20,
+                                 **kw)
 
 
 def _cli(args: list[str], env_extra=None):
@@ -140,8 +141,8 @@ def test_bert_suite_end_to_end_resumable(bert_lab, tmp_path):
     starts = np.flatnonzero(np.diff(t.doc_ids)) + 1  # first wordpiece of documents 1, 2
     ctx = m["context_upos"].to_list()
     assert ctx[1] == "NOUN" and all(ctx[int(p) - 1] is None for p in starts)
-    assert json.loads((full / "study.json").read_text())["results"]["mlm_scoring"] == "unmasked"
-    assert json.loads((full / "study.json").read_text())["results"]["window"] == 64  # the models' context
+    assert json.loads((full / "study.json").read_text())["results"]["scoring"]["mlm_scoring"] == "unmasked"
+    assert json.loads((full / "study.json").read_text())["results"]["scoring"]["window"] == 64  # the models' context
     # the analyses run unchanged: phases per size, the paper's findings, the report
     assert set(json.loads((full / "phases.json").read_text())) == set(BERT_SIZES)
     assert json.loads((full / "findings.json").read_text()) and (full / "report.md").is_file()
@@ -215,7 +216,7 @@ def test_gpt2_suite_named_seeds_resumable(gpt2_lab, tmp_path):
     r = _cli(_suite_flags(suite, text, full, cache))
     assert r.returncode == 0, r.stderr[-3000:]
     settings = json.loads((full / "study.json").read_text())["results"]
-    assert (settings["window"], settings["overlap"]) == (32, 16)  # GPT-2's context, half of it
+    assert (settings["scoring"]["window"], settings["scoring"]["overlap"]) == (32, 16)  # GPT-2's context, half
     assert settings["suite"]["seeds"] == list(GPT2_SEEDS)
     pairs = pl.read_parquet(full / "pairs.parquet")
     assert sorted(set(pairs["seed_a"].to_list())) == sorted(GPT2_SEEDS) and pairs["kl_mean"].min() > 0

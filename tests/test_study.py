@@ -89,7 +89,7 @@ def _cfg(lab, out, **kw) -> StudyConfig:
     base = dict(suite=lab["suite"], text=lab["text"], out=str(out), pos=lab["tags"], counts=lab["counts"],
                 cache_dir=lab["cache"], n_boot=50)
     base.update(kw)
-    return StudyConfig(**base)
+    return StudyConfig.from_flat(**base)
 
 
 @pytest.fixture(scope="module")
@@ -410,7 +410,7 @@ def test_vocab_size_narrows_normalisation_to_match_counts(lab, tmp_path):
     out = tmp_path / "narrow"
     run_study(_cfg(lab, out, suite=one, counts=counts, vocab_size=V - 1), progress=False)
     settings = json.loads((out / "study.json").read_text())
-    assert settings["results"]["tokenizer"]["vocab_size"] == V - 1
+    assert settings["results"]["text"]["tokenizer"]["vocab_size"] == V - 1
     assert pl.read_parquet(out / "tokens.parquet")["kl_unigram_mean"].is_finite().all()
 
 
@@ -440,7 +440,7 @@ def test_compat_paper_replicates_the_papers_choices(lab, compat_runs, tmp_path):
     assert ">=1e5" in set(meta["freq_bin"]) and not any(b.startswith("1e5") for b in meta["freq_bin"])
     ours_meta = pl.read_parquet(ours / "token_meta.parquet").sort("position")
     assert ">=1e5" not in set(ours_meta["freq_bin"])
-    assert json.loads((paper / "study.json").read_text())["results"]["unigram"] == "paper"
+    assert json.loads((paper / "study.json").read_text())["results"]["analysis"]["compat"] == "paper"
     # the paper's floor (~ -736 for the zero-count ids) makes KL to the unigram far larger than ours
     tok = {k: pl.read_parquet(o / "tokens.parquet").filter(pl.col("step") == 0)["kl_unigram_mean"].mean()
            for k, o in runs.items()}

@@ -13,7 +13,7 @@ from absl.testing import flagsaver
 
 from seedkl_jax.errors import SeedKLError
 from seedkl_jax.study import suite as suite_lib
-from seedkl_jax.study.suite import PRESETS, Suite, check_complete, missing_checkpoints, parse_list
+from seedkl_jax.study.suite import PRESETS, Suite, check_complete, missing_checkpoints, parse_list, resolve_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,19 +138,18 @@ def _config(argv):
 
 def test_flags_override_the_preset():
     cfg = _config(["--seeds=1,2", "--steps=0,16", "--text=t.txt", "--out=o", "--window=64", "--overlap=16"])
-    assert cfg.suite == PRESETS["polypythia"].override(seeds=(1, 2), steps=(0, 16))
-    assert (cfg.text, cfg.out, cfg.window, cfg.overlap) == ("t.txt", "o", 64, 16)
-    assert cfg.pos == "stanza" and not cfg.pos_required  # default: stanza if it can, else untagged
-    assert _config(["--text=t", "--pos=stanza"]).pos_required
+    assert resolve_suite(cfg.suite) == PRESETS["polypythia"].override(seeds=(1, 2), steps=(0, 16))
+    assert (cfg.text.text, cfg.output.out, cfg.scoring.window, cfg.scoring.overlap) == ("t.txt", "o", 64, 16)
+    assert cfg.text.pos == "stanza" and not cfg.text.pos_required  # default: stanza if it can, else untagged
+    assert _config(["--text=t", "--pos=stanza"]).text.pos_required
 
 
 def test_local_template_flag_implies_no_revision(tmp_path):
-    cfg = _config([f"--model_template={tmp_path}/{{size}}/seed{{seed}}/step{{step}}", "--text=t"])
-    assert cfg.suite.is_local and cfg.suite.sizes == PRESETS["polypythia"].sizes
-    hub = _config(["--model_template=me/pythia-{size}-seed{seed}", "--text=t"])
-    assert hub.suite.revision_template == "step{step}"
-    explicit = _config(["--model_template=me/m-{size}-{seed}-{step}", "--revision_template=", "--text=t"])
-    assert explicit.suite.is_local
+    suite = lambda argv: resolve_suite(_config(argv).suite)  # noqa: E731
+    local = suite([f"--model_template={tmp_path}/{{size}}/seed{{seed}}/step{{step}}", "--text=t"])
+    assert local.is_local and local.sizes == PRESETS["polypythia"].sizes
+    assert suite(["--model_template=me/pythia-{size}-seed{seed}", "--text=t"]).revision_template == "step{step}"
+    assert suite(["--model_template=me/m-{size}-{seed}-{step}", "--revision_template=", "--text=t"]).is_local
 
 
 def test_flagfile(tmp_path):
@@ -158,15 +157,16 @@ def test_flagfile(tmp_path):
     ff.write_text("--preset=\n--model_template=/x/{size}/{seed}/{step}\n--revision_template=\n--sizes=a,b\n"
                   "--steps=0,1,2\n--seeds=3,4\n--text=/t.txt\n--overwrite\n--counts=/c.npy\n--pos=none\n")
     cfg = _config([f"--flagfile={ff}"])
-    assert cfg.suite == Suite(sizes=("a", "b"), steps=(0, 1, 2), seeds=(3, 4), model_template="/x/{size}/{seed}/{step}")
-    assert cfg.overwrite and cfg.counts == "/c.npy" and cfg.pos == "none"
+    assert resolve_suite(cfg.suite) == Suite(sizes=("a", "b"), steps=(0, 1, 2), seeds=(3, 4),
+                                             model_template="/x/{size}/{seed}/{step}")
+    assert cfg.output.overwrite and cfg.text.counts == "/c.npy" and cfg.text.pos == "none"
 
 
 def test_no_preset_needs_every_part():
     with pytest.raises(SeedKLError, match="--sizes, --steps"):
         _config(["--preset=", "--model_template=/x/{seed}", "--seeds=1,2", "--text=t"])
     with pytest.raises(SeedKLError, match="unknown preset"):
-        _config(["--preset=nope", "--text=t"])
+        resolve_suite(_config(["--preset=nope", "--text=t"]).suite)
     with pytest.raises(SeedKLError, match="--text: required"):
         _config([])
 
@@ -232,6 +232,7 @@ def test_help_lists_every_preset():
 
 def test_mlm_scoring_flag_and_window_defaults():
     cfg = _config(["--preset=multiberts", "--text=t", "--mlm_scoring=masked"])
-    assert cfg.mlm_scoring == "masked" and cfg.window is None and cfg.overlap is None  # from the model's context
+    sc = cfg.scoring
+    assert sc.mlm_scoring == "masked" and sc.window is None and sc.overlap is None  # from the model's context
     with pytest.raises(flags.IllegalFlagValueError):
         _config(["--text=t", "--mlm_scoring=half"])

@@ -33,10 +33,12 @@ def test_kernel_flags_build_the_study_config(tmp_path):
                   steps=["0"], seeds=["1", "2"], text="eval.txt")
     with flagsaver.flagsaver(kernel="naive", kernel_form="pair", position_block=64, cache_logits=True, **common):
         cfg = cli_run.build_config()
-    assert (cfg.kernel, cfg.kernel_form, cfg.position_block, cfg.cache_logits) == ("naive", "pair", 64, True)
+    k = cfg.kernel
+    assert (k.kernel, k.form, k.position_block, k.cache_logits) == ("naive", "pair", 64, True)
     with flagsaver.flagsaver(**common):
         cfg = cli_run.build_config()
-    assert (cfg.kernel, cfg.kernel_form, cfg.position_block, cfg.cache_logits) == ("fused", None, None, None)
+    k = cfg.kernel
+    assert (k.kernel, k.form, k.position_block, k.cache_logits) == ("fused", None, None, None)
 
 
 def test_study_passes_kernel_options_to_compare(hf_checkpoint, tmp_path, monkeypatch):
@@ -57,15 +59,18 @@ def test_study_passes_kernel_options_to_compare(hf_checkpoint, tmp_path, monkeyp
     seen, real = [], compare_mod.compare_stacked
 
     def recording(*args, **kw):
-        seen.append({k: kw.get(k) for k in ("form", "position_block", "cache_logits", "kernel")})
+        k = kw["kernel"]  # the resolved KernelConfig (kernels.compare.resolve_kernel, once per run)
+        seen.append({"form": k.form, "position_block": k.position_block, "cache_logits": k.cache_logits,
+                     "kernel": k.kernel})
         return real(*args, **kw)
 
     monkeypatch.setattr(compare_mod, "compare_stacked", recording)
     kl = {}
     for form, pb in (("pair", 4), ("onepass", 8)):
         out = tmp_path / f"out-{form}"
-        run_study(StudyConfig(suite=suite, text=str(tmp_path / "eval.txt"), out=str(out), pos="none", n_boot=10,
-                              kernel_form=form, position_block=pb, cache_logits=False), progress=False)
+        run_study(StudyConfig.from_flat(suite=suite, text=str(tmp_path / "eval.txt"), out=str(out), pos="none",
+                                        n_boot=10, kernel_form=form, position_block=pb, cache_logits=False),
+                  progress=False)
         kl[form] = np.load(next((out / "groups").rglob("*.npz")))["kl"]
         timings = json.loads((out / "timings.json").read_text())
         assert {"params_wait_s", "compare_s", "save_s"} <= set(timings["groups"][0])

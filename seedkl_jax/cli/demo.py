@@ -82,7 +82,9 @@ def main(argv):
 
     if len(argv) > 1:
         raise SeedKLError(f"unexpected arguments {argv[1:]}; seedkl demo takes only --flags")
+    from seedkl_jax.kernels.compare import use_compilation_cache
     from seedkl_jax.lab.demo import demo
 
+    use_compilation_cache()  # a second process reuses this one's compiled steps
     demo(build_config())
     return 0

@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as PS
 from tqdm.auto import tqdm
 
+from seedkl_jax.config import KernelConfig
 from seedkl_jax.errors import SeedKLError
 from seedkl_jax.kernels.defaults import FORMS, default_form
 from seedkl_jax.kernels.divergence import KERNELS
@@ -199,13 +200,18 @@ def resolve_form(form: str | None, mesh: Mesh | None = None) -> str:
     return form or default_form(sharded=sharded)
 
 
+def resolve_kernel(cfg: KernelConfig, mesh: Mesh | None = None, n_seeds: int = 2) -> KernelConfig:
+    """SHIM (r-cfg, until r-kernel's version lands): only the form is filled (the backend's choice)."""
+    return dataclasses.replace(cfg, form=resolve_form(None if cfg.form is None else str(cfg.form), mesh))
+
+
 def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | None = None,
                     reference_logprobs=None, window: int | None = None, overlap: int | None = None,
                     vocab_chunk: int | None = None, mesh: Mesh | None = None,
                     mlm: MLMSpec | None = None, doc_ids=None,
                     seed_names: Sequence[str] | None = None, window_batch: int | None = None,
-                    position_block: int | None = None, kernel: str = "fused", form: str | None = None,
-                    cache_logits: bool | None = None, progress: bool = False
+                    position_block: int | None = None, kernel: str | KernelConfig = "fused",
+                    form: str | None = None, cache_logits: bool | None = None, progress: bool = False
                     ) -> dict[str, np.ndarray]:
     """Per-position divergences between the S seeds in `stacked`: params stacked on a leading seed
     axis (`stack_params`) or a tuple of S params pytrees (`seed_params` gives what runs fastest here).
@@ -226,6 +232,10 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
     Returns float32 numpy: kl [P,S,S] (KL(p_i‖p_j), diagonal exactly 0, never negative),
     surprisal, entropy, kl_uniform[, kl_unigram] [P,S].
     """
+    if isinstance(kernel, KernelConfig):  # SHIM (r-cfg): r-kernel's compare_stacked takes only this
+        kernel, form, vocab_chunk, position_block, cache_logits = (
+            str(kernel.kernel), None if kernel.form is None else str(kernel.form), kernel.vocab_chunk,
+            kernel.position_block, kernel.cache_logits)
     if kernel not in KERNELS:
         raise SeedKLError(f"kernel: {kernel!r} is not one of {sorted(KERNELS)}")
     form = resolve_form(form, mesh)

@@ -137,8 +137,9 @@ def _fingerprint(suite_dir: Path, sizes: list[str]) -> str:
 def demo(cfg: DemoConfig = DemoConfig()) -> Path:
     """Train (or reuse) the suite, run the study, write findings.json; returns report.md's path."""
     from seedkl_jax.analysis.lr import from_train_config
-    from seedkl_jax.study.run import StudyConfig, run_study
-    from seedkl_jax.study.suite import Suite
+    from seedkl_jax.config import (AnalysisConfig, OutputConfig, ScoringConfig, StudyConfig, SuiteConfig,
+                                   TextConfig)
+    from seedkl_jax.study.run import run_study
 
     cfg = cfg.resolved()
     out = Path(cfg.out).expanduser().resolve()
@@ -152,13 +153,15 @@ def demo(cfg: DemoConfig = DemoConfig()) -> Path:
     stale = stamp.exists() and json.loads(stamp.read_text()).get("suite_fingerprint") != fp
     ctx = cfg.train.context
     report = run_study(StudyConfig(
-        suite=Suite(sizes=suite.sizes, steps=suite.steps, seeds=suite.seeds,
-                    model_template=suite.model_template, revision_template="",
-                    lr_schedule=from_train_config(cfg.train, suite.sizes)),
-        text=str(data.directory / "eval.txt"), out=str(out), tokenizer=str(data.tokenizer),
-        counts=str(data.directory / "counts.npy"), pos=str(data.directory / "eval_pos.json"),
-        overwrite=cfg.overwrite or stale, window=ctx, overlap=ctx // 2, cache_dir=cfg.cache_dir,
-        n_boot=cfg.n_boot), progress=cfg.progress)
+        suite=SuiteConfig(preset="", sizes=suite.sizes, steps=suite.steps, seeds=suite.seeds,
+                          model_template=suite.model_template, revision_template="",
+                          lr_schedule=from_train_config(cfg.train, suite.sizes)),
+        text=TextConfig(text=str(data.directory / "eval.txt"), tokenizer=str(data.tokenizer),
+                        counts=str(data.directory / "counts.npy"), pos=str(data.directory / "eval_pos.json")),
+        scoring=ScoringConfig(window=ctx, overlap=ctx // 2),
+        analysis=AnalysisConfig(n_boot=cfg.n_boot),
+        output=OutputConfig(out=str(out), overwrite=cfg.overwrite or stale, cache_dir=cfg.cache_dir)),
+        progress=cfg.progress)
     if cfg.cache_dir == str(Path(cfg.workdir) / "params-cache"):
         # Our own cache would double the suite's disk use; a rerun reuses the study's groups instead,
         # and converting these tiny checkpoints again (if --out is deleted) takes seconds.

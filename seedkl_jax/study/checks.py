@@ -231,12 +231,14 @@ def resolve_model_settings(cfg, model_cfg):
     from seedkl_jax.models import family_of
 
     causal = family_of(model_cfg).causal
-    if causal and cfg.mlm_scoring is not None:
-        raise SeedKLError(f"--mlm_scoring={cfg.mlm_scoring}: the suite is {model_cfg.model_type}, a causal LM; "
+    sc = cfg.scoring
+    if causal and sc.mlm_scoring is not None:
+        raise SeedKLError(f"--mlm_scoring={sc.mlm_scoring}: the suite is {model_cfg.model_type}, a causal LM; "
                           "drop the flag (it applies to masked LMs such as BERT)")
-    if not causal and (cfg.mlm_scoring or "unmasked") not in MLM_SCORING:
-        raise SeedKLError(f"--mlm_scoring={cfg.mlm_scoring!r}: use one of {list(MLM_SCORING)}")
-    window, overlap = default_window(model_cfg.context, causal, cfg.window, cfg.overlap)
+    if not causal and (sc.mlm_scoring or "unmasked") not in MLM_SCORING:
+        raise SeedKLError(f"--mlm_scoring={sc.mlm_scoring!r}: use one of {list(MLM_SCORING)}")
+    window, overlap = default_window(model_cfg.context, causal, sc.window, sc.overlap)
     check_window(window, overlap)
-    return dataclasses.replace(cfg, window=window, overlap=overlap,
-                               mlm_scoring=None if causal else (cfg.mlm_scoring or "unmasked"))
+    scoring = dataclasses.replace(sc, window=window, overlap=overlap,
+                                  mlm_scoring=None if causal else (sc.mlm_scoring or "unmasked"))
+    return dataclasses.replace(cfg, scoring=scoring)

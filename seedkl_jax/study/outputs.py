@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seedkl_jax.config import Compat
 from seedkl_jax.data.text import Text
 from seedkl_jax.errors import SeedKLError
 from seedkl_jax.study import store
@@ -37,19 +38,19 @@ def write(cfg, suite: Suite, text: Text, meta, out: Path) -> Path:
 
     stage = store.new_staging(out)  # this run's own folder (a killed run's leftovers are removed)
 
-    token_meta = _token_meta(meta, groups, suite, cfg.compat)
+    token_meta = _token_meta(meta, groups, suite, cfg.analysis.compat)
     tables = {
         "tokens.parquet": pl.concat([token_rows(g, meta) for g in groups], how="vertical"),
         "pairs.parquet": pl.concat([pair_rows(g) for g in groups], how="vertical"),
         "token_meta.parquet": token_meta,
     }
-    if cfg.save_pair_positions:
+    if cfg.output.save_pair_positions:
         tables["pair_positions.parquet"] = pl.concat([_pair_positions(g) for g in groups], how="vertical")
     replicates: dict = {}  # bootstrap replicates (seeds + documents, the same draws for every group)
-    summary = summarize(groups, token_meta, n_boot=cfg.n_boot, seed=0, replicates=replicates)
+    summary = summarize(groups, token_meta, n_boot=cfg.analysis.n_boot, seed=0, replicates=replicates)
     tables["summary.parquet"] = summary
-    tables["regression.parquet"] = reg = regression(groups, token_meta, n_boot=cfg.n_boot, seed=0)
-    tables["divergent_tokens.parquet"] = div = divergent_tokens(groups, token_meta, n_boot=cfg.n_boot, seed=0)
+    tables["regression.parquet"] = reg = regression(groups, token_meta, n_boot=cfg.analysis.n_boot, seed=0)
+    tables["divergent_tokens.parquet"] = div = divergent_tokens(groups, token_meta, n_boot=cfg.analysis.n_boot, seed=0)
     for name, df in tables.items():
         df.write_parquet(stage / name)
     summary.write_csv(stage / "summary.csv")
@@ -67,7 +68,7 @@ def write(cfg, suite: Suite, text: Text, meta, out: Path) -> Path:
     return out / Path(report).relative_to(stage)
 
 
-def _token_meta(meta, groups, suite: Suite, compat: str = "none"):
+def _token_meta(meta, groups, suite: Suite, compat: Compat = Compat.NONE):
     """meta per size + final_surprisal (at the size's largest step: mean over seeds, or the first seed's
     with compat="paper") and its bin; compat="paper" also merges every count >= 1e5 into one freq_bin."""
     import polars as pl
@@ -119,16 +120,18 @@ def _extra_sections(cfg, suite: Suite, text: Text, n_docs: int, groups=(), token
         f"- checkpoints: `{s.model_template}`" + (f" at revision `{s.revision_template}`" if s.revision_template else ""),
         f"- text: `{text.source}`, {len(text.ids):,} tokens ({text.n_positions:,} predictions, "
         f"{n_docs} documents)",
-        f"- window {cfg.window}, overlap {cfg.overlap}; PoS: {cfg.pos}; counts: {cfg.counts or 'counted over the text'}",
-        f"- compat: {cfg.compat}; uncertainty: {SCHEME} ({cfg.n_boot} replicates)",
+        f"- window {cfg.scoring.window}, overlap {cfg.scoring.overlap}; PoS: {cfg.text.pos}; "
+        f"counts: {cfg.text.counts or 'counted over the text'}",
+        f"- compat: {cfg.analysis.compat}; uncertainty: {SCHEME} ({cfg.analysis.n_boot} replicates)",
     ]
     out = [("Study settings", "\n".join(lines))]
     if groups and token_meta is not None:
-        counts, vocab = None, cfg.vocab_size
-        if cfg.counts:
-            counts = np.load(cfg.counts, allow_pickle=False)
+        counts, vocab = None, cfg.text.vocab_size
+        if cfg.text.counts:
+            counts = np.load(cfg.text.counts, allow_pickle=False)
             vocab = vocab or len(counts)
             counts = counts[:vocab]
-        title = "What this run replicates" if cfg.compat == "paper" else "How much each corrected choice moves the results"
-        out.append((title, choice_effects(groups, token_meta, cfg.compat, counts, vocab)))
+        compat = cfg.analysis.compat
+        title = "What this run replicates" if compat == Compat.PAPER else "How much each corrected choice moves the results"
+        out.append((title, choice_effects(groups, token_meta, compat, counts, vocab)))
     return out

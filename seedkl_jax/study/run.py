@@ -36,10 +36,15 @@ from typing import Any
 
 import numpy as np
 
+from seedkl_jax import config
+from seedkl_jax.config import KernelConfig, StudyConfig
 from seedkl_jax.data.text import Text, read_text
 from seedkl_jax.errors import SeedKLError
 from seedkl_jax.study import checks, outputs, store
-from seedkl_jax.study.suite import Suite, check_complete, check_configs
+from seedkl_jax.study.suite import Suite, check_complete, check_configs, resolve_suite
+
+__all__ = ["StudyConfig", "Prepared", "run_study", "open_out", "prepare", "claim", "compute_groups",
+           "write_outputs"]  # StudyConfig: seedkl_jax/config.py's, re-exported for `from study.run import`
 
 # Where this run's wall time went (diagnostics, rewritten by every run that aggregates): setup (inputs,
 # annotation), per computed group the wait for its params and its compare (the first one of each
@@ -48,41 +53,12 @@ TIMINGS_FILE = "timings.json"
 
 
 @dataclasses.dataclass
-class StudyConfig:
-    """Everything `seedkl run` needs; one field per flag (see cli/run.py for their meaning)."""
-
-    suite: Suite
-    text: str
-    out: str
-    tokenizer: str | None = None       # tokenizer.json / model dir / hub id; default: the first checkpoint's
-    counts: str | None = None          # .npy of per-id corpus counts; default: counted over the text
-    pos: str = "stanza"                # "stanza" | "none" | FILE (see data/annotate.py)
-    pos_required: bool = False         # stanza unavailable: False = warn and go on untagged, True = error
-    overwrite: bool = False
-    wait: bool = False                 # --out locked by another run: False = exit 2, True = wait for it
-    window: int | None = None          # None: the model's context (kernels/windows.default_window)
-    overlap: int | None = None
-    mlm_scoring: str | None = None     # masked LMs: "unmasked" (default, the paper's) or "masked"
-    vocab_chunk: int | None = None
-    kernel: str = "fused"              # "fused" | "naive" (materialises [S,P,V]: a baseline for benchmarks)
-    kernel_form: str | None = None     # "pair" | "einsum" | "onepass" | "native"; None: the backend's default (kernels/divergence.py)
-    position_block: int | None = None  # the kernel's Pb; None: its default for the form
-    cache_logits: bool | None = None   # two-pass forms: keep pass 1's logits; None: the backend's default
-    vocab_size: int | None = None      # normalise over ids < vocab_size; default: every id the tokenizer defines
-    cache_dir: str | None = None
-    save_pair_positions: bool = False
-    n_boot: int = 1000
-    dtype: str = "float32"             # params dtype of the loads (the kernel stacks and computes in float32)
-    mesh: Any = None                   # jax.sharding.Mesh for compare_stacked; None = default devices
-    compat: str = "none"               # "paper": the paper's own choices (analysis/compat.py)
-
-
-@dataclasses.dataclass
 class Prepared:
     """What `prepare` read and checked: all that `claim`, `compute_groups` and `write_outputs` need."""
 
-    cfg: StudyConfig
-    suite: Suite
+    cfg: StudyConfig                   # window/overlap/mlm_scoring filled from the model (checks.resolve_model_settings)
+    suite: Suite                       # cfg.suite resolved (study/suite.py: resolve_suite)
+    kernel: KernelConfig               # cfg.kernel resolved once for this mesh and S (kernels.compare.resolve_kernel)
     out: Path
     tok: Any                           # data.tokenizer.Tokenizer (vocab_size narrowed by --vocab_size)
     tok_source: str
@@ -104,7 +80,7 @@ def run_study(cfg: StudyConfig, *, progress: bool = True,
     out = open_out(cfg)
     from seedkl_jax.study import lock
 
-    with lock.hold(out, wait=cfg.wait):
+    with lock.hold(out, wait=cfg.output.wait):
         prep = prepare(cfg)
         claim(prep)
         compute_groups(prep, progress=progress, on_group=on_group)
@@ -112,13 +88,10 @@ def run_study(cfg: StudyConfig, *, progress: bool = True,
 
 
 def open_out(cfg: StudyConfig) -> Path:
-    """Check the flags that need no file, then create `--out` and prove it writable; its path."""
-    from seedkl_jax.kernels.windows import check_window
-
-    cfg.suite.validate()
-    if cfg.window is not None:  # a default window comes from the model's context (prepare)
-        check_window(cfg.window, cfg.overlap or 0)
-    return store.check_writable(Path(cfg.out))
+    """Check the suite (the rest was checked when `cfg` was built), then create `--out` and prove it
+    writable; its path."""
+    resolve_suite(cfg.suite).validate()
+    return store.check_writable(Path(cfg.output.out))
 
 
 def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
@@ -127,50 +100,52 @@ def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
     check_out=False: this process will not write --out (multi-host, not process 0): not checked.
     """
     from seedkl_jax.convert import cache
-    from seedkl_jax.kernels.windows import check_window
+    from seedkl_jax.kernels.compare import resolve_kernel
 
     t_start = time.perf_counter()
-    suite = cfg.suite.validate()
-    if cfg.window is not None:  # fully checked once the model's context is known (checks.resolve_model_settings)
-        check_window(cfg.window, cfg.overlap or 0)
-    out = store.check_writable(Path(cfg.out)) if check_out else Path(cfg.out).expanduser().resolve()
-    cache_root = cache.cache_root(cfg.cache_dir)
+    suite = resolve_suite(cfg.suite).validate()
+    out_dir, cache_dir, dtype = cfg.output.out, cfg.output.cache_dir, cfg.dtype
+    out = store.check_writable(Path(out_dir)) if check_out else Path(out_dir).expanduser().resolve()
+    cache_root = cache.cache_root(cache_dir)
     checks.check_cache_dir(cache_root)
     cache.sweep(cache_root)  # .tmp-* folders of writers that died
-    check_complete(suite, cfg.cache_dir, cfg.dtype)
-    tok, tok_source = checks.study_tokenizer(cfg.tokenizer, suite)
-    if cfg.vocab_size is not None:
-        if not 2 <= cfg.vocab_size <= tok.vocab_size:
-            raise SeedKLError(f"--vocab_size={cfg.vocab_size}: must be between 2 and the tokenizer's {tok.vocab_size} ids")
-        tok = dataclasses.replace(tok, vocab_size=int(cfg.vocab_size))  # one place: every later use sees it
-    first = checks.first_config(suite, cfg.dtype, cfg.cache_dir)  # None: broken (check_suite lists it)
+    check_complete(suite, cache_dir, dtype)
+    tok, tok_source = checks.study_tokenizer(cfg.text.tokenizer, suite)
+    vocab_size = cfg.text.vocab_size
+    if vocab_size is not None:
+        if not 2 <= vocab_size <= tok.vocab_size:
+            raise SeedKLError(f"--vocab_size={vocab_size}: must be between 2 and the tokenizer's {tok.vocab_size} ids")
+        tok = dataclasses.replace(tok, vocab_size=int(vocab_size))  # one place: every later use sees it
+    first = checks.first_config(suite, dtype, cache_dir)  # None: broken (check_suite lists it)
     cfg = cfg if first is None else checks.resolve_model_settings(cfg, first)
-    text = read_text(cfg.text, tok, masked_lm=cfg.mlm_scoring is not None)
-    checks.check_suite(suite, vocab_size=tok.vocab_size, window=cfg.window, n_tokens=len(text.ids),
-                       cache_dir=cfg.cache_dir, dtype=cfg.dtype)  # every checkpoint's problems, in one error
-    check_configs(suite, cfg.cache_dir, cfg.dtype)  # family-specific needs (BERT's MLM head), one family
+    text = read_text(cfg.text.text, tok, masked_lm=cfg.scoring.mlm_scoring is not None)
+    checks.check_suite(suite, vocab_size=tok.vocab_size, window=cfg.scoring.window, n_tokens=len(text.ids),
+                       cache_dir=cache_dir, dtype=dtype)  # every checkpoint's problems, in one error
+    check_configs(suite, cache_dir, dtype)  # family-specific needs (BERT's MLM head), one family
     checks.check_tokenizers(tok, tok_source, suite)
+    kernel = resolve_kernel(cfg.kernel, cfg.mesh, len(suite.seeds))  # bad kernel settings fail here, not at group 1
 
     from seedkl_jax.data.annotate import annotate_tokens, counts_from_ids, load_counts
 
-    counts = None if not cfg.counts else load_counts(cfg.counts, tok.vocab_size)  # checks the length
+    counts = None if not cfg.text.counts else load_counts(cfg.text.counts, tok.vocab_size)  # checks the length
     settings = _settings(cfg, suite, text, tok)
-    store.claim(out, settings, cfg.overwrite, write=False)  # refuse a foreign --out before slow annotation
-    meta = annotate_tokens(text.ids, text.text, text.offsets, tok, counts, cfg.pos, cache_dir=cfg.cache_dir,
-                           required=cfg.pos_required, docs=text.doc_ids)
+    store.claim(out, settings, cfg.output.overwrite, write=False)  # refuse a foreign --out before slow annotation
+    meta = annotate_tokens(text.ids, text.text, text.offsets, tok, counts, cfg.text.pos, cache_dir=cache_dir,
+                           required=cfg.text.pos_required, docs=text.doc_ids)
     from seedkl_jax.analysis.compat import other_choice, unigram_reference
     counts = counts if counts is not None else counts_from_ids(text.ids, tok.vocab_size)
+    compat = cfg.analysis.compat
     reference, other = (np.asarray(unigram_reference(c, counts, tok.vocab_size))
-                        for c in (cfg.compat, other_choice(cfg.compat)))
-    return Prepared(cfg=cfg, suite=suite, out=out, tok=tok, tok_source=tok_source, text=text, meta=meta,
-                    reference=reference, reference_other=other, settings=settings,
+                        for c in (compat, config.Compat(other_choice(compat))))
+    return Prepared(cfg=cfg, suite=suite, kernel=kernel, out=out, tok=tok, tok_source=tok_source, text=text,
+                    meta=meta, reference=reference, reference_other=other, settings=settings,
                     timings={"setup_s": time.perf_counter() - t_start}, t_start=t_start)
 
 
 def claim(prep: Prepared, groups: list[tuple[str, int]] | None = None) -> None:
     """Step 5: record the settings in --out (with --overwrite, first delete the finished `groups`:
     all by default, a multi-host process's share when given)."""
-    store.claim(prep.out, prep.settings, prep.cfg.overwrite, write=True, groups=groups)
+    store.claim(prep.out, prep.settings, prep.cfg.output.overwrite, write=True, groups=groups)
 
 
 def compute_groups(prep: Prepared, groups: list[tuple[str, int]] | None = None, *, write: bool = True,
@@ -183,8 +158,7 @@ def compute_groups(prep: Prepared, groups: list[tuple[str, int]] | None = None, 
     every process uses, so that all enter the same groups' collectives in the same order.
     """
     groups = prep.suite.groups() if groups is None else list(groups)
-    _compute_groups(prep.cfg, prep.suite, groups, prep.text, prep.tok, prep.tok_source, prep.reference,
-                    prep.out, progress, write, agree, prep.timings, on_group, reference_other=prep.reference_other)
+    _compute_groups(prep, groups, write=write, agree=agree, progress=progress, on_group=on_group)
 
 
 def write_outputs(prep: Prepared) -> Path:
@@ -212,43 +186,52 @@ def _file_sha(path: str) -> str:
 
 
 def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok) -> dict[str, Any]:
-    """What the persisted groups depend on (a rerun must match it) plus annotation settings (may change)."""
-    return {
-        "results": {
-            "suite": suite.to_dict(),
-            "text": {"source": os.path.abspath(text.source), "n_tokens": int(len(text.ids)),
-                     "sha256": text.fingerprint()},
-            "tokenizer": {"vocab_size": int(tok.vocab_size), "eos_id": int(tok.eos_id),
-                          "vocab_sha256": checks.vocab_fingerprint(tok)},
-            "counts": None if not cfg.counts else {"source": os.path.abspath(cfg.counts), "sha256": _file_sha(cfg.counts)},
-            "window": int(cfg.window), "overlap": int(cfg.overlap), "dtype": cfg.dtype,
-            **({"unigram": "paper"} if cfg.compat == "paper" else {}),  # the kernel's reference differs
-            **({"mlm_scoring": cfg.mlm_scoring} if cfg.mlm_scoring else {}),
-        },
-        "annotation": {"pos": cfg.pos},
+    """What study.json records: under "results", every `results=True` setting of `cfg` (config.py's
+    metadata; `cfg` has the model's window/overlap filled in), nested as in the config tree, with the
+    settings that name inputs replaced by what those inputs are (below); under "annotation", choices
+    that may change between runs (the final files are rebuilt from the groups every run)."""
+    recorded = {  # a setting that names an input: record the input itself, so that an edited file or
+        # another spelling of the same suite (preset + overrides vs templates) is judged by content
+        "suite": suite.to_dict(),  # every suite.* setting at once: the resolved checkpoints
+        "text.text": {"source": os.path.abspath(text.source), "n_tokens": int(len(text.ids)),
+                      "sha256": text.fingerprint()},
+        "text.tokenizer": {"vocab_size": int(tok.vocab_size), "eos_id": int(tok.eos_id),  # after --vocab_size
+                           "vocab_sha256": checks.vocab_fingerprint(tok)},
+        "text.counts": None if not cfg.text.counts else {"source": os.path.abspath(cfg.text.counts),
+                                                         "sha256": _file_sha(cfg.text.counts)},
     }
+    results: dict[str, Any] = {}
+    for path, value in config.results_values(cfg).items():
+        key = next((k for k in recorded if path == k or path.startswith(k + ".")), path)
+        node = results
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = recorded.get(key, value)
+    return {"format": store.SETTINGS_FORMAT, "results": results, "annotation": {"pos": cfg.text.pos}}
 
 
 # ---------------------------------------------------------------- groups
 
 
-def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, progress, write, agree,
-                    timings: dict, on_group=None, reference_other=None) -> None:
-    """Compute and persist every group of `groups` that has no valid file in out/groups yet
+def _compute_groups(prep: Prepared, groups: list[tuple[str, int]], *, write: bool, agree, progress: bool,
+                    on_group=None) -> None:
+    """Compute and persist every group of `groups` that has no valid file in prep.out/groups yet
     (which ones: this process's view, or `agree`'s; persisted only if `write`). Seconds spent per
-    group go into `timings["groups"]` (see TIMINGS_FILE). Groups at the suite's first step also get
-    the KL to `reference_other` (reduced in the same pass, kept as compat.OTHER_KL)."""
+    group go into `prep.timings["groups"]` (see TIMINGS_FILE). Groups at the suite's first step also get
+    the KL to `prep.reference_other` (reduced in the same pass, kept as compat.OTHER_KL)."""
     from seedkl_jax.analysis.compat import OTHER_KL
     from tqdm import tqdm
 
-    from seedkl_jax.kernels.compare import compare_stacked, resolve_form, use_compilation_cache
+    from seedkl_jax.kernels.compare import compare_stacked
     from seedkl_jax.kernels.windows import MLMSpec
 
-    use_compilation_cache(cfg.cache_dir)  # a second process reuses this one's compiled steps
-    timings["kernel_form"] = resolve_form(cfg.kernel_form, cfg.mesh)  # what ran (None: the backend's default)
-
+    cfg, suite, text, tok, out = prep.cfg, prep.suite, prep.text, prep.tok, prep.out
+    reference, reference_other, timings = prep.reference, prep.reference_other, prep.timings
+    timings["kernel_form"] = str(prep.kernel.form)  # what ran
     n_pos = text.n_positions
-    mlm = None if not cfg.mlm_scoring else MLMSpec(cfg.mlm_scoring, tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id)
+    mlm_scoring = cfg.scoring.mlm_scoring
+    mlm = None if not mlm_scoring else MLMSpec(mlm_scoring, tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id)
     first = min(suite.steps) if reference_other is not None else None
     need = lambda step: (OTHER_KL,) if step == first else ()  # noqa: E731
     done = np.array([write and store.load_group(out, *g, suite.seeds, n_pos, need(g[1])) is not None
@@ -260,23 +243,22 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
     bar = tqdm(total=len(groups), initial=len(groups) - len(todo), desc="groups", unit="group", disable=not progress)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="seedkl-prefetch")
     try:
-        future = pool.submit(_load_group_params, cfg, suite, *todo[0], tok, tok_check, progress) if todo else None
+        future = pool.submit(_load_group_params, prep, *todo[0], tok_check, progress) if todo else None
         per_group = timings.setdefault("groups", [])
         for i, (size, step) in enumerate(todo):
             t_wait = time.perf_counter()
             model_cfg, stacked = future.result()
             t_wait = time.perf_counter() - t_wait
             if i + 1 < len(todo):  # overlap loading the next group with this group's compute
-                future = pool.submit(_load_group_params, cfg, suite, *todo[i + 1], tok, tok_check, progress)
+                future = pool.submit(_load_group_params, prep, *todo[i + 1], tok_check, progress)
             bar.set_description(f"{size} step {step}")
             t0 = time.perf_counter()
             both = bool(need(step))  # the other choice's unigram too, in the same pass (analysis/compat.py)
             refs = np.stack([reference, reference_other]) if both else reference
             arrays = {k: np.asarray(v) for k, v in compare_stacked(
-                stacked, model_cfg, text.ids, vocab_size=tok.vocab_size, reference_logprobs=refs,
-                window=cfg.window, overlap=cfg.overlap, vocab_chunk=cfg.vocab_chunk, mesh=cfg.mesh, mlm=mlm,
-                doc_ids=text.doc_ids, form=cfg.kernel_form, kernel=cfg.kernel, position_block=cfg.position_block,
-                cache_logits=cfg.cache_logits, seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds],
+                stacked, model_cfg, text.ids, kernel=prep.kernel, vocab_size=tok.vocab_size, reference_logprobs=refs,
+                window=cfg.scoring.window, overlap=cfg.scoring.overlap, mesh=cfg.mesh, mlm=mlm,
+                doc_ids=text.doc_ids, seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds],
             ).items()}
             if both:
                 arrays["kl_unigram"], arrays[OTHER_KL] = arrays["kl_unigram"][..., 0], arrays["kl_unigram"][..., 1]
@@ -297,7 +279,7 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
         bar.close()
 
 
-def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok, tok_check, progress=False):
+def _load_group_params(prep: Prepared, size: str, step: int, tok_check, progress=False):
     """Load the S seeds of one group (orbax-cached): (model config, their params as `seed_params` lays
     them out for compare: on the device, stacked or not).
 
@@ -310,13 +292,14 @@ def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok
     from seedkl_jax.hf import hub
     from seedkl_jax.kernels.compare import seed_params
 
+    suite, tok, dtype, cache_dir = prep.suite, prep.tok, prep.cfg.dtype, prep.cfg.output.cache_dir
     models = []
     with tqdm(total=len(suite.seeds), desc=f"params {size} step {step}", unit="ckpt", position=1, leave=False,
               disable=not progress) as bar:
         for seed in suite.seeds:
             model, revision = suite.checkpoint(size, step, seed)
             where = f"size {size} step {step} seed {seed} ({hub.ref_string(model, revision)})"
-            m = load(model, revision, dtype=cfg.dtype, cache_dir=cfg.cache_dir)
+            m = load(model, revision, dtype=dtype, cache_dir=cache_dir)
             bar.update(1)
             bar.set_postfix_str(m.source)  # "cache" (restored) or "convert" (read and converted now); redraws
             if tok_check is not None and getattr(m, "local_dir", None):
@@ -338,4 +321,4 @@ def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok
             diff = checks.config_difference(first.hf_dict, m.hf_dict) or [f"{first.config} vs {m.config}"]
             raise SeedKLError(f"size {size} step {step}: seed {seed} has a different architecture than seed "
                               f"{suite.seeds[0]} ({', '.join(diff[:4])}); all seeds of a size must share one config")
-    return first.config, seed_params([m.params for m in models], cfg.mesh)
+    return first.config, seed_params([m.params for m in models], prep.cfg.mesh)

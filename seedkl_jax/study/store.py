@@ -31,6 +31,9 @@ from seedkl_jax.disk import disk_errors
 from seedkl_jax.errors import SeedKLError
 
 SETTINGS_FILE = "study.json"
+# study.json's layout: 2 = "results" nested as config.StudyConfig's tree (study/run.py: _settings);
+# an --out written with another layout is refused while it holds finished groups (no silent mix).
+SETTINGS_FORMAT = 2
 
 
 @contextlib.contextmanager
@@ -194,6 +197,11 @@ def claim(out: Path, settings: dict[str, Any], overwrite: bool, write: bool = Tr
     """
     old = read_settings(out)
     finished = any((Path(out) / "groups").rglob("*.npz"))  # no finished group: nothing to protect
+    if (old is not None and finished and not overwrite and "format" in settings
+            and old.get("format") != settings["format"]):
+        raise SeedKLError(f"--out={out}: its {SETTINGS_FILE} was written by another seedkl version (settings "
+                          f"format {old.get('format', 1)}, this one writes {settings['format']}), so its groups "
+                          "cannot be matched to these settings; use --overwrite to recompute in it, or another --out")
     if old is not None and old.get("results") != settings.get("results") and finished and not overwrite:
         diff = settings_difference(old.get("results") or {}, settings.get("results") or {})
         raise SeedKLError(f"--out={out}: holds a study with other settings ({'; '.join(diff)}); "

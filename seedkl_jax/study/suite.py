@@ -184,6 +184,19 @@ def get_preset(name: str) -> Suite:
     return PRESETS[name]
 
 
+def resolve_suite(cfg: Any) -> Suite:
+    """The checkpoints' Suite of a `config.SuiteConfig`: its preset with the given parts replaced, or,
+    with preset '', exactly the given parts (the config has checked they are all there)."""
+    if cfg.preset:
+        suite = get_preset(cfg.preset).override(sizes=cfg.sizes, steps=cfg.steps, seeds=cfg.seeds,
+                                                model_template=cfg.model_template,
+                                                revision_template=cfg.revision_template)
+    else:
+        suite = Suite(sizes=cfg.sizes, steps=cfg.steps, seeds=cfg.seeds, model_template=cfg.model_template,
+                      revision_template=cfg.revision_template or "")
+    return suite.override(lr_schedule=cfg.lr_schedule)
+
+
 def parse_list(flag: str, value: str | list | tuple | None, kind=str) -> tuple | None:
     """'1,3,5' (or a list, as absl's DEFINE_list gives) -> tuple of `kind`; None/empty -> None."""
     if value is None:
