@@ -53,11 +53,11 @@ u_i = (c_i − m_i) − log s_i,
 
 ~2 flops per (i, j, v), no per-pair exp, masking by an additive −1e30 on the logits instead of
 selects. Its rounding differs from pair's (a difference of O(1) numbers instead of a sum of
-non-negative terms); tests hold every form to 1e-5 of float64, and `default_form` says what was
-measured and which form each backend runs by default.
+non-negative terms); tests hold every form to 1e-5 of float64, and `default_form` says which form
+each backend runs by default (the CPU default: "onepass").
 "native" is the same one-pass math with each chunk's update compiled for the CPU (native.py,
 onepass_cpu.cc: an XLA FFI call that reads only the chunk's valid columns, so no mask at all);
-the CPU default where it builds (kernels/defaults.py).
+opt-in only, as it needs a C++ compiler at run time.
 `divergence_naive` materialises [S,P,V_r] log-probs and applies the pair term math in one go: the
 benchmark's baseline and a cross-check in tests.
 
@@ -83,7 +83,10 @@ from seedkl_jax.kernels.defaults import (
 )
 
 HIGHEST = jax.lax.Precision.HIGHEST
-PAIR_SUBBLOCK = 32  # positions per pair reduction in the XLA one-pass form (defaults.py: measured)
+# Positions per pair reduction in the XLA one-pass form: small enough that both operands of the
+# broadcast-and-reduce stay in cache between their S·J reads (a batched dot_general over positions
+# instead ran slower on CPU: XLA transposes both operands to make positions the batch axis).
+PAIR_SUBBLOCK = 32
 
 
 def _terms(lp, p, q_uni, q_ref, ref, log_vr, form):

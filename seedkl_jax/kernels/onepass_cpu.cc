@@ -2,10 +2,13 @@
 //
 // Why: XLA:CPU runs the update (max, exp, the S×J pair products of kernels/divergence.py's
 // `_block_onepass`) as separate loops over the [S,Pb,C] chunk, and its broadcast-and-reduce for the
-// pair products reaches ~5 GFLOP/s on a 2-core CPU: 0.6 s of a 1.4 s kernel at the pythia-14m shape,
-// where the unembedding matmul itself takes 0.75 s. Here each position's S rows are copied once
-// into a cache-resident scratch, and max, exp, sums and all S·J dot products run on it with explicit
-// 16-wide vectors (GCC/Clang vector extensions: AVX-512 or 2×AVX2 or NEON, whatever -march gives).
+// pair products runs far below the matmul rate (docs/performance.md has the figures). Here each
+// position's S rows are copied once into a cache-resident scratch, and max, exp, sums and all S·J
+// dot products run on it with explicit 16-wide vectors (GCC/Clang vector extensions, lowered to
+// whatever the -march baseline native.py picks offers: AVX2, SSE, NEON).
+//
+// Opt-in only (form "native"): it is compiled at run time. Every buffer's rank and shape is checked
+// here against z's (S, P, C) and ref's K before anything is read; any S works.
 //
 // Math (as `_block_onepass`; axes S seeds, P positions of the block, C chunk width, K references,
 // J = S + K): for each position p and seed i, over the chunk's valid columns [lo, hi):
@@ -71,12 +74,14 @@ struct Args {
   float *mo, *co, *so, *Xo;
 };
 
-// One position: rows of `scratch` are z_0..z_{S−1} (then z − c'), e_0..e_{S−1}, r_0..r_{K−1}.
+// One position: rows of `scratch` are z_0..z_{S−1} (then z − c'), e_0..e_{S−1}, r_0..r_{K−1}, then
+// a [S] and mn [S].
 void Position(const Args& A, int64_t p, float* scratch) {
   const int64_t S = A.S, J = A.S + A.K, P = A.P, Lp = A.Lp;
   float* zc = scratch;
   float* e = scratch + S * Lp;
-  float a[64], mn[64];  // S ≤ 64 (checked by the caller)
+  float* a = scratch + (2 * S + A.K) * Lp;
+  float* mn = a + S;
   for (int64_t i = 0; i < S; ++i) {
     float* row = zc + i * Lp;
     std::memcpy(row, A.z + (i * P + p) * A.C + A.lo, A.L * sizeof(float));
@@ -128,7 +133,7 @@ void Position(const Args& A, int64_t p, float* scratch) {
 
 // Positions [p0, p1) with this worker's own scratch (the K reference rows copied in once).
 void Range(const Args& A, int64_t p0, int64_t p1) {
-  std::vector<float> scratch((2 * A.S + A.K) * A.Lp, 0.f);
+  std::vector<float> scratch((2 * A.S + A.K) * A.Lp + 2 * A.S, 0.f);
   float* ref_rows = scratch.data() + 2 * A.S * A.Lp;
   for (int64_t k = 0; k < A.K; ++k) std::memcpy(ref_rows + k * A.Lp, A.ref + k * A.C + A.lo, A.L * sizeof(float));
   for (int64_t p = p0; p < p1; ++p) Position(A, p, scratch.data());
@@ -153,8 +158,18 @@ ffi::Error ChunkUpdate(ffi::ThreadPool pool, F3 z, F2 ref, I1 win, F2 m, F2 c, F
                        ffi::Result<F2> mo, ffi::Result<F2> co, ffi::Result<F2> so, ffi::Result<F3> Xo) {
   const auto zd = z.dimensions();
   const int64_t S = zd[0], P = zd[1], C = zd[2], K = ref.dimensions()[0];
-  if (S > 64 || X.dimensions()[1] != S + K || ref.dimensions()[1] != C) {
-    return ffi::Error::InvalidArgument("seedkl onepass chunk: S > 64 or mismatched shapes");
+  auto is = [](auto dims, std::initializer_list<int64_t> want) {
+    return dims.size() == want.size() && std::equal(want.begin(), want.end(), dims.begin());
+  };
+  if (S < 1 || C < 1 || !is(ref.dimensions(), {K, C}) || !is(win.dimensions(), {3})) {
+    return ffi::Error::InvalidArgument("seedkl onepass chunk: need z [S,P,C] with S, C >= 1, ref [K,C], win [3]");
+  }
+  for (auto d : {m.dimensions(), c.dimensions(), s.dimensions(), mo->dimensions(), co->dimensions(),
+                 so->dimensions()}) {
+    if (!is(d, {S, P})) return ffi::Error::InvalidArgument("seedkl onepass chunk: m, c, s must be [S,P] like z");
+  }
+  if (!is(X.dimensions(), {S, S + K, P}) || !is(Xo->dimensions(), {S, S + K, P})) {
+    return ffi::Error::InvalidArgument("seedkl onepass chunk: X must be [S,S+K,P]");
   }
   const int32_t* w = win.typed_data();
   const int64_t lo = w[0], hi = w[1];
