@@ -6,7 +6,8 @@ Environment, set here before any test imports jax or huggingface_hub:
     SEEDKL_CACHE       a fresh directory per test (autouse fixture), never ~/.cache/seedkl;
                        pass cache_dir=... explicitly to share a cache across a test's loads
     SEEDKL_NATIVE_DIR  one temporary directory for the session (and the subprocesses it starts):
-                       the compiled CPU kernel (kernels/native.py) is built once, not per test
+                       the opt-in compiled CPU kernel (form "native", kernels/native.py) is built
+                       once, not per test
 
 Names:
     SHARED                  Path of ../shared beside the project root (may be absent)

@@ -57,7 +57,9 @@ def test_study_passes_kernel_options_to_compare(hf_checkpoint, tmp_path, monkeyp
     seen, real = [], compare_mod.compare_stacked
 
     def recording(*args, **kw):
-        seen.append({k: kw.get(k) for k in ("form", "position_block", "cache_logits", "kernel")})
+        k = kw["kernel"]
+        seen.append({"form": k.form, "position_block": k.position_block, "cache_logits": k.cache_logits,
+                     "kernel": k.kernel})
         return real(*args, **kw)
 
     monkeypatch.setattr(compare_mod, "compare_stacked", recording)

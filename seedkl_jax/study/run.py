@@ -241,11 +241,15 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
     from seedkl_jax.analysis.compat import OTHER_KL
     from tqdm import tqdm
 
-    from seedkl_jax.kernels.compare import compare_stacked, resolve_form, use_compilation_cache
+    from seedkl_jax.config import KernelConfig
+    from seedkl_jax.kernels.compare import compare_stacked, resolve_kernel, use_compilation_cache
     from seedkl_jax.kernels.windows import MLMSpec
 
     use_compilation_cache(cfg.cache_dir)  # a second process reuses this one's compiled steps
-    timings["kernel_form"] = resolve_form(cfg.kernel_form, cfg.mesh)  # what ran (None: the backend's default)
+    kernel = resolve_kernel(KernelConfig(kernel=cfg.kernel, form=cfg.kernel_form, vocab_chunk=cfg.vocab_chunk,
+                                         position_block=cfg.position_block, cache_logits=cfg.cache_logits),
+                            cfg.mesh, len(suite.seeds))
+    timings["kernel_form"] = kernel.form.value  # what ran (None: the backend's default)
 
     n_pos = text.n_positions
     mlm = None if not cfg.mlm_scoring else MLMSpec(cfg.mlm_scoring, tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id)
@@ -274,9 +278,8 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
             refs = np.stack([reference, reference_other]) if both else reference
             arrays = {k: np.asarray(v) for k, v in compare_stacked(
                 stacked, model_cfg, text.ids, vocab_size=tok.vocab_size, reference_logprobs=refs,
-                window=cfg.window, overlap=cfg.overlap, vocab_chunk=cfg.vocab_chunk, mesh=cfg.mesh, mlm=mlm,
-                doc_ids=text.doc_ids, form=cfg.kernel_form, kernel=cfg.kernel, position_block=cfg.position_block,
-                cache_logits=cfg.cache_logits, seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds],
+                window=cfg.window, overlap=cfg.overlap, mesh=cfg.mesh, mlm=mlm, doc_ids=text.doc_ids, kernel=kernel,
+                seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds],
             ).items()}
             if both:
                 arrays["kl_unigram"], arrays[OTHER_KL] = arrays["kl_unigram"][..., 0], arrays["kl_unigram"][..., 1]
