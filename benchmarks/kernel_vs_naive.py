@@ -104,13 +104,14 @@ def worker(spec: str) -> None:
     """One whole-step configuration in this (fresh) process; prints one JSON line."""
     import jax
 
-    from seedkl_jax.kernels.compare import _step
+    from seedkl_jax.config import KernelConfig
+    from seedkl_jax.kernels.compare import _step, resolve_kernel
     from seedkl_jax.kernels.divergence import divergence_jit
 
     kernel, vocab = spec.split(":")
     cfg, stacked, ids, targets = _setup(int(vocab), _SEEDS.value, _TOKENS.value)
-    kw = dict(cfg=cfg, vocab_size=cfg.vocab_size - PAD, vocab_chunk=None, position_block=None, form=None,
-              kernel=kernel)
+    kw = dict(cfg=cfg, vocab_size=cfg.vocab_size - PAD,
+              kernel=resolve_kernel(KernelConfig(kernel=kernel), None, _SEEDS.value))
     compiled = _step.lower(stacked, ids, targets, None, **kw).compile()
     temp = compiled.memory_analysis().temp_size_in_bytes
     h = jax.ShapeDtypeStruct((_SEEDS.value, _TOKENS.value, cfg.hidden_size), "float32")

@@ -6,7 +6,13 @@ vocab-chunked kernel (kernels/divergence.py) and only per-position [S,S] results
 
 Shapes: windows are fed in batches of a fixed size (`window_batch`, default = the mesh's data-axis
 size; the last batch is padded with empty windows) so every call of a compare with the same model
-config, window length and options reuses one compiled step — also across calls.
+config, window length and options reuses one compiled step — also across calls. A batch whose
+windows all keep ≤ `Windows.keep_max` slots (every batch but a text's first, with sliding windows)
+runs a second compiled step that gathers just those slots after the forward, so the overlap the
+windows drop skips the unembedding and the KL.
+
+Kernel options arrive as one `KernelConfig`, resolved once (`resolve_kernel`, kernels/defaults.py)
+at the top of `compare_stacked`; the jitted step takes the resolved config as a static argument.
 
 Sharding: with `mesh` (a `jax.sharding.Mesh` with a "data" axis and optionally a "seed" axis),
 window batches are split over "data" and the stacked params are replicated, or split over "seed"
