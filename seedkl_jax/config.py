@@ -48,7 +48,9 @@ class Compat(str, enum.Enum):
 
 
 class KernelForm(str, enum.Enum):
-    """The fused kernel's KL form (kernels/divergence.py has the math of each)."""
+    """The fused kernel's KL form (kernels/divergence.py has the math of each): the one list of
+    forms, checked once by `kernels.defaults.resolve_kernel`. NATIVE (onepass with a compiled CPU
+    chunk update) is opt-in only: it needs a C++ compiler at run time (kernels/native.py)."""
 
     PAIR = "pair"
     EINSUM = "einsum"
