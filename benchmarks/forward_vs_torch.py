@@ -1,7 +1,7 @@
 """The compute step as users call it, against the reference's own forward, side by side in one run.
 
     python benchmarks/forward_vs_torch.py [--sizes=14m,70m] [--seeds=5] [--tokens=2048] [--repeats=3]
-                                          [--kernel_form=onepass|native|pair|einsum]
+                                          [--kernel_form=onepass|pair|einsum]
 
 Per Pythia shape: S random-init checkpoints on disk (benchmarks/common.py: real vocab rows 50,304,
 trained-like output layer), loaded twice from the same files:
@@ -35,7 +35,7 @@ _SEEDS = flags.DEFINE_integer("seeds", 5, "S")
 _TOKENS = flags.DEFINE_integer("tokens", 2048, "T: ids in the one window")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "timed warm calls of each side (best is reported)")
 _BREAKDOWN = flags.DEFINE_boolean("breakdown", True, "also time seedkl's forward and kernel alone")
-_FORM = flags.DEFINE_string("kernel_form", None, "the kernel's KL form (default: the backend's; e.g. native, opt-in)")
+_FORM = flags.DEFINE_string("kernel_form", None, "the kernel's KL form (default: the backend's)")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/seedkl-fwd", "checkpoints and params cache (kept for reruns)")
 
 

@@ -49,13 +49,11 @@ class Compat(str, enum.Enum):
 
 class KernelForm(str, enum.Enum):
     """The fused kernel's KL form (kernels/divergence.py has the math of each): the one list of
-    forms, checked once by `kernels.defaults.resolve_kernel`. NATIVE (onepass with a compiled CPU
-    chunk update) is opt-in only: it needs a C++ compiler at run time (kernels/native.py)."""
+    forms, checked once by `kernels.defaults.resolve_kernel`. All are plain XLA (no run-time compiler)."""
 
     PAIR = "pair"
     EINSUM = "einsum"
     ONEPASS = "onepass"
-    NATIVE = "native"
 
 
 class KernelKind(str, enum.Enum):

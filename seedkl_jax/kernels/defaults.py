@@ -27,7 +27,7 @@ DEFAULT_POSITION_BLOCK_CACHED = 1024
 DEFAULT_POSITION_BLOCK_ONEPASS = 256
 DEFAULT_VOCAB_CHUNK_ONEPASS = 1024
 FORMS = tuple(f.value for f in KernelForm)  # the one list of forms lives in config.KernelForm
-ONEPASS_FORMS = (KernelForm.ONEPASS.value, KernelForm.NATIVE.value)  # one vocab pass: no logits cache
+ONEPASS_FORMS = (KernelForm.ONEPASS.value,)  # one vocab pass: no logits cache, their own C and Pb
 
 
 def default_blocks(form: str, cache: bool) -> tuple[int, int]:
@@ -38,21 +38,17 @@ def default_blocks(form: str, cache: bool) -> tuple[int, int]:
     return DEFAULT_VOCAB_CHUNK, DEFAULT_POSITION_BLOCK_CACHED if cache else DEFAULT_POSITION_BLOCK
 
 
-def default_form(backend: str | None = None, sharded: bool = False) -> str:
+def default_form(backend: str | None = None) -> str:
     """What a None form means: "onepass" on CPU (one pass over the vocab, half the unembedding
     FLOPs of recomputing two-pass forms, and no logits cache to hold), "pair" elsewhere (the exact
-    form; with cached logits it was the fastest measured on a GPU). `sharded` is accepted for
-    symmetry with `resolve_kernel`; every default form shards. "native" (the compiled CPU update)
-    is never a default: it needs a compiler at run time, so a caller opts in."""
-    del sharded
+    form; with cached logits it was the fastest measured on a GPU). Every form runs on any mesh."""
     return "onepass" if (backend or jax.default_backend()) == "cpu" else "pair"
 
 
 def forms(backend: str | None = None) -> tuple[str, ...]:
-    """The KL forms that can run on this backend (all on CPU; "native" is a CPU kernel). Whether
-    "native" builds is only learnt by asking for it (kernels/native.py)."""
-    on_cpu = (backend or jax.default_backend()) == "cpu"
-    return tuple(f for f in FORMS if f != "native" or on_cpu)
+    """The KL forms that run on this backend: all of them, everywhere (plain XLA)."""
+    del backend
+    return FORMS
 
 
 def default_cache_logits(backend: str | None = None) -> bool:
@@ -85,25 +81,17 @@ def resolve_kernel(cfg: KernelConfig | None, mesh=None, n_seeds: int = 2, backen
     choice, the combination checked, once. A resolved config resolves to itself (a fixed point), so
     the layers below take it as it is and re-derive nothing.
 
-    mesh: the `jax.sharding.Mesh` the kernel runs on (None: one device); n_seeds: S; backend: JAX's
-    backend name (default: the default backend's).
+    mesh: the `jax.sharding.Mesh` the kernel runs on (None: one device; every form runs on any mesh
+    today, the argument is there so a choice that depends on it has one place); n_seeds: S (≥ 2);
+    backend: JAX's backend name (default: the default backend's).
     """
     cfg = KernelConfig() if cfg is None else cfg
     if not isinstance(cfg, KernelConfig):
         raise SeedKLError(f"kernel: {cfg!r} is not a KernelConfig; pass seedkl_jax.config.KernelConfig(...)")
     backend = backend or jax.default_backend()
-    sharded = mesh is not None and mesh.size > 1
     if n_seeds < 2:
         raise SeedKLError(f"models: got {n_seeds} seed(s); KL between seeds needs ≥ 2 checkpoints")
-    form = KernelForm(cfg.form or default_form(backend, sharded))
-    if form == KernelForm.NATIVE:
-        if backend != "cpu":
-            raise SeedKLError(f"kernel_form: 'native' is a CPU kernel and this runs on {backend}; pass "
-                              "kernel_form='pair' (or None: the backend's default)")
-        if sharded:
-            raise SeedKLError(f"kernel_form: 'native' runs on one device (on a mesh of {mesh.size} XLA would "
-                              "gather every position onto each); pass kernel_form='onepass' (the same math in "
-                              "XLA) or None")
+    form = KernelForm(cfg.form or default_form(backend))  # a KernelConfig holds only valid forms
     onepass = form.value in ONEPASS_FORMS
     cache = False if onepass else (default_cache_logits(backend) if cfg.cache_logits is None else cfg.cache_logits)
     if onepass and cfg.cache_logits:
