@@ -46,7 +46,7 @@ def neox_config(size: str, vocab: int = PYTHIA_VOCAB):
 
 
 # FLOPs of the KL terms per ordered seed pair and vocab id, by kernel form (benchmarks/roofline.py).
-KL_FLOPS_PER_PAIR_AND_ID = {"pair": 6, "einsum": 2, "onepass": 3, "native": 3}
+KL_FLOPS_PER_PAIR_AND_ID = {"pair": 6, "einsum": 2, "onepass": 3}
 
 
 def flops_per_token_per_seed(cfg, context: int, seeds: int, form: str = "pair",

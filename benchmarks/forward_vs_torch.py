@@ -1,6 +1,7 @@
 """The compute step as users call it, against the reference's own forward, side by side in one run.
 
     python benchmarks/forward_vs_torch.py [--sizes=14m,70m] [--seeds=5] [--tokens=2048] [--repeats=3]
+                                          [--kernel_form=onepass|pair|einsum]
 
 Per Pythia shape: S random-init checkpoints on disk (benchmarks/common.py: real vocab rows 50,304,
 trained-like output layer), loaded twice from the same files:
@@ -34,6 +35,7 @@ _SEEDS = flags.DEFINE_integer("seeds", 5, "S")
 _TOKENS = flags.DEFINE_integer("tokens", 2048, "T: ids in the one window")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "timed warm calls of each side (best is reported)")
 _BREAKDOWN = flags.DEFINE_boolean("breakdown", True, "also time seedkl's forward and kernel alone")
+_FORM = flags.DEFINE_string("kernel_form", None, "the kernel's KL form (default: the backend's)")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/seedkl-fwd", "checkpoints and params cache (kept for reruns)")
 
 
@@ -101,7 +103,7 @@ class _TorchSide:
         self.proc.join(timeout=60)
 
 
-def _breakdown(models, ids, repeats: int) -> tuple[float, float]:
+def _breakdown(models, ids, repeats: int, form: str) -> tuple[float, float]:
     """(forward s, kernel s): the jitted S-seed forward (with the stacked W) and the kernel alone, as
     compare runs them (`seed_params`' layout, compare's own `_forward`)."""
     import jax
@@ -115,7 +117,7 @@ def _breakdown(models, ids, repeats: int) -> tuple[float, float]:
     fwd = jax.jit(lambda p, i: _forward(p, cfg, i, None))
     h, w = fwd(params, x)
     return tuple(_alternating([lambda: jax.block_until_ready(fwd(params, x)) and None,
-                               lambda: jax.block_until_ready(divergence_jit(h, w, t, vocab_size=common.REAL_VOCAB))
+                               lambda: jax.block_until_ready(divergence_jit(h, w, t, vocab_size=common.REAL_VOCAB, form=form))
                                and None], repeats, pause=0.0))
 
 
@@ -127,6 +129,8 @@ def main(argv):
 
     from seedkl_jax import api
     from seedkl_jax.kernels.defaults import default_form
+
+    form = _FORM.value or default_form()
 
     S, T, R = _SEEDS.value, _TOKENS.value, _REPEATS.value
     head = f"{'size':<6}{'seedkl compare s':>18}{'torch fwd+log_softmax s':>25}{'seedkl/torch':>14}"
@@ -140,15 +144,16 @@ def main(argv):
         torch_side = _TorchSide(dirs, ids)
         if k == 0:
             print(f"# forward_vs_torch: S={S}, T={T}, jax {jax.__version__} on {jax.devices()[0].device_kind} "
-                  f"(kernel form {default_form()}), {torch_side.version}, each side in its own process")
+                  f"(kernel form {form}), {torch_side.version}, each side in its own process")
             print(head, flush=True)
         models = [api.load(d, cache_dir=str(work / "cache")) for d in dirs]
-        seedkl = lambda models=models: api.compare(models, ids, vocab_size=common.REAL_VOCAB, window=T) and None
+        seedkl = lambda models=models: api.compare(models, ids, vocab_size=common.REAL_VOCAB, window=T,
+                                                          form=form) and None
         t_seedkl, t_torch = _alternating([seedkl, torch_side], R)
         torch_side.close()
         line = f"{size:<6}{t_seedkl:>18.2f}{t_torch:>25.2f}{t_seedkl / t_torch:>13.2f}x"
         if _BREAKDOWN.value:
-            t_fwd, t_kernel = _breakdown(models, ids, R)
+            t_fwd, t_kernel = _breakdown(models, ids, R, form)
             line += f"{t_fwd:>15.2f}{t_kernel:>14.2f}"
         print(line, flush=True)
 

@@ -14,7 +14,7 @@ one window of T tokens — the compare step exactly as `compare_stacked` jits it
 2. the fused kernel alone (on the step's own hidden states) over vocab chunks C and position blocks
    Pb: time and temp memory — how the defaults (kernels/defaults.py) were chosen; the block sweep
    runs at the default form's own C.
-3. the KL forms this backend runs ("pair", "einsum", "onepass", and "native" on CPU): time, and max
+3. the KL forms ("pair", "einsum", "onepass"): time, and max
    error against a float64 numpy oracle on the first --oracle_positions positions, at init-like
    logits (random init), trained-like ones (output layer ×20, logit sd ≈ 4), near-one-hot ones
    (×1000) and logits all near −4096.
@@ -104,13 +104,14 @@ def worker(spec: str) -> None:
     """One whole-step configuration in this (fresh) process; prints one JSON line."""
     import jax
 
-    from seedkl_jax.kernels.compare import _step
+    from seedkl_jax.config import KernelConfig
+    from seedkl_jax.kernels.compare import _step, resolve_kernel
     from seedkl_jax.kernels.divergence import divergence_jit
 
     kernel, vocab = spec.split(":")
     cfg, stacked, ids, targets = _setup(int(vocab), _SEEDS.value, _TOKENS.value)
-    kw = dict(cfg=cfg, vocab_size=cfg.vocab_size - PAD, vocab_chunk=None, position_block=None, form=None,
-              kernel=kernel)
+    kw = dict(cfg=cfg, vocab_size=cfg.vocab_size - PAD,
+              kernel=resolve_kernel(KernelConfig(kernel=kernel), None, _SEEDS.value))
     compiled = _step.lower(stacked, ids, targets, None, **kw).compile()
     temp = compiled.memory_analysis().temp_size_in_bytes
     h = jax.ShapeDtypeStruct((_SEEDS.value, _TOKENS.value, cfg.hidden_size), "float32")
@@ -255,7 +256,7 @@ def _forms(h, w, t, Vr, kernel_run):
     from seedkl_jax.kernels.defaults import forms
     from seedkl_jax.kernels.divergence import divergence_jit
 
-    kl_forms = forms()  # "native" on CPU only
+    kl_forms = forms()
     T = h.shape[1]
     P = _ORACLE_POSITIONS.value
     print(f"\n## 3. KL forms: time (T={T}, interleaved) and max error vs float64 (first {P} positions; "

@@ -75,6 +75,7 @@ def time_compare(cfg, seeds: int, tokens: int, vocab_chunk: int | None) -> float
     import jax
     import numpy as np
 
+    from seedkl_jax.config import KernelConfig
     from seedkl_jax.kernels.compare import compare_stacked, stack_params
     from seedkl_jax.models import init_params
 
@@ -82,7 +83,7 @@ def time_compare(cfg, seeds: int, tokens: int, vocab_chunk: int | None) -> float
     stacked = stack_params(params)
     ids = np.random.default_rng(0).integers(0, common.REAL_VOCAB, tokens).astype(np.int32)
     run = lambda: compare_stacked(stacked, cfg, ids, vocab_size=common.REAL_VOCAB, window=2048,
-                                  overlap=1024, vocab_chunk=vocab_chunk)  # returns numpy: synced
+                                  overlap=1024, kernel=KernelConfig(vocab_chunk=vocab_chunk))  # returns numpy: synced
     run()
     return _best_time(run, 1)
 

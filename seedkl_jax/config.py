@@ -74,12 +74,12 @@ class Compat(_StrEnum):
 
 
 class KernelForm(_StrEnum):
-    """The fused kernel's KL form (kernels/divergence.py has the math of each)."""
+    """The fused kernel's KL form (kernels/divergence.py has the math of each): the one list of
+    forms, checked once by `kernels.defaults.resolve_kernel`. All are plain XLA (no run-time compiler)."""
 
     PAIR = "pair"
     EINSUM = "einsum"
     ONEPASS = "onepass"
-    NATIVE = "native"
 
 
 class KernelKind(_StrEnum):
@@ -117,9 +117,8 @@ class KernelConfig:
                                  "(materialises all [S,P,V] log-probs; a baseline, much more memory).",
                                  choices=tuple(m.value for m in KernelKind))
     form: KernelForm | None = setting(None, "KL form of the fused kernel: pair (two passes, exact), einsum, "
-                                      "onepass (one pass, online rescaling), native (onepass with a compiled CPU "
-                                      "chunk update; one device); default: the backend's measured choice (native "
-                                      "on CPU where it builds).", flag="kernel_form",
+                                      "onepass (one pass, online rescaling); default: the backend's measured "
+                                      "choice (docs/method.md).", flag="kernel_form",
                                       choices=tuple(m.value for m in KernelForm))
     vocab_chunk: int | None = setting(None, "Vocab chunk of the fused KL kernel; default: the kernel's "
                                       "benchmarked choice.")

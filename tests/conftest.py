@@ -5,8 +5,6 @@ Environment, set here before any test imports jax or huggingface_hub:
     HF_HUB_OFFLINE=1   no test touches the network (a test that needs a dead hub sets its own env)
     SEEDKL_CACHE       a fresh directory per test (autouse fixture), never ~/.cache/seedkl;
                        pass cache_dir=... explicitly to share a cache across a test's loads
-    SEEDKL_NATIVE_DIR  one temporary directory for the session (and the subprocesses it starts):
-                       the compiled CPU kernel (kernels/native.py) is built once, not per test
 
 Names:
     SHARED                  Path of ../shared beside the project root (may be absent)
@@ -37,7 +35,6 @@ import functools
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +43,6 @@ import pytest
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("SEEDKL_NATIVE_DIR", tempfile.mkdtemp(prefix="seedkl-native-"))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -107,8 +107,12 @@ _SCRIPT = textwrap.dedent("""
     cfg = NeoXConfig(vocab_size=96, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
     models = [types.SimpleNamespace(params=jax.tree.map(np.asarray, init_params(cfg, jax.random.key(s))),
                                     config=cfg, name=str(s), revision=None, real_vocab_size=90) for s in (0, 1)]
+    compare(models, np.arange(10) % 90, window=16, overlap=8)  # compare leaves the process setting alone
+    untouched = jax.config.jax_compilation_cache_dir is None
+    from seedkl_jax.kernels.compare import use_compilation_cache
+    use_compilation_cache()  # what the entry points (cli, study) do
     out = compare(models, np.arange(40) % 90, window=16, overlap=8)
-    print(jax.config.jax_compilation_cache_dir, len(hits), float(out["kl"].sum()))
+    print(untouched, jax.config.jax_compilation_cache_dir, len(hits), float(out["kl"].sum()))
 """)
 
 
@@ -120,7 +124,8 @@ def test_second_process_reuses_the_compiled_step(tmp_path):
         proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr[-2000:]
         runs.append(proc.stdout.split())
-    (dir1, hits1, kl1), (dir2, hits2, kl2) = runs
+    (untouched1, dir1, hits1, kl1), (_, dir2, hits2, kl2) = runs
+    assert untouched1 == "True"
     assert dir1 == dir2 == str(tmp_path / "seedkl" / "xla") and any((tmp_path / "seedkl" / "xla").iterdir())
     assert int(hits1) == 0 and int(hits2) >= 1 and kl1 == kl2
 

@@ -11,9 +11,8 @@ Layout under the cache root (`cache_dir`, else $SEEDKL_CACHE, else ~/.cache/seed
         entry.json     what the entry is: model, revision, dtype, fingerprint
         <tokenizer files, for hub models, so that an offline hit still has them>
         COMPLETE       marker, written last; holds the entry's name
-    xla/               JAX's persistent compilation cache (kernels/compare.use_compilation_cache)
-    native/            the compiled CPU kernel, one file per build key (kernels/native.py; moved by
-                       $SEEDKL_NATIVE_DIR)
+    xla/               JAX's persistent compilation cache (kernels/compare.use_compilation_cache, turned on by the
+                       entry points: cli, api)
 
 `ident` hashes (absolute path or hub id, revision, dtype); `finger` hashes the weight files'
 names, sizes and mtimes for local dirs (a changed checkpoint gets a new entry and re-converts;

@@ -6,7 +6,13 @@ vocab-chunked kernel (kernels/divergence.py) and only per-position [S,S] results
 
 Shapes: windows are fed in batches of a fixed size (`window_batch`, default = the mesh's data-axis
 size; the last batch is padded with empty windows) so every call of a compare with the same model
-config, window length and options reuses one compiled step — also across calls.
+config, window length and options reuses one compiled step — also across calls. A batch whose
+windows all keep ≤ `Windows.keep_max` slots (every batch but a text's first, with sliding windows)
+runs a second compiled step that gathers just those slots after the forward, so the overlap the
+windows drop skips the unembedding and the KL.
+
+Kernel options arrive as one `KernelConfig`, resolved once (`resolve_kernel`, kernels/defaults.py)
+at the top of `compare_stacked`; the jitted step takes the resolved config as a static argument.
 
 Sharding: with `mesh` (a `jax.sharding.Mesh` with a "data" axis and optionally a "seed" axis),
 window batches are split over "data" and the stacked params are replicated, or split over "seed"
@@ -32,7 +38,7 @@ from tqdm.auto import tqdm
 
 from seedkl_jax.config import KernelConfig
 from seedkl_jax.errors import SeedKLError
-from seedkl_jax.kernels.defaults import FORMS, default_form
+from seedkl_jax.kernels.defaults import resolve_kernel  # noqa: F401  (also imported from here)
 from seedkl_jax.kernels.divergence import KERNELS
 from seedkl_jax.kernels.reference import check_reference
 from seedkl_jax.kernels.windows import MLMSpec, default_window, make_windows, mlm_windows
@@ -88,11 +94,9 @@ def stack_params(params_list: Sequence[Any]) -> dict:
 def seed_params(params_list: Sequence[Any], mesh: Mesh | None = None, backend: str | None = None):
     """The S seeds' params as `compare_stacked` runs them fastest on this backend.
 
-    CPU without a "seed" mesh axis: a tuple of the S pytrees on the device, as they are (no stacked
-    copy: stacking 5 × 70m params took 0.4–1.1 s per call; and one forward per seed ran 0.83× the
-    time of the vmapped forward at 14m and 0.90× at 70m, benchmarks/forward_vs_torch.py's shapes,
-    timed once by a scratch script on the 2-core CPU, 2026-11-30; the benchmark's own "jax forward"
-    column shows the per-seed path's time).
+    CPU without a "seed" mesh axis: a tuple of the S pytrees on the device, as they are: no stacked
+    copy per call (stacking 70m-sized params costs a noticeable fraction of a step), and one forward
+    per seed ran faster than the vmapped forward at the Pythia shapes (docs/performance.md).
     Elsewhere (GPU/TPU, or a mesh that splits the seeds): `stack_params`, one vmapped forward.
     """
     on_cpu = (backend or jax.default_backend()) == "cpu"
@@ -113,16 +117,21 @@ def _forward(params, cfg: Any, ids, valid):
     return h, jax.vmap(lambda p: families.unembedding(p, cfg))(params)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "vocab_chunk", "position_block", "form",
-                                             "kernel", "cache_logits"))
-def _step(stacked, ids, targets, ref, valid=None, *, cfg: Any, vocab_size: int, vocab_chunk, position_block, form,
-          kernel, cache_logits=None):
-    """ids/targets [Bw,T] (valid [Bw,T]: real tokens, bidirectional models) -> kl [Bw,T,S,S], per-seed [Bw,T,S].
-    Family-agnostic: the kernel sees h [S,Bw,T,D'] and W [S,D',V] with logits = h W (models/family.py)."""
+@functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "kernel"))
+def _step(stacked, ids, targets, ref, valid=None, slots=None, *, cfg: Any, vocab_size: int, kernel: KernelConfig):
+    """ids/targets [Bw,T] (valid [Bw,T]: real tokens, bidirectional models) -> kl [Bw,T',S,S], per-seed
+    [Bw,T',S]: T' = T, or with slots [Bw,T'] (int32 slot indices per window) only those slots.
+
+    The forward always sees the whole window (the kept slots' context); the unembedding and the KL run
+    only on the slots the kernel is given, so a later window's overlap half costs no kernel time.
+    Family-agnostic: the kernel sees h [S,Bw,T',D'] and W [S,D',V] with logits = h W (models/family.py)."""
     h, w = _forward(stacked, cfg, ids, valid)  # [S,Bw,T,D'], [S,D',V]
-    return KERNELS[kernel](h, w, targets, vocab_size=vocab_size,
-                           reference_logprobs=ref, vocab_chunk=vocab_chunk, position_block=position_block,
-                           form=form, cache_logits=cache_logits)
+    if slots is not None:
+        h = jnp.take_along_axis(h, slots[None, :, :, None], axis=2)
+        targets = jnp.take_along_axis(targets, slots, axis=1)
+    return KERNELS[kernel.kernel.value](h, w, targets, vocab_size=vocab_size, reference_logprobs=ref,
+                                        vocab_chunk=kernel.vocab_chunk, position_block=kernel.position_block,
+                                        form=kernel.form.value, cache_logits=kernel.cache_logits)
 
 
 def _check_mesh(mesh: Mesh | None, S: int) -> tuple[int, str | None]:
@@ -174,9 +183,8 @@ def _check_ids(input_ids, vocab_size: int) -> np.ndarray:
     return ids
 
 
-def _check_finite(out: dict[str, np.ndarray], mask: np.ndarray, seed_names: Sequence[str]) -> None:
-    """A seed whose own outputs are NaN/inf at kept slots has a broken checkpoint: name it."""
-    kept = {k: v[mask] for k, v in out.items()}
+def _check_finite(kept: dict[str, np.ndarray], seed_names: Sequence[str]) -> None:
+    """A seed whose own outputs (at kept slots: [n,S,...]) are NaN/inf has a broken checkpoint: name it."""
     broken = [s for s in range(len(seed_names))
               if any(not np.all(np.isfinite(kept[k][:, s])) for k in PER_SEED if k in kept)]
     if broken:
@@ -188,72 +196,8 @@ def _check_finite(out: dict[str, np.ndarray], mask: np.ndarray, seed_names: Sequ
                           "report this with the checkpoints used")
 
 
-def resolve_form(form: str | None, mesh: Mesh | None = None) -> str:
-    """The KL form `compare_stacked` runs: `form` checked, or the backend's default for this mesh
-    ("native", the compiled CPU update, runs on one device only; see kernels/defaults.py)."""
-    if form is not None and form not in FORMS:
-        raise SeedKLError(f"form: {form!r} is not one of {FORMS}; pass one of them or None (the backend's default)")
-    sharded = mesh is not None and mesh.size > 1
-    if form == "native" and sharded:
-        raise SeedKLError(f"form: 'native' runs on one device (on a mesh of {mesh.size} XLA would gather every "
-                          "position onto each); pass form='onepass' (the same math in XLA) or None")
-    return form or default_form(sharded=sharded)
-
-
-def resolve_kernel(cfg: KernelConfig, mesh: Mesh | None = None, n_seeds: int = 2) -> KernelConfig:
-    """SHIM (r-cfg, until r-kernel's version lands): only the form is filled (the backend's choice)."""
-    return dataclasses.replace(cfg, form=resolve_form(None if cfg.form is None else str(cfg.form), mesh))
-
-
-def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | None = None,
-                    reference_logprobs=None, window: int | None = None, overlap: int | None = None,
-                    vocab_chunk: int | None = None, mesh: Mesh | None = None,
-                    mlm: MLMSpec | None = None, doc_ids=None,
-                    seed_names: Sequence[str] | None = None, window_batch: int | None = None,
-                    position_block: int | None = None, kernel: str | KernelConfig = "fused",
-                    form: str | None = None, cache_logits: bool | None = None, progress: bool = False
-                    ) -> dict[str, np.ndarray]:
-    """Per-position divergences between the S seeds in `stacked`: params stacked on a leading seed
-    axis (`stack_params`) or a tuple of S params pytrees (`seed_params` gives what runs fastest here).
-
-    input_ids [N] (one text; P = N−1 predictions) or [B,N] (each row a text; -> [B,N−1,...]).
-    vocab_size: real vocab (normalise over ids < vocab_size); default cfg.vocab_size.
-    reference_logprobs [vocab_size]: adds kl_unigram (renormalised; must be finite, see
-    `reference.unigram_logprobs`); [K, vocab_size]: K references in the same pass, kl_unigram
-    [P,S,K]. vocab_chunk / position_block / form / cache_logits: the kernel's C, Pb, KL form
-    ("pair", "einsum", "onepass", "native": one device only) and logits cache (None: the backend's measured defaults, see
-    kernels/divergence.py). kernel "fused" (default) or "naive"
-    (materialises [S,P,V]).
-    window_batch: windows per jitted step (default: the mesh's data-axis size).
-    window/overlap: default the model's context / half of it (kernels/windows.default_window).
-    Masked LMs (cfg of a non-causal family) need `mlm` (how to score) and take one text [N] laid out as
-    data/text.py's masked-LM text, `doc_ids` [N] its documents (default: one document); outputs are then
-    per wordpiece p = 1..N−1 (its own distribution, not the next token's).
-    Returns float32 numpy: kl [P,S,S] (KL(p_i‖p_j), diagonal exactly 0, never negative),
-    surprisal, entropy, kl_uniform[, kl_unigram] [P,S].
-    """
-    if isinstance(kernel, KernelConfig):  # SHIM (r-cfg): r-kernel's compare_stacked takes only this
-        kernel, form, vocab_chunk, position_block, cache_logits = (
-            str(kernel.kernel), None if kernel.form is None else str(kernel.form), kernel.vocab_chunk,
-            kernel.position_block, kernel.cache_logits)
-    if kernel not in KERNELS:
-        raise SeedKLError(f"kernel: {kernel!r} is not one of {sorted(KERNELS)}")
-    form = resolve_form(form, mesh)
-    if position_block is not None and int(position_block) < 1:
-        raise SeedKLError(f"position_block: {position_block} must be ≥ 1 (or None: the kernel's default)")
-    if isinstance(stacked, tuple):  # checked, and stacked where this backend / mesh wants it
-        stacked = seed_params(stacked, mesh)
-    S = len(stacked) if isinstance(stacked, tuple) else int(np.shape(jax.tree.leaves(stacked)[0])[0])
-    if S < 2:
-        raise SeedKLError(f"models: got {S} seed(s); KL between seeds needs ≥ 2 checkpoints")
-    seed_names = [str(i) for i in range(S)] if seed_names is None else list(seed_names)
-    if len(seed_names) != S:
-        raise SeedKLError(f"seed_names: {len(seed_names)} names for {S} stacked seeds")
-    vocab_size = cfg.vocab_size if vocab_size is None else int(vocab_size)
-    if not 1 <= vocab_size <= cfg.vocab_size:
-        raise SeedKLError(f"vocab_size: {vocab_size} must be in [1, {cfg.vocab_size}] (the model's vocab rows)")
-    ids = _check_ids(input_ids, vocab_size)
-    ref = None if reference_logprobs is None else check_reference(reference_logprobs, vocab_size)
+def _windows(cfg: Any, ids: np.ndarray, window, overlap, mlm: MLMSpec | None, doc_ids):
+    """The windows a text [N] / [B,N] is scored in (kernels/windows.py), checked against the model."""
     causal = families.family_of(cfg).causal
     window, overlap = default_window(cfg.context, causal, window, overlap)
     if causal:
@@ -262,10 +206,63 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
         raise SeedKLError(f"mlm: {cfg.model_type} is a masked LM; pass mlm=MLMSpec(mode, [CLS], [SEP], [MASK], [PAD] ids)")
     else:
         win = mlm_windows(ids, np.zeros(np.shape(ids), np.int64) if doc_ids is None else doc_ids, mlm, window)
-    T = win.ids.shape[1]
-    if T > cfg.max_position_embeddings:
+    if win.ids.shape[1] > cfg.max_position_embeddings:
         raise SeedKLError(f"window: {window} tokens exceed the model's context of {cfg.max_position_embeddings}; "
                           f"pass window ≤ {cfg.max_position_embeddings} (and overlap < window)")
+    return win
+
+
+def _kept_slots(win, i: int, bw: int):
+    """(slots, keep, dest) of the window batch starting at window i: slots [bw,L] int32, the L =
+    `win.keep_max` slots of each window the kernel scores (its kept ones, padded with slot 0), or
+    None to score all T when some window keeps more (a text's first); keep [bw,L|T] which results
+    are kept, dest [bw,L|T] their index in the flattened output."""
+    mask, dest = win.mask[i:i + bw], win.dest[i:i + bw]
+    L = win.keep_max
+    if L is None or mask.sum(1).max() > L:
+        return None, mask, dest
+    slots, keep = np.zeros((bw, L), np.int32), np.zeros((bw, L), bool)
+    for b, row in enumerate(mask):
+        idx = np.flatnonzero(row)
+        slots[b, :len(idx)], keep[b, :len(idx)] = idx, True
+    return slots, keep, np.take_along_axis(dest, slots, 1)
+
+
+def compare_stacked(stacked: dict, model_cfg: Any, input_ids, *, kernel: KernelConfig | None = None,
+                    vocab_size: int | None = None, reference_logprobs=None, window: int | None = None,
+                    overlap: int | None = None, mesh: Mesh | None = None, mlm: MLMSpec | None = None,
+                    doc_ids=None, seed_names: Sequence[str] | None = None, window_batch: int | None = None,
+                    progress: bool = False) -> dict[str, np.ndarray]:
+    """Per-position divergences between the S seeds in `stacked`: params stacked on a leading seed
+    axis (`stack_params`) or a tuple of S params pytrees (`seed_params` gives what runs fastest here).
+
+    input_ids [N] (one text; P = N−1 predictions) or [B,N] (each row a text; -> [B,N−1,...]).
+    kernel: how the divergence kernel runs (form, vocab chunk, position block, logits cache, fused or
+    naive); None fields are resolved once here (`resolve_kernel`: the backend's measured choices).
+    vocab_size: real vocab (normalise over ids < vocab_size); default model_cfg.vocab_size.
+    reference_logprobs [vocab_size]: adds kl_unigram (renormalised; must be finite, see
+    `reference.unigram_logprobs`); [K, vocab_size]: K references in the same pass, kl_unigram [P,S,K].
+    window_batch: windows per jitted step (default: the mesh's data-axis size).
+    window/overlap: default the model's context / half of it (kernels/windows.default_window).
+    Masked LMs (model_cfg of a non-causal family) need `mlm` (how to score) and take one text [N] laid
+    out as data/text.py's masked-LM text, `doc_ids` [N] its documents (default: one document); outputs
+    are then per wordpiece p = 1..N−1 (its own distribution, not the next token's).
+    Returns float32 numpy: kl [P,S,S] (KL(p_i‖p_j), diagonal exactly 0, never negative),
+    surprisal, entropy, kl_uniform[, kl_unigram] [P,S].
+    """
+    if isinstance(stacked, tuple):  # checked, and stacked where this backend / mesh wants it
+        stacked = seed_params(stacked, mesh)
+    S = len(stacked) if isinstance(stacked, tuple) else int(np.shape(jax.tree.leaves(stacked)[0])[0])
+    kernel = resolve_kernel(kernel, mesh, S)  # a resolved config comes back unchanged (checked only)
+    seed_names = [str(i) for i in range(S)] if seed_names is None else list(seed_names)
+    if len(seed_names) != S:
+        raise SeedKLError(f"seed_names: {len(seed_names)} names for {S} stacked seeds")
+    vocab_size = model_cfg.vocab_size if vocab_size is None else int(vocab_size)
+    if not 1 <= vocab_size <= model_cfg.vocab_size:
+        raise SeedKLError(f"vocab_size: {vocab_size} must be in [1, {model_cfg.vocab_size}] (the model's vocab rows)")
+    ids = _check_ids(input_ids, vocab_size)
+    ref = None if reference_logprobs is None else check_reference(reference_logprobs, vocab_size)
+    win = _windows(model_cfg, ids, window, overlap, mlm, doc_ids)
     n_data, seed_axis = _check_mesh(mesh, S)
     bw = n_data if window_batch is None else int(window_batch)
     if bw < 1 or bw % n_data:
@@ -281,20 +278,25 @@ def compare_stacked(stacked: dict, cfg: Any, input_ids, *, vocab_size: int | Non
         put_batch = lambda x: _put(x, batch_sh)
     params = jax.tree.map(put_params, stacked)
     ref_dev = None if ref is None else (jnp.asarray(ref) if mesh is None else _put(ref, NamedSharding(mesh, PS())))
-    step = functools.partial(_step, cfg=cfg, vocab_size=vocab_size, vocab_chunk=vocab_chunk,
-                             position_block=position_block, form=form, kernel=kernel, cache_logits=cache_logits)
+    step = functools.partial(_step, cfg=model_cfg, vocab_size=vocab_size, kernel=kernel)
     # Dispatch every batch (async), then collect: the device never waits for the host.
     valid = (lambda i: None) if win.valid is None else (lambda i: put_batch(win.valid[i:i + bw]))
-    pending = [step(params, put_batch(win.ids[i:i + bw]), put_batch(win.targets[i:i + bw]), ref_dev, valid(i))
-               for i in range(0, win.num_windows, bw)]
-    chunks: list[dict[str, np.ndarray]] = []
-    for i, res in enumerate(tqdm(pending, desc="compare", unit="batch", disable=not progress, leave=False)):
+    pending = []
+    for i in range(0, win.num_windows, bw):
+        slots, keep, dest = _kept_slots(win, i, bw)
+        res = step(params, put_batch(win.ids[i:i + bw]), put_batch(win.targets[i:i + bw]), ref_dev, valid(i),
+                   None if slots is None else put_batch(slots))
+        pending.append((res, keep, dest))
+    out: dict[str, np.ndarray] = {}
+    n_out = int(np.prod(win.out_shape))
+    for res, keep, dest in tqdm(pending, desc="compare", unit="batch", disable=not progress, leave=False):
         # one transfer of the batch's results (all arrays at once); other processes' shards gathered
         res = jax.device_get(res) if mesh is None else {k: _fetch(v) for k, v in res.items()}
-        _check_finite(res, win.mask[i * bw:(i + 1) * bw], seed_names)
-        chunks.append(res)
-    out = {k: win.stitch(np.concatenate([c[k] for c in chunks])).astype(np.float32) for k in chunks[0]}
-    return out
+        kept = {k: np.asarray(v[keep], np.float32) for k, v in res.items()}
+        _check_finite(kept, seed_names)
+        for k, v in kept.items():
+            out.setdefault(k, np.empty((n_out,) + v.shape[1:], np.float32))[dest[keep]] = v
+    return {k: v.reshape(win.out_shape + v.shape[1:]) for k, v in out.items()}
 
 
 def _real_vocab_size(model) -> int | None:
@@ -307,15 +309,25 @@ def _real_vocab_size(model) -> int | None:
 
 def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_size: int | None = None,
             window: int | None = None, overlap: int | None = None, vocab_chunk: int | None = None,
-            mesh: Mesh | None = None, **options) -> dict[str, np.ndarray]:
-    """`compare_stacked` on loaded models (`seedkl_jax.api.load`): same config, ≥ 2 seeds. Turns on
-    the persistent compilation cache (`use_compilation_cache`) unless the process has one.
+            mesh: Mesh | None = None, kernel: KernelConfig | str | None = None, form: str | None = None,
+            position_block: int | None = None, cache_logits: bool | None = None,
+            **options) -> dict[str, np.ndarray]:
+    """`compare_stacked` on loaded models (`seedkl_jax.api.load`): same config, ≥ 2 seeds.
 
     vocab_size defaults to the models' real vocab (`Model.real_vocab_size`: the tokenizer beside the
-    checkpoint), else their config's vocab rows. `options` go to `compare_stacked` (window_batch,
-    kernel, form, mlm, ...); a masked LM's `mlm` defaults to unmasked scoring with
-    `Model.mlm_token_ids()`.
+    checkpoint), else their config's vocab rows. kernel: a `KernelConfig`, or "fused"/"naive" with
+    vocab_chunk, form, position_block, cache_logits as loose keywords (the same fields; not both).
+    `options` go to `compare_stacked` (window_batch, mlm, ...); a masked LM's `mlm` defaults to
+    unmasked scoring with `Model.mlm_token_ids()`. The persistent compilation cache is the caller's choice
+    (`use_compilation_cache`; the CLI turns it on).
     """
+    loose = dict(form=form, vocab_chunk=vocab_chunk, position_block=position_block, cache_logits=cache_logits)
+    if isinstance(kernel, KernelConfig):
+        if any(v is not None for v in loose.values()):
+            raise SeedKLError("kernel: pass either a KernelConfig or the loose vocab_chunk/form/position_block/"
+                              "cache_logits keywords, not both")
+    else:
+        kernel = KernelConfig(**({} if kernel is None else {"kernel": kernel}), **loose)
     models = list(models)
     if len(models) < 2:
         raise SeedKLError(f"models: got {len(models)} model(s); KL between seeds needs ≥ 2 checkpoints")
@@ -336,9 +348,8 @@ def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_
                           "compare checkpoints that share one tokenizer")
     if vocab_size is None:
         vocab_size = vocabs.pop()
-    use_compilation_cache()
     if not families.family_of(cfg).causal and options.get("mlm") is None:
         options["mlm"] = MLMSpec("unmasked", *models[0].mlm_token_ids())
     return compare_stacked(tuple(m.params for m in models), cfg, input_ids,  # laid out there by seed_params
-                           vocab_size=vocab_size, reference_logprobs=reference_logprobs, window=window,
-                           overlap=overlap, vocab_chunk=vocab_chunk, mesh=mesh, seed_names=names, **options)
+                           kernel=kernel, vocab_size=vocab_size, reference_logprobs=reference_logprobs,
+                           window=window, overlap=overlap, mesh=mesh, seed_names=names, **options)

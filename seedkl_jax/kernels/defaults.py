@@ -1,39 +1,33 @@
-"""The kernel's measured defaults per backend: vocab chunk C, position block Pb, KL form, logits cache.
+"""The kernel's measured defaults per backend, and `resolve_kernel`, which applies them once.
 
-One home for every choice `divergence(...=None)` makes and for the measurements behind it
-(benchmarks/kernel_vs_naive.py, forward_vs_torch.py; README "Performance"), so a new measurement
-changes one file.
+One home for every choice the kernel makes when a `KernelConfig` field is None (vocab chunk C,
+position block Pb, KL form, logits cache) and for the reasons behind them, so a new measurement
+changes one file. The measurements themselves are in docs/performance.md (benchmarks/
+kernel_vs_naive.py, forward_vs_torch.py print them). Nothing here compiles or builds anything.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 
+from seedkl_jax.config import KernelConfig, KernelForm, KernelKind
 from seedkl_jax.errors import SeedKLError
-from seedkl_jax.kernels import native
 
-# Chosen with benchmarks/kernel_vs_naive.py on CPU (pythia-14m shape, S=5, T=2048; README
-# "Performance"): C from 512 to 2048 ran within the noise (±5%), 4096+ slower; Pb=256 beat 64/128
-# (smaller blocks re-read W more often) and 512+ (the [S,Pb,C] chunk falls out of cache). Working
-# set at these defaults: ~35 MB, whatever V.
+# Two-pass forms on CPU: C within 512..2048 runs alike (4096+ slower); Pb=256 beats smaller blocks
+# (they re-read W more often) and larger ones (the [S,Pb,C] chunk falls out of cache). Working set
+# at these defaults: tens of MB, whatever V.
 DEFAULT_VOCAB_CHUNK = 2048
 DEFAULT_POSITION_BLOCK = 256
-# Pb when the logits are cached (section 4 of the benchmark). On an H200 (pair form, T=2048) the
-# cached kernel took 24.4 / 20.8 / 18.9 / 19.7 ms at Pb = 256 / 512 / 1024 / 2048, recompute at its
-# default Pb=256 28.9 ms (best recompute, Pb=1024: 21.3 ms). The buffer is S·Pb·V·4 bytes: 1.03 GB
-# at S=5, V=50,304 (compiled temp 1.07 GB). The cache is off by default on CPU; forcing it there,
-# Pb 256 and 512 ran within noise of each other and of recompute at Pb=256 (3.9–4.1 s), so pass
-# position_block=256 with it to keep the buffer at ~260 MB.
+# Pb with cached logits (the GPU default): larger blocks amortise the matmul better and memory is
+# plentiful there; the buffer is S·Pb·V·4 bytes (1.03 GB at S=5, Pb=1024, V=50,304).
 DEFAULT_POSITION_BLOCK_CACHED = 1024
-# Pb and C of the one-pass forms (onepass and native), and onepass's pair sub-block. Scratch sweeps on CPU (S=5, T=2048, V=50,304,
-# 2 cores, 2026-11-30): at D=128 Pb=256/C=1024/sub-block 32 took 1.34 s against 1.49 s without
-# sub-blocks and 1.37–1.44 s at Pb=128 or C=2048; at D=512 3.95 s against 4.54 s without sub-blocks
-# and 4.45 s at Pb=128 (the matmul wants Pb ≥ 256 at D=512, the pair reduction small blocks).
-# For native (scratch sweep, same shape, interleaved): Pb/C 256/1024 0.95 s, 512/1024 0.93 s,
-# 512/2048 0.97 s, 256/4096 1.04 s: the same defaults serve.
+# The one-pass forms: the matmul wants Pb ≥ 256 at D=512, the pair reduction small blocks and a
+# chunk of ~1024 columns that stays in cache between its reads.
 DEFAULT_POSITION_BLOCK_ONEPASS = 256
 DEFAULT_VOCAB_CHUNK_ONEPASS = 1024
-FORMS = ("pair", "einsum", "onepass", "native")
-ONEPASS_FORMS = ("onepass", "native")  # one pass over the vocab: no logits cache, their own C and Pb
+FORMS = tuple(f.value for f in KernelForm)  # the one list of forms lives in config.KernelForm
+ONEPASS_FORMS = (KernelForm.ONEPASS.value,)  # one vocab pass: no logits cache, their own C and Pb
 
 
 def default_blocks(form: str, cache: bool) -> tuple[int, int]:
@@ -44,48 +38,25 @@ def default_blocks(form: str, cache: bool) -> tuple[int, int]:
     return DEFAULT_VOCAB_CHUNK, DEFAULT_POSITION_BLOCK_CACHED if cache else DEFAULT_POSITION_BLOCK
 
 
-def default_form(backend: str | None = None, sharded: bool = False) -> str:
-    """What `divergence(form=None)` does: on CPU "native" (the one-pass form with its chunk update
-    compiled, native.py) where it builds and the kernel runs on one device, else "onepass";
-    "pair" (two passes) elsewhere. (`compare` passes sharded=True for a mesh of > 1 device: XLA
-    cannot split the compiled update over devices and would gather every position onto each.)
-
-    Measured (benchmarks/kernel_vs_naive.py section 3, pythia-14m shape, S=5, T=2048, V=50,304):
-    - CPU (2 cores, commit ae1c2e1): native 0.97 s, onepass 1.38 s, einsum 3.28 s, pair 3.65 s
-      (the chunked unembedding matmul alone takes ~0.75 s). KL error vs float64 (relative to
-      max(1, KL)): native 2.0e-6 at init-like and 9.1e-7 at trained-like logits, onepass 2.1e-6
-      and 1.1e-6, pair 4e-8 (pair is the exact option) and 1.1e-6; at extreme ones every form is
-      alike (near-one-hot ×1000 logits: 4.3–4.8e-5, set by the float32 logits themselves; logits
-      near −4096: 4.8e-6 native, 4.9e-6 onepass, 7e-6 pair).
-    - GPU: onepass was not measured on one (no GPU lent to that work); pair with cached logits is
-      the measured best there (`default_cache_logits`). benchmarks/gpu_check.sh times the forms a
-      GPU runs (`forms`).
-    """
-    if (backend or jax.default_backend()) != "cpu":
-        return "pair"
-    return "native" if not sharded and native.available() else "onepass"
+def default_form(backend: str | None = None) -> str:
+    """What a None form means: "onepass" on CPU (one pass over the vocab, half the unembedding
+    FLOPs of recomputing two-pass forms, and no logits cache to hold), "pair" elsewhere (the exact
+    form; with cached logits it was the fastest measured on a GPU). Every form runs on any mesh."""
+    return "onepass" if (backend or jax.default_backend()) == "cpu" else "pair"
 
 
 def forms(backend: str | None = None) -> tuple[str, ...]:
-    """The KL forms that run on this backend: all of FORMS on CPU ("native" only where it builds),
-    the XLA ones elsewhere ("native" is a CPU kernel)."""
-    on_cpu = (backend or jax.default_backend()) == "cpu"
-    return tuple(f for f in FORMS if f != "native" or (on_cpu and native.available()))
+    """The KL forms that run on this backend: all of them, everywhere (plain XLA)."""
+    del backend
+    return FORMS
 
 
 def default_cache_logits(backend: str | None = None) -> bool:
-    """What `divergence(cache_logits=None)` does: cache each block's logits except on CPU.
+    """What a None cache_logits means for the two-pass forms: cache each block's logits except on CPU.
 
-    Measured (benchmarks/kernel_vs_naive.py section 4, pythia-14m shape, S=5, T=2048, V=50,304):
-    - CPU (2 shared cores, two runs): cached/recompute time 0.82× at Pb=32, 0.88–0.89× at 64,
-      0.95× at 128, 0.97–1.03× at 256, 1.04–1.05× at 512–1024 (noise ±5%); the fastest
-      configuration of each ran equally fast (3.75–3.9 s), while the cache multiplies the kernel's
-      temp memory 8× (35 → 280 MB at Pb=256): recompute. (CPU runs the one-pass form anyway.)
-    - GPU (one H200): cached 0.80–0.90× of recompute at Pb ≥ 256 in both forms, and its best
-      configuration (Pb=1024) took 0.65× the time of the recompute default (Pb=256). Memory is
-      plentiful there, so cache.
-    Other accelerators (TPU) were not measured; assumed to behave like the GPU (memory-rich, and a
-    float32 HIGHEST matmul costs more there, so dropping one is worth more).
+    On CPU caching ran no faster than recomputing at the best Pb of either while multiplying the
+    kernel's temporary memory ~8×; on a GPU it saved the second matmul (and memory is plentiful).
+    Other accelerators (TPU) are assumed to behave like the GPU.
     """
     return (backend or jax.default_backend()) != "cpu"
 
@@ -98,3 +69,36 @@ def chunking(vocab_size: int, padded: int, vocab_chunk: int | None) -> tuple[int
     n = -(-vocab_size // min(C, vocab_size))
     width = min(-(-vocab_size // n), padded)
     return n, width
+
+
+def is_resolved(cfg: KernelConfig) -> bool:
+    """Every field filled (what `resolve_kernel` returns)."""
+    return all(getattr(cfg, f.name) is not None for f in dataclasses.fields(cfg))
+
+
+def resolve_kernel(cfg: KernelConfig | None, mesh=None, n_seeds: int = 2, backend: str | None = None) -> KernelConfig:
+    """The kernel configuration that runs: every None of `cfg` filled with the backend's measured
+    choice, the combination checked, once. A resolved config resolves to itself (a fixed point), so
+    the layers below take it as it is and re-derive nothing.
+
+    mesh: the `jax.sharding.Mesh` the kernel runs on (None: one device; every form runs on any mesh
+    today, the argument is there so a choice that depends on it has one place); n_seeds: S (≥ 2);
+    backend: JAX's backend name (default: the default backend's).
+    """
+    cfg = KernelConfig() if cfg is None else cfg
+    if not isinstance(cfg, KernelConfig):
+        raise SeedKLError(f"kernel: {cfg!r} is not a KernelConfig; pass seedkl_jax.config.KernelConfig(...)")
+    backend = backend or jax.default_backend()
+    if n_seeds < 2:
+        raise SeedKLError(f"models: got {n_seeds} seed(s); KL between seeds needs ≥ 2 checkpoints")
+    form = KernelForm(cfg.form or default_form(backend))  # a KernelConfig holds only valid forms
+    onepass = form.value in ONEPASS_FORMS
+    cache = False if onepass else (default_cache_logits(backend) if cfg.cache_logits is None else cfg.cache_logits)
+    if onepass and cfg.cache_logits:
+        raise SeedKLError(f"cache_logits: the one-pass form {form.value!r} has no second pass to cache logits "
+                          "for; leave cache_logits unset or pick a two-pass form (pair, einsum)")
+    chunk, block = default_blocks(form.value, cache)
+    return KernelConfig(kernel=KernelKind(cfg.kernel), form=form,
+                        vocab_chunk=chunk if cfg.vocab_chunk is None else int(cfg.vocab_chunk),
+                        position_block=block if cfg.position_block is None else int(cfg.position_block),
+                        cache_logits=bool(cache))

@@ -53,11 +53,9 @@ u_i = (c_i − m_i) − log s_i,
 
 ~2 flops per (i, j, v), no per-pair exp, masking by an additive −1e30 on the logits instead of
 selects. Its rounding differs from pair's (a difference of O(1) numbers instead of a sum of
-non-negative terms); tests hold every form to 1e-5 of float64, and `default_form` says what was
-measured and which form each backend runs by default.
-"native" is the same one-pass math with each chunk's update compiled for the CPU (native.py,
-onepass_cpu.cc: an XLA FFI call that reads only the chunk's valid columns, so no mask at all);
-the CPU default where it builds (kernels/defaults.py).
+non-negative terms); tests hold every form to 1e-5 of float64, and `default_form` says which form
+each backend runs by default (the CPU default: "onepass"). Every form is plain XLA: nothing is
+compiled outside JAX or loaded at run time.
 `divergence_naive` materialises [S,P,V_r] log-probs and applies the pair term math in one go: the
 benchmark's baseline and a cross-check in tests.
 
@@ -72,7 +70,6 @@ import jax
 import jax.numpy as jnp
 
 from seedkl_jax.errors import SeedKLError
-from seedkl_jax.kernels import native as native_mod
 from seedkl_jax.kernels.defaults import (
     FORMS,
     ONEPASS_FORMS,
@@ -83,7 +80,10 @@ from seedkl_jax.kernels.defaults import (
 )
 
 HIGHEST = jax.lax.Precision.HIGHEST
-PAIR_SUBBLOCK = 32  # positions per pair reduction in the XLA one-pass form (defaults.py: measured)
+# Positions per pair reduction in the XLA one-pass form: small enough that both operands of the
+# broadcast-and-reduce stay in cache between their S·J reads (a batched dot_general over positions
+# instead ran slower on CPU: XLA transposes both operands to make positions the batch axis).
+PAIR_SUBBLOCK = 32
 
 
 def _terms(lp, p, q_uni, q_ref, ref, log_vr, form):
@@ -205,7 +205,7 @@ def _block(h, targets, w, ref, *, vocab_size: int, n: int, C: int, form: str, ca
     return _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets)
 
 
-def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int, native: bool = False) -> dict:
+def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int) -> dict:
     """One pass over the vocab chunks for one block of positions (form "onepass"; see the module
     docstring): h [S,Pb,D], targets [Pb] -> raw outputs [..,Pb]. Carries, per seed i and position,
     relative to the running max m_i (rescaled by a_i = e^{m_old − m_new} when m_i grows):
@@ -221,17 +221,9 @@ def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int, nativ
     Masking is additive: columns outside the chunk's window get logit −1e30 (finite), so e = 0
     there and e·(z − c) = 0·(−1e30) = 0 without a select per array. The carry starts at
     m = −1e30, s = X = R = 0; the first chunk always has a valid column, so a = 0 exactly once.
-    native=True (form "native"): each chunk's update runs in the compiled CPU kernel (native.py),
-    which reads only the chunk's valid columns instead of masking.
     """
     S, P, _ = h.shape
     window, logits = _chunks(h, w, C, vocab_size)
-
-    def native_step(carry, k):
-        start, _ = window(k)
-        r = jnp.zeros((0, C), jnp.float32) if ref is None else jax.lax.dynamic_slice_in_dim(ref, start, C, axis=1)
-        lo, hi = k * C - start, jnp.minimum(start + C, vocab_size) - start  # the chunk's valid columns
-        return native_mod.chunk_update(logits(start), r, lo, hi, k == 0, *carry), None
 
     def step(carry, k):
         m, c, s, X = carry
@@ -255,7 +247,7 @@ def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int, nativ
     zeros = jnp.zeros((S, P), jnp.float32)
     J = S + (0 if ref is None else len(ref))
     init = (jnp.full((S, P), -1e30, jnp.float32), zeros, zeros, jnp.zeros((S, J, P), jnp.float32))
-    (m, c, s, X), _ = jax.lax.scan(native_step if native else step, init, jnp.arange(n))
+    (m, c, s, X), _ = jax.lax.scan(step, init, jnp.arange(n))
     X, R = X[:, :S], X[:, S:]  # [S,S,Pb], [S,K,Pb]
     logs = jnp.log(s)
     x_ii = jnp.diagonal(X, 0, 0, 1).T  # [S,Pb]
@@ -278,7 +270,7 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     Returns kl [*B,S,S], surprisal/entropy/kl_uniform[/kl_unigram] [*B,S] (kl_unigram [*B,S,K] for
     K references), float32.
     Positions run in blocks of `position_block` (Pb) so the per-chunk temporaries [S,Pb,C] stay
-    cache-sized. form: "pair" | "einsum" | "onepass" | "native" (None: `default_form()`). cache_logits
+    cache-sized. form: "pair" | "einsum" | "onepass" (None: `default_form()`). cache_logits
     (two-pass forms): keep a block's logits Z [n,S,Pb,C] from pass 1 for pass 2 instead of
     recomputing them (None: `default_cache_logits()`). vocab_chunk / position_block None: the
     form's measured C and Pb (`default_blocks`). Peak memory is O(S·Pb·C) without the cache,
@@ -304,10 +296,7 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     hb = jnp.moveaxis(h.reshape(S, Pb, nb, D), 2, 0)  # [nb,S,Pb,D]
     tb = targets.reshape(Pb, nb).T                    # [nb,Pb]
     if form in ONEPASS_FORMS:
-        if form == "native":
-            native_mod.require()
-        block = functools.partial(_block_onepass, w=w, ref=ref, vocab_size=vocab_size, n=n, C=C,
-                                  native=form == "native")
+        block = functools.partial(_block_onepass, w=w, ref=ref, vocab_size=vocab_size, n=n, C=C)
     else:
         block = functools.partial(_block, w=w, ref=ref, vocab_size=vocab_size, n=n, C=C, form=form,
                                   cache=cache)
