@@ -13,6 +13,10 @@
     compare_stacked(...)  the same on params laid out by seed_params(params_list, mesh) (a tuple of
         the S pytrees on CPU) or stack_params(params_list) (a leading seed axis).
     Suite, StudyConfig, run_study(config) -> Path     the whole study (`seedkl run`).
+    analyze(pairs, meta, seed_metrics=None, *, out, sizes=None, n_boot=1000, compat="none",
+            phase_steps=None, surprisal_seed=None) -> Path
+        the analysis and report from per-pair KL tables computed anywhere (`seedkl analyze`;
+        schema in docs/analyze.md).
     demo(...)                                         `seedkl demo`.
 
 Names resolve lazily so `import seedkl_jax.api` stays cheap (no jax import until used).
@@ -33,6 +37,7 @@ _EXPORTS = {
     "Suite": "seedkl_jax.study.suite",
     "StudyConfig": "seedkl_jax.study.run",
     "run_study": "seedkl_jax.study.run",
+    "analyze": "seedkl_jax.report.analyze",
     "DemoConfig": "seedkl_jax.demo",
     "demo": "seedkl_jax.demo",
 }

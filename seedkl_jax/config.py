@@ -116,6 +116,11 @@ class AnalysisConfig:
                              "floor for zero counts; none = our corrected defaults (the report says how much each "
                              "moves the results).", choices=tuple(m.value for m in Compat))
     n_boot: int = setting(1000, "Bootstrap replicates for the summary's 95% intervals.")
+    surprisal_seed: int | str | None = setting(
+        None, "A seed NOT among the compared ones whose surprisal at each size's last step defines the "
+        "final-surprisal bins (e.g. PolyPythia's 2: it has seeds 1..9, the paper compares 1,3,5,7,9), so the "
+        "bins do not come from the seeds whose KL is measured; default: from the compared seeds (mean, or the "
+        "first seed with --compat=paper). The report says which.")
 
     def __post_init__(self):
         object.__setattr__(self, "compat", _enum(Compat, self.compat, "compat"))
