@@ -42,6 +42,7 @@ class FinalSurprisal:
     """[P] surprisal per size that defines the final-surprisal bins, and where it came from."""
     values: dict[str, np.ndarray]
     source: str
+    held_out: bool = False  # from a seed not among the compared ones (wins over META's column)
 
 
 def present(meta: pl.DataFrame, col: str) -> bool:
@@ -89,7 +90,7 @@ def final_surprisals(groups, compat: str = "none", held_out: dict[str, np.ndarra
     if held_out:
         return FinalSurprisal({s: np.asarray(v, np.float64) for s, v in held_out.items()},
                               f"held-out seed {held_out_seed}'s surprisal at each size's last step "
-                              "(a seed not among the compared ones)")
+                              "(a seed not among the compared ones)", held_out=True)
     if last and all(g.arrays.get("surprisal") is not None for g in last.values()):
         how = ("the first compared seed's surprisal at each size's last step (--compat=paper, the paper's choice)"
                if compat == "paper" else "the mean over the compared seeds of their surprisal at each size's last step")
@@ -107,7 +108,7 @@ def token_meta(meta: pl.DataFrame, sizes: list[str], final: FinalSurprisal | Non
     for size in sizes:
         m = (meta.filter(pl.col("size") == size) if "size" in meta.columns else meta).drop("size", strict=False)
         m = m.sort("position")
-        if final is not None and size in final.values:
+        if final is not None and size in final.values and (final.held_out or not has_column):
             m = m.with_columns(pl.Series("final_surprisal", final.values[size], dtype=pl.Float64))
             source = final.source
         elif has_column:
