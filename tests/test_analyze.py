@@ -6,6 +6,7 @@ checks that analysing a run's own pair_positions.parquet + token_meta.parquet gi
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -221,6 +222,51 @@ def test_analyze_refuses_a_runs_own_folder(full):
     out, _ = full
     with pytest.raises(SeedKLError, match="seedkl run"):
         analyze(out / "pair_positions.parquet", out / "token_meta.parquet", out=out, n_boot=10)
+
+
+def test_run_with_a_held_out_surprisal_seed(lab, hf_checkpoint, tmp_path):
+    """--surprisal_seed: seed 4 (not compared) is loaded at each size's last step only; its surprisal,
+    checked against transformers in float64, defines the final-surprisal bins; the compared arrays stay 3x3."""
+    import torch
+    import transformers
+
+    from seedkl_jax.study import store
+    from seedkl_jax.study.run import run_study
+    from test_study import SEEDS, SIZES, STEPS, _cfg
+
+    suite = lab["suite"]
+    tok_file = Path(suite.checkpoint("s1", 0, 1)[0]) / "tokenizer.json"
+    for i, size in enumerate(SIZES):
+        for step in STEPS:
+            for seed in SEEDS:
+                link = tmp_path / "suite" / size / f"seed{seed}" / f"step{step}"
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(suite.checkpoint(size, step, seed)[0], target_is_directory=True)
+        held = hf_checkpoint(1000 * i + 999, tokenizer=tok_file, vocab_size=lab["rows"], max_position_embeddings=256,
+                             initializer_range=0.5, **SIZES[size])
+        (tmp_path / "suite" / size / "seed4").mkdir()
+        (tmp_path / "suite" / size / "seed4" / f"step{STEPS[-1]}").symlink_to(held, target_is_directory=True)
+    local = dataclasses.replace(suite, model_template=str(tmp_path / "suite" / "{size}" / "seed{seed}" / "step{step}"))
+    out = tmp_path / "out"
+    with pytest.raises(SeedKLError, match="compared"):
+        run_study(_cfg(lab, out, suite=local, surprisal_seed=2), progress=False)
+    report = run_study(_cfg(lab, out, suite=local, surprisal_seed=4), progress=False).read_text()
+    assert "final-surprisal bins: held-out seed 4" in report
+    meta = pl.read_parquet(out / "token_meta.parquet")
+    ids = torch.tensor(np.asarray(lab["ids"], np.int64))[None]
+    V = lab["tok"].vocab_size
+    for size in SIZES:
+        model = transformers.GPTNeoXForCausalLM.from_pretrained(
+            local.checkpoint(size, STEPS[-1], 4)[0], dtype=torch.float64).eval()
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, :-1, :V].double(), -1).numpy()
+        want = -logp[np.arange(len(lab["ids"]) - 1), np.asarray(lab["ids"][1:])]
+        got = meta.filter(pl.col("size") == size)["final_surprisal"].to_numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        arrays = store.load_group(out, size, STEPS[-1], SEEDS, len(lab["ids"]) - 1)
+        assert arrays["kl"].shape[1:] == (3, 3) and arrays["surprisal"].shape[1] == 3
+    assert not (out / "groups" / "s1" / "step0.npz").exists() or "surprisal_seed_4" not in np.load(
+        out / "groups" / "s1" / "step0.npz").files                      # only the last step loads seed 4
 
 
 from test_study import full, lab  # noqa: E402,F401  (the tiny local suite and its run)

@@ -45,6 +45,11 @@ class FinalSurprisal:
     held_out: bool = False  # from a seed not among the compared ones (wins over META's column)
 
 
+def held_out_key(seed) -> str:
+    """The array a last-step group keeps the held-out seed's [P] surprisal under (study/run.py)."""
+    return f"surprisal_seed_{seed}"
+
+
 def present(meta: pl.DataFrame, col: str) -> bool:
     """A column counts as given when it exists and holds at least one value."""
     return col in meta.columns and meta[col].null_count() < meta.height

@@ -95,6 +95,10 @@ _COMPAT = flags.DEFINE_enum("compat", "none", ["none", "paper"], "paper = the pa
                             "with the paper's floor for zero counts; none = our corrected defaults (the report says "
                             "how much each moves the results).")
 
+_SURPRISAL_SEED = flags.DEFINE_string("surprisal_seed", None, "A seed NOT among --seeds whose surprisal at each "
+                                      "size's last step defines the final-surprisal bins (e.g. 2 for PolyPythia "
+                                      "comparing 1,3,5,7,9); default: from the compared seeds.")
+
 
 def _looks_local(template: str) -> bool:
     """A filesystem path, not a hub id (hub ids are `owner/name`, never starting with / . or ~)."""
@@ -135,6 +139,7 @@ def build_config():
         position_block=_POSITION_BLOCK.value or None, cache_logits=_CACHE_LOGITS.value,
         vocab_size=_VOCAB_SIZE.value, cache_dir=_CACHE_DIR.value or None,
         save_pair_positions=_SAVE_PAIR_POSITIONS.value, n_boot=_N_BOOT.value, compat=_COMPAT.value,
+        surprisal_seed=seed_value(_SURPRISAL_SEED.value) if _SURPRISAL_SEED.value else None,
     )
 
 

@@ -1,6 +1,11 @@
 """Step 7 of a study (study/run.py): every final file of `--out` from the persisted groups — tables,
 phases, findings, figures, report.md — staged in this run's staging folder and moved in file by file,
 so each final file appears complete or keeps its previous version.
+
+The files themselves come from report/outputs.write_outputs, the writer `seedkl analyze` uses too:
+this module only reads the groups back, builds the token meta (analysis/token_meta.py: with
+`--surprisal_seed`, the held-out seed's last-step surprisal that study/run.py kept in the last-step
+groups defines the final-surprisal bins) and adds the run's own report sections.
 """
 from __future__ import annotations
 
@@ -14,24 +19,28 @@ from seedkl_jax.study import store
 from seedkl_jax.study.suite import Suite
 
 
-def write(cfg, suite: Suite, text: Text, meta, out: Path, held_out: dict | None = None) -> Path:
+def write(cfg, suite: Suite, text: Text, meta, out: Path) -> Path:
     """All final files from the persisted groups (cfg: the study's StudyConfig), staged in this run's
-    staging folder and moved in file by file; returns report.md's path. held_out: [P] surprisal per size
-    of `--surprisal_seed` at the size's last step (defines the final-surprisal bins), None = from the
-    compared seeds (analysis/token_meta.py)."""
+    staging folder and moved in file by file; returns report.md's path."""
     from seedkl_jax.analysis.aggregate import GroupResult
-    from seedkl_jax.analysis.token_meta import final_surprisals, token_meta
+    from seedkl_jax.analysis.token_meta import final_surprisals, held_out_key, token_meta
     from seedkl_jax.report.outputs import write_outputs
 
-    groups = []
+    key = None if cfg.surprisal_seed is None else held_out_key(cfg.surprisal_seed)
+    groups, held_out = [], {}
     for size, step in suite.groups():
         arrays = store.load_group(out, size, step, suite.seeds, text.n_positions)
         if arrays is None:  # cannot happen after _compute_groups unless someone deletes files meanwhile
             raise SeedKLError(f"--out={out}: group {size} step {step} vanished during the run; rerun to recompute it")
+        if key and step == max(suite.steps):
+            held_out[size] = arrays.pop(key, None)  # study/run.py computes it at every size's last step
+            if held_out[size] is None:
+                raise SeedKLError(f"--out={out}: group {size} step {step} lacks --surprisal_seed's surprisal; "
+                                  "rerun to compute it")
         groups.append(GroupResult(size=size, step=step, seeds=list(suite.seeds), arrays=arrays))
 
     stage = store.new_staging(out)  # this run's own folder (a killed run's leftovers are removed)
-    final = final_surprisals(groups, cfg.compat, held_out, getattr(cfg, "surprisal_seed", None))
+    final = final_surprisals(groups, cfg.compat, held_out, cfg.surprisal_seed)
     tmeta, source = token_meta(meta, list(suite.sizes), final, cfg.compat)
     n_docs = int(meta["doc_id"].max()) + 1
     report = write_outputs(stage, groups, tmeta, n_boot=cfg.n_boot, phase_steps=suite.phase_steps,

@@ -75,6 +75,7 @@ class StudyConfig:
     dtype: str = "float32"             # params dtype of the loads (the kernel stacks and computes in float32)
     mesh: Any = None                   # jax.sharding.Mesh for compare_stacked; None = default devices
     compat: str = "none"               # "paper": the paper's own choices (analysis/compat.py)
+    surprisal_seed: int | str | None = None  # held-out seed for the final-surprisal bins (config.AnalysisConfig)
 
 
 @dataclasses.dataclass
@@ -138,6 +139,8 @@ def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
     checks.check_cache_dir(cache_root)
     cache.sweep(cache_root)  # .tmp-* folders of writers that died
     check_complete(suite, cfg.cache_dir, cfg.dtype)
+    if cfg.surprisal_seed is not None:  # its checkpoints at the last step must exist too
+        check_complete(_held_out_suite(suite, cfg.surprisal_seed), cfg.cache_dir, cfg.dtype)
     tok, tok_source = checks.study_tokenizer(cfg.tokenizer, suite)
     if cfg.vocab_size is not None:
         if not 2 <= cfg.vocab_size <= tok.vocab_size:
@@ -239,6 +242,7 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
     group go into `timings["groups"]` (see TIMINGS_FILE). Groups at the suite's first step also get
     the KL to `reference_other` (reduced in the same pass, kept as compat.OTHER_KL)."""
     from seedkl_jax.analysis.compat import OTHER_KL
+    from seedkl_jax.analysis.token_meta import held_out_key
     from tqdm import tqdm
 
     from seedkl_jax.kernels.compare import compare_stacked, resolve_form, use_compilation_cache
@@ -250,7 +254,9 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
     n_pos = text.n_positions
     mlm = None if not cfg.mlm_scoring else MLMSpec(cfg.mlm_scoring, tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id)
     first = min(suite.steps) if reference_other is not None else None
-    need = lambda step: (OTHER_KL,) if step == first else ()  # noqa: E731
+    held_key = None if cfg.surprisal_seed is None else held_out_key(cfg.surprisal_seed)
+    need = lambda step: ((OTHER_KL,) if step == first else ()) + (  # noqa: E731
+        (held_key,) if held_key and step == max(suite.steps) else ())
     done = np.array([write and store.load_group(out, *g, suite.seeds, n_pos, need(g[1])) is not None
                      for g in groups], bool)
     if agree is not None:
@@ -260,24 +266,30 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
     bar = tqdm(total=len(groups), initial=len(groups) - len(todo), desc="groups", unit="group", disable=not progress)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="seedkl-prefetch")
     try:
-        future = pool.submit(_load_group_params, cfg, suite, *todo[0], tok, tok_check, progress) if todo else None
+        extra = lambda step: (cfg.surprisal_seed,) if held_key in need(step) else ()  # noqa: E731
+        future = (pool.submit(_load_group_params, cfg, suite, *todo[0], tok, tok_check, progress, extra(todo[0][1]))
+                  if todo else None)
         per_group = timings.setdefault("groups", [])
         for i, (size, step) in enumerate(todo):
             t_wait = time.perf_counter()
             model_cfg, stacked = future.result()
             t_wait = time.perf_counter() - t_wait
             if i + 1 < len(todo):  # overlap loading the next group with this group's compute
-                future = pool.submit(_load_group_params, cfg, suite, *todo[i + 1], tok, tok_check, progress)
+                future = pool.submit(_load_group_params, cfg, suite, *todo[i + 1], tok, tok_check, progress,
+                                     extra(todo[i + 1][1]))
             bar.set_description(f"{size} step {step}")
             t0 = time.perf_counter()
-            both = bool(need(step))  # the other choice's unigram too, in the same pass (analysis/compat.py)
+            both = OTHER_KL in need(step)  # the other choice's unigram too, in the same pass (analysis/compat.py)
             refs = np.stack([reference, reference_other]) if both else reference
             arrays = {k: np.asarray(v) for k, v in compare_stacked(
                 stacked, model_cfg, text.ids, vocab_size=tok.vocab_size, reference_logprobs=refs,
                 window=cfg.window, overlap=cfg.overlap, vocab_chunk=cfg.vocab_chunk, mesh=cfg.mesh, mlm=mlm,
                 doc_ids=text.doc_ids, form=cfg.kernel_form, kernel=cfg.kernel, position_block=cfg.position_block,
-                cache_logits=cfg.cache_logits, seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds],
+                cache_logits=cfg.cache_logits,
+                seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds + extra(step)],
             ).items()}
+            if extra(step):  # the held-out seed: keep its surprisal, drop it from every compared array
+                arrays = _split_held_out(arrays, len(suite.seeds), held_key)
             if both:
                 arrays["kl_unigram"], arrays[OTHER_KL] = arrays["kl_unigram"][..., 0], arrays["kl_unigram"][..., 1]
             dt = time.perf_counter() - t0
@@ -297,9 +309,25 @@ def _compute_groups(cfg, suite, groups, text, tok, tok_source, reference, out, p
         bar.close()
 
 
-def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok, tok_check, progress=False):
-    """Load the S seeds of one group (orbax-cached): (model config, their params as `seed_params` lays
-    them out for compare: on the device, stacked or not).
+def _held_out_suite(suite: Suite, seed) -> Suite:
+    """The held-out seed's checkpoints: one per size at the suite's last step (--surprisal_seed)."""
+    if seed in suite.seeds:
+        raise SeedKLError(f"--surprisal_seed={seed}: it is one of the compared --seeds; give a seed whose KL is not "
+                          "measured (e.g. PolyPythia's 2 when comparing 1,3,5,7,9)")
+    return dataclasses.replace(suite, steps=(max(suite.steps),), seeds=(seed,))
+
+
+def _split_held_out(arrays: dict, S: int, key: str) -> dict:
+    """compare() arrays of S compared seeds + 1 held-out one -> the S seeds' arrays + key: its [P] surprisal."""
+    out = {k: (v[:, :S, :S] if k == "kl" else v[:, :S]) for k, v in arrays.items()}
+    out[key] = arrays["surprisal"][:, S]
+    return out
+
+
+def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok, tok_check, progress=False,
+                       extra_seeds: tuple = ()):
+    """Load the S seeds of one group (orbax-cached), then `extra_seeds` (a held-out seed): (model config,
+    their params as `seed_params` lays them out for compare: on the device, stacked or not).
 
     A seed with NaN/inf weights is refused by size/step/seed and path, and its params-cache entry is
     dropped (a re-downloaded or re-saved checkpoint is then converted afresh)."""
@@ -310,9 +338,10 @@ def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok
     from seedkl_jax.kernels.compare import seed_params
 
     models = []
-    with tqdm(total=len(suite.seeds), desc=f"params {size} step {step}", unit="ckpt", position=1, leave=False,
+    seeds = tuple(suite.seeds) + tuple(extra_seeds)
+    with tqdm(total=len(seeds), desc=f"params {size} step {step}", unit="ckpt", position=1, leave=False,
               disable=not progress) as bar:
-        for seed in suite.seeds:
+        for seed in seeds:
             model, revision = suite.checkpoint(size, step, seed)
             where = f"size {size} step {step} seed {seed} ({hub.ref_string(model, revision)})"
             m = load(model, revision, dtype=cfg.dtype, cache_dir=cfg.cache_dir)
@@ -332,7 +361,7 @@ def _load_group_params(cfg: StudyConfig, suite: Suite, size: str, step: int, tok
                                   "or re-save it, or leave this seed out")
             models.append(m)
     first = models[0]
-    for seed, m in zip(suite.seeds[1:], models[1:]):
+    for seed, m in zip(seeds[1:], models[1:]):
         if m.config != first.config:
             diff = checks.config_difference(first.hf_dict, m.hf_dict) or [f"{first.config} vs {m.config}"]
             raise SeedKLError(f"size {size} step {step}: seed {seed} has a different architecture than seed "
