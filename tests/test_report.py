@@ -297,6 +297,8 @@ def test_report_without_phase_steps_says_so(synthetic, tmp_path):
     text = write_report(tmp_path, summary, phases, [], findings=[]).read_text()
     assert "no reference phase boundaries" in text and "paper (Pythia)" not in text
     assert "16/256/2000" not in text
+    own = write_report(tmp_path, summary, phases, [], findings=[], phase_steps=(8, 64, 256)).read_text()
+    assert "| reference (phase_steps) | four phases | 8 | 64 | 256 |" in own and "suite's reference" in own
 
 
 def test_report_and_analysis_import_no_cycles():

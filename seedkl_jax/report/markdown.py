@@ -13,14 +13,14 @@ import polars as pl
 
 from seedkl_jax.analysis.aggregate import category_order, size_order
 from seedkl_jax.analysis.findings import findings as compute_findings
-from seedkl_jax.analysis.phases import BOUNDARY_NAMES
+from seedkl_jax.analysis.phases import BOUNDARY_NAMES, PAPER_BOUNDARIES
 from seedkl_jax.report.mdtable import table as _table
 
 BANDS = ("Bands: ±1 SD over tokens = sample SD (ddof=1) over the category's tokens of the token's mean KL over "
          "seed pairs (the paper's 'variance across contexts'); ±1 SD over seed pairs = sample SD over the S(S−1) "
          "ordered pairs of their mean over the category's tokens (the paper's band of every binned / PoS figure); "
          "95% CI = seed/document bootstrap.")
-PHASE_LINES = " Dashed lines: the paper's phase boundaries {steps} (where the steps reach them); dotted: detected."
+PHASE_LINES = " Dashed lines: the {whose} phase boundaries {steps} (where the steps reach them); dotted: detected."
 NO_PHASE_LINES = (" This suite carries no reference phase boundaries (a preset's `phase_steps`, `--phase_steps`), so "
                   "the figures draw no phase lines and no phase verdict is given (the paper draws none for MultiBERTs).")
 _FIG_SECTIONS = {
@@ -122,6 +122,11 @@ def _divergent_table(div: pl.DataFrame | None) -> str | None:
     return "\n\n".join(parts)
 
 
+def _whose(phase_steps) -> str:
+    """Who the reference boundaries are: the paper's on PolyPythia, else the suite's (--phase_steps)."""
+    return "paper (Pythia)" if tuple(phase_steps) == tuple(PAPER_BOUNDARIES.values()) else "reference (phase_steps)"
+
+
 def _phases_section(phases: dict, sizes: list[str], phase_steps) -> str:
     if not phase_steps:
         return NO_PHASE_LINES.strip() + " The detected boundaries of each size are in `phases.json`."
@@ -135,7 +140,7 @@ def _phases_section(phases: dict, sizes: list[str], phase_steps) -> str:
         note = (" / ".join("–" if off.get(k) is None else f"{off[k]:+.1f}" for k in keys)
                 if p["status"] == "four_phases" else p.get("message", ""))
         rows.append([s, p["status"].replace("_", " ")] + [_f(b.get(k)) for k in keys] + [note])
-    rows.append(["paper (Pythia)", "four phases"] + [str(s) for s in phase_steps] + [""])
+    rows.append([_whose(phase_steps), "four phases"] + [str(s) for s in phase_steps] + [""])
     return _table(["size", "status", "convergence starts", "divergence starts", "reconvergence starts",
                    "log2(found / paper) or note"], rows)
 
@@ -233,8 +238,9 @@ def write_report(out_dir, summary: pl.DataFrame, phases: dict, figures, findings
              f"Sizes: {', '.join(sizes) or '–'}. Steps: {', '.join(map(str, steps)) or '–'}. "
              f"Tokens scored: {n_tok}. E[conv] = −mean KL between seeds (nats; higher = more alike). "
              "The sections follow the paper's figures in order; the findings with verdicts come after them.\n",
-             f"*{BANDS}" + (PHASE_LINES.format(steps="/".join(map(str, phase_steps))) if phase_steps
-                            else NO_PHASE_LINES) + "*\n"]
+             f"*{BANDS}" + (PHASE_LINES.format(whose="paper's" if _whose(phase_steps).startswith("paper")
+                                               else "suite's reference", steps="/".join(map(str, phase_steps)))
+                            if phase_steps else NO_PHASE_LINES) + "*\n"]
     for title, stems, kind in PAPER_SECTIONS:
         figs = [_figure(fig_by_stem, s, out_dir) for s in stems]
         table = _section_table(kind, summary, sizes, regression) if kind else None

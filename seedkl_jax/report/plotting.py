@@ -16,6 +16,8 @@ from typing import Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from seedkl_jax.analysis.phases import PAPER_BOUNDARIES
+
 DPI = 150
 
 
@@ -49,10 +51,11 @@ def reached(phase_steps: Sequence[int] | None, steps) -> list[int]:
 def phase_lines(ax, steps, phase_steps: Sequence[int] | None, label: bool = True) -> None:
     """The suite's reference boundaries (dashed) that its steps reach."""
     shown = reached(phase_steps, steps)
+    whose = "paper" if tuple(phase_steps or ()) == tuple(PAPER_BOUNDARIES.values()) else "reference"
     name = "/".join(str(s) for s in phase_steps or ())
     for i, s in enumerate(shown):
         ax.axvline(s, color="0.35", ls="--", lw=0.8,
-                   label=f"paper boundaries ({name})" if label and i == 0 else None)
+                   label=f"{whose} boundaries ({name})" if label and i == 0 else None)
 
 
 def detected_lines(ax, p: dict | None, label: bool = False) -> None:
