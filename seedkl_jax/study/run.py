@@ -16,7 +16,9 @@ bad input fails before any compute, nothing is left half-written and a crash cos
   6. for each unfinished group: load its S seeds (the next group loads in a background thread while
      this one computes; non-finite weights are refused by path and their cache entry dropped),
      `compare_stacked` (at the first step a second time, with the other --compat's unigram:
-     analysis/compat.py), persist `groups/<size>/step<step>.npz` atomically;
+     analysis/compat.py; at the last step `--surprisal_seed`'s checkpoint joins the group as an extra
+     model whose [P] surprisal alone is kept, for the final-surprisal bins), persist
+     `groups/<size>/step<step>.npz` atomically;
   7. read all groups back from disk (so a resumed run and an uninterrupted one write identical files)
      and write tokens/pairs/token_meta/summary/phases/findings/figures/report into this run's staging
      folder, then move them in. A full disk or unwritable folder is one error line (seedkl_jax/disk.py).
