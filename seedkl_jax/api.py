@@ -23,6 +23,10 @@
 
         SuiteConfig, TextConfig, ScoringConfig, KernelConfig, AnalysisConfig, OutputConfig: its parts;
         Suite: a resolved suite (study/suite.py). Bad values fail when the config is built.
+    analyze(pairs, meta, seed_metrics=None, *, out, sizes=None, n_boot=1000, compat="none",
+            phase_steps=None, surprisal_seed=None) -> Path
+        the analysis and report from per-pair KL tables computed anywhere (`seedkl analyze`;
+        schema in docs/analyze.md).
     demo(...)                                         `seedkl demo`.
 
 `compare`, `compare_stacked`, `run_study` and `demo` turn on JAX's persistent compilation cache under
@@ -53,6 +57,7 @@ _EXPORTS = {
     "AnalysisConfig": "seedkl_jax.config",
     "OutputConfig": "seedkl_jax.config",
     "run_study": "seedkl_jax.study.run",
+    "analyze": "seedkl_jax.study.analyze",
     "DemoConfig": "seedkl_jax.lab.demo",
     "demo": "seedkl_jax.lab.demo",
 }

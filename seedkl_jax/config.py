@@ -144,10 +144,19 @@ class AnalysisConfig:
                              "moves the results).", choices=tuple(m.value for m in Compat),
                              results=True)  # the kernel's unigram reference differs
     n_boot: int = setting(1000, "Bootstrap replicates for the summary's 95% intervals.")
+    surprisal_seed: int | str | None = setting(
+        None, "A seed NOT among the compared ones whose surprisal at each size's last step defines the "
+        "final-surprisal bins (e.g. PolyPythia's 2: it has seeds 1..9, the paper compares 1,3,5,7,9), so the "
+        "bins do not come from the seeds whose KL is measured; default: from the compared seeds (mean, or the "
+        "first seed with --compat=paper). The report says which.")
 
     def __post_init__(self):
         object.__setattr__(self, "compat", _enum(Compat, self.compat, "compat"))
         _positive(self.n_boot, "n_boot")
+        if self.surprisal_seed is not None and str(self.surprisal_seed).strip() != "":
+            object.__setattr__(self, "surprisal_seed", _seed(self.surprisal_seed))
+        else:
+            object.__setattr__(self, "surprisal_seed", None)
 
 
 def _local(template: str) -> bool:

@@ -92,3 +92,15 @@ def test_aliased_levels_are_dropped_not_a_rank_deficient_fit():
     al = reg.filter(pl.col("reference") == "aliased")
     assert al.height == 1 and al["term"][0].startswith("context_pos=") and al["coef"].null_count() == 1
     assert reg.filter(pl.col("term") == "log10_count")["coef"].is_finite().all()
+
+
+def test_size_reference_follows_the_given_order():
+    """sizes=[...] (seedkl analyze --sizes) names the reference level; the default orders by parameter count."""
+    rng = np.random.default_rng(3)
+    groups, meta = _suite(rng, sizes=("70m", "14m"))
+    assert set(regression(groups, meta, n_boot=20).filter(pl.col("term").str.starts_with("size="))["reference"]) \
+        == {"size=14m"}
+    flipped = regression(groups, meta, n_boot=20, sizes=["70m", "14m"])
+    sz = flipped.filter(pl.col("term") == "size=14m")
+    assert set(sz["reference"]) == {"size=70m"}
+    assert sz["coef"].to_list() == pytest.approx([0.02, 0.02], abs=0.006)   # _suite plants +0.02 on its 2nd size (14m)

@@ -13,6 +13,7 @@ from seedkl_jax.analysis.phases import detect_phases, phases_from_summary
 from seedkl_jax.report.figures import make_figures
 from seedkl_jax.report.markdown import write_report
 
+PAPER_STEPS = (16, 256, 2000)
 STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 FREQ = ["<10", "[10,100)", "[100,1e3)", "1e3+"]
 UPOS = ["NOUN", "VERB", "DET", "ADP", "PUNCT"]
@@ -163,7 +164,8 @@ def test_figures_and_report(synthetic, tmp_path):
     reg = pl.DataFrame({"step": [0, 64, 0, 64], "term": ["log10_count"] * 2 + ["size=70m"] * 2,
                         "reference": [None, None, "size=14m", "size=14m"], "coef": [0.01, -0.02, 0.0, 0.01],
                         "ci_low": [0.0, -0.03, -0.01, 0.0], "ci_high": [0.02, -0.01, 0.01, 0.02], "n_rows": [10] * 4})
-    figs = make_figures(summary, phases, tmp_path / "figures", regression=reg, lr_schedule=PYTHIA)
+    figs = make_figures(summary, phases, tmp_path / "figures", regression=reg, lr_schedule=PYTHIA,
+                        phase_steps=PAPER_STEPS)
     names = [p.name for p in figs]
     assert names == ["econv_tokens.png", "econv_pairs.png", "econv_sizes.png", "kl_baselines.png",
                      "econv_by_freq_bin.png", "econv_by_final_surprisal_bin.png", "econv_by_paper_pos.png",
@@ -175,7 +177,7 @@ def test_figures_and_report(synthetic, tmp_path):
     assert not list((tmp_path / "figures").glob(".*tmp"))
     fs = findings(summary, phases)
     rep = write_report(tmp_path, summary, phases, figs, findings=fs, extra={"Settings": "seeds 0,1,2"},
-                       regression=reg)
+                       regression=reg, phase_steps=PAPER_STEPS)
     text = rep.read_text()
     # one section per paper figure, in the paper's order, captions naming the band's statistic
     order = [text.index(f"figures/{n}") for n in names]
@@ -235,3 +237,76 @@ def test_econv_bands_never_cross_zero():
     (econv,), (ce,) = ax.collections[0].get_paths(), ax.collections[1].get_paths()
     assert econv.vertices[:, 1].max() <= 0.0 and econv.vertices[:, 1].min() < -0.05
     assert ce.vertices[:, 1].min() >= 0.0
+
+
+# ------------------------------------------------------------------ suite-aware phase marks
+def _drawn(monkeypatch) -> dict:
+    """Replace the PNG write of the figure modules by a recorder: {file name: Figure} of later draws."""
+    import seedkl_jax.report.figures as F
+    import seedkl_jax.report.appendix_figures as A
+    drawn = {}
+
+    def record(fig, path):
+        drawn[Path(path).name] = fig
+        return Path(path)
+    monkeypatch.setattr(F, "save", record)
+    monkeypatch.setattr(A, "save", record)
+    return drawn
+
+
+def _vlines(ax) -> list[float]:
+    """x of every axvline (a Line2D spanning the axes' height at one x)."""
+    return [ln.get_xdata()[0] for ln in ax.get_lines()
+            if len(ln.get_xdata()) == 2 and ln.get_xdata()[0] == ln.get_xdata()[1] and list(ln.get_ydata()) == [0, 1]]
+
+
+def test_multiberts_figure_has_no_phase_lines_and_dashes_the_unmeasured_segment(monkeypatch, tmp_path):
+    from seedkl_jax.study.suite import MULTIBERTS_STEPS, PRESETS
+    assert PRESETS["multiberts"].phase_steps is None and PRESETS["polypythia"].phase_steps == PAPER_STEPS
+    drawn = _drawn(monkeypatch)
+    summary, _ = study(sizes=("base",), P=60)
+    # relabel the synthetic steps as MultiBERTs' (thousands: 0, 20, 40, ...)
+    mb = dict(zip(STEPS, MULTIBERTS_STEPS))
+    summary = summary.with_columns(pl.col("step").replace_strict(mb, return_dtype=pl.Int64))
+    phases = phases_from_summary(summary)
+    make_figures(summary, phases, tmp_path, phase_steps=None)
+    ax = drawn["econv_tokens.png"].axes[0]
+    assert _vlines(ax) == []                                    # neither the paper's nor detected boundaries
+    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    assert [list(ln.get_xdata()) for ln in dashed] == [[0, 20]]  # 0 -> 20k drawn dashed
+    assert ax.get_title() == "base"                             # no phase status without phase steps
+    for name in ("econv_sizes.png", "econv_by_freq_bin.png"):
+        assert all(_vlines(a) == [] for a in drawn[name].axes)
+
+
+def test_polypythia_figure_draws_the_phase_lines_its_steps_reach(monkeypatch, synthetic, tmp_path):
+    drawn = _drawn(monkeypatch)
+    summary, phases, _ = synthetic
+    make_figures(summary, phases, tmp_path, phase_steps=PAPER_STEPS)
+    ax = drawn["econv_tokens.png"].axes[0]
+    assert {16, 256, 2000} <= set(_vlines(ax))
+    assert not [ln for ln in ax.get_lines() if ln.get_linestyle() == "--" and ln.get_xdata()[0] == 0]  # 0 -> 1: solid
+    short = summary.filter(pl.col("step") <= 512)                # steps reach 16 and 256, not 2000
+    make_figures(short, phases_from_summary(short), tmp_path, phase_steps=PAPER_STEPS)
+    lines = set(_vlines(drawn["econv_sizes.png"].axes[0]))
+    assert {16, 256} <= lines and 2000 not in lines
+
+
+def test_report_without_phase_steps_says_so(synthetic, tmp_path):
+    summary, phases, _ = synthetic
+    text = write_report(tmp_path, summary, phases, [], findings=[]).read_text()
+    assert "no reference phase boundaries" in text and "paper (Pythia)" not in text
+    assert "16/256/2000" not in text
+    own = write_report(tmp_path, summary, phases, [], findings=[], phase_steps=(8, 64, 256)).read_text()
+    assert "| reference (phase_steps) | four phases | 8 | 64 | 256 |" in own and "suite's reference" in own
+
+
+def test_report_and_analysis_import_no_cycles():
+    """report/figures <-> appendix_figures and analysis -> report were cycles; each imports alone."""
+    import subprocess
+    import sys
+    for mod in ("seedkl_jax.report.appendix_figures", "seedkl_jax.report.figures", "seedkl_jax.analysis.compat",
+                "seedkl_jax.analysis.tables", "seedkl_jax.analysis.pipeline"):
+        code = (f"import sys, {mod}; bad = [m for m in sys.modules if m.startswith('seedkl_jax.report')]; "
+                f"assert '{mod}'.startswith('seedkl_jax.report') or not bad, bad")
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -182,19 +182,44 @@ def token_rows(group: GroupResult, meta: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(cols)
 
 
+def _seed_column(seeds) -> tuple[np.ndarray, type]:
+    """Seeds as a column: text when any is a name (study/suite.py's named seeds), else Int64."""
+    if any(isinstance(s, str) for s in seeds):
+        return np.asarray([str(s) for s in seeds]), pl.Utf8
+    return np.asarray(seeds, dtype=np.int64), pl.Int64
+
+
 def pair_rows(group: GroupResult) -> pl.DataFrame:
     """Rows of pairs.parquet: per ordered seed pair (seed_a, seed_b), a != b, the mean KL(a||b) over positions."""
     P, S = _check_group(group)
     kl = np.asarray(group.arrays["kl"], dtype=np.float64)
     ia, ib = np.nonzero(~np.eye(S, dtype=bool))
-    named = any(isinstance(s, str) for s in group.seeds)  # named seeds (study/suite.py): a text column
-    seeds = np.asarray([str(s) for s in group.seeds]) if named else np.asarray(group.seeds, dtype=np.int64)
+    seeds, dtype = _seed_column(group.seeds)
     return pl.DataFrame({
         "size": pl.Series([group.size] * len(ia), dtype=pl.Utf8),
         "step": pl.Series([int(group.step)] * len(ia), dtype=pl.Int64),
-        "seed_a": pl.Series(seeds[ia], dtype=pl.Utf8 if named else pl.Int64),
-        "seed_b": pl.Series(seeds[ib], dtype=pl.Utf8 if named else pl.Int64),
+        "seed_a": pl.Series(seeds[ia], dtype=dtype),
+        "seed_b": pl.Series(seeds[ib], dtype=dtype),
         "kl_mean": pl.Series(kl.mean(0)[ia, ib], dtype=pl.Float64),
+    })
+
+
+def pair_position_rows(group: GroupResult, positions: np.ndarray | None = None) -> pl.DataFrame:
+    """Rows of pair_positions.parquet, `seedkl analyze`'s PAIRS schema (analysis/tables.py): size, step,
+    seed_a, seed_b, position, kl = KL(p_a || p_b) for every ordered pair a != b at every position
+    ([P*S*(S-1)] rows; positions [P], default 1..P)."""
+    P, S = _check_group(group)
+    kl = np.asarray(group.arrays["kl"])                                           # [P,S,S]
+    a, b = np.nonzero(~np.eye(S, dtype=bool))
+    pos = np.arange(1, P + 1, dtype=np.int64) if positions is None else np.asarray(positions, np.int64)
+    seeds, dtype = _seed_column(group.seeds)
+    n = P * len(a)
+    return pl.DataFrame({
+        "size": pl.Series([group.size] * n, dtype=pl.Utf8),
+        "step": pl.Series(np.full(n, group.step, np.int64), dtype=pl.Int64),
+        "seed_a": pl.Series(np.tile(seeds[a], P), dtype=dtype), "seed_b": pl.Series(np.tile(seeds[b], P), dtype=dtype),
+        "position": pl.Series(np.repeat(pos, len(a)), dtype=pl.Int64),
+        "kl": kl[:, a, b].reshape(-1),
     })
 
 

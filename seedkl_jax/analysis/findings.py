@@ -201,7 +201,8 @@ def _pos_pick(rows):
 
 
 def findings(summary: pl.DataFrame, phases: dict, *, sizes: list[str] | None = None,
-             min_tokens: int = MIN_TOKENS, replicates: dict | None = None) -> list[dict]:
+             min_tokens: int = MIN_TOKENS, replicates: dict | None = None,
+             phase_steps: tuple[int, ...] | None = (16, 256, 2000)) -> list[dict]:
     """The paper's findings, each {"finding", "verdict", "evidence"} (see module docstring).
 
     summary: summary.parquet frame (analysis.aggregate.summarize); phases: {size: detect_phases dict}
@@ -209,8 +210,10 @@ def findings(summary: pl.DataFrame, phases: dict, *, sizes: list[str] | None = N
     replicates: the bootstrap replicates summarize filled (paired comparisons), None = CI-overlap rule.
     """
     sizes = list(sizes) if sizes is not None else size_order(summary["size"].to_list())
+    no_phases = {"finding": FINDING_PHASES, "verdict": INCONCLUSIVE,
+                 "evidence": "the suite carries no reference phase boundaries: no phase verdict"}
     return [
-        _phases_finding(phases, sizes),
+        _phases_finding(phases, sizes) if phase_steps else no_phases,
         _size_finding(summary, phases, sizes, replicates),
         *_category_findings(summary, sizes, "freq_bin", _freq_pick, (FINDING_FREQ, FINDING_FREQ_FAST, FINDING_FREQ_REL),
                             min_tokens, replicates),

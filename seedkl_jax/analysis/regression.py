@@ -77,9 +77,12 @@ def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(empty, np.nan, beta)
 
 
-def regression(groups: list[GroupResult], meta: pl.DataFrame, *, n_boot: int = REG_BOOT, seed: int = 0) -> pl.DataFrame:
-    """regression.parquet rows for every step that all sizes share (module docstring)."""
-    sizes = size_order(list(dict.fromkeys(g.size for g in groups)))
+def regression(groups: list[GroupResult], meta: pl.DataFrame, *, n_boot: int = REG_BOOT, seed: int = 0,
+               sizes: list[str] | None = None) -> pl.DataFrame:
+    """regression.parquet rows for every step that all sizes share (module docstring). sizes: smallest
+    first, the first is the size factor's reference (default: analysis.aggregate.size_order)."""
+    present = list(dict.fromkeys(g.size for g in groups))
+    sizes = [s for s in sizes if s in present] if sizes is not None else size_order(present)
     by = {(g.size, int(g.step)): g for g in groups}
     steps = sorted({s for (_, s) in by if all((z, s) in by for z in sizes)})
     out = {k: [] for k in SCHEMA}

@@ -17,6 +17,7 @@ import sys
 COMMANDS = {
     "demo": ("seedkl_jax.cli.demo", "train a mini seed suite offline and run the whole study on it"),
     "run": ("seedkl_jax.cli.run", "run the convergence study on a suite (sizes x steps x seeds)"),
+    "analyze": ("seedkl_jax.cli.analyze", "the analysis and report from per-pair KL tables computed anywhere"),
     "convert": ("seedkl_jax.cli.convert", "convert a HF checkpoint (GPT-NeoX, GPT-2, BERT) into the params cache"),
     "cache": ("seedkl_jax.cli.cache", "list or clear the converted-params cache"),
 }

@@ -1,7 +1,8 @@
 """The paper's appendix figures: regression coefficients over training and the learning-rate overlay.
 
-Both draw on the symlog step axis of report/figures.py with the paper's phase boundaries (dashed) and
-the detected ones (dotted, per size). `save` is figures._save (atomic PNG write).
+Both draw on the symlog step axis of report/plotting.py with the suite's reference phase boundaries
+(`phase_steps`, dashed, where the steps reach them) and the detected ones (dotted, per size); a suite
+without phase_steps gets neither.
 """
 from __future__ import annotations
 
@@ -12,16 +13,11 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from seedkl_jax.analysis.aggregate import size_order
+from seedkl_jax.report.plotting import detected_lines, phase_lines, save, step_axis
 
 
-def _axes_helpers():
-    from seedkl_jax.report import figures as F
-    return F
-
-
-def regression_figure(reg: pl.DataFrame, phases: dict, path: Path, save) -> Path | None:
+def regression_figure(reg: pl.DataFrame, phases: dict, path: Path, *, phase_steps=None) -> Path | None:
     """Negated (as convergence) log-frequency and size coefficients over steps, with their 95% CIs."""
-    F = _axes_helpers()
     size_terms = [t for t in dict.fromkeys(reg["term"].to_list()) if t.startswith("size=")]
     panels = [("log10_count", "log10 corpus count of the target")] + [(t, t) for t in size_terms]
     fig = Figure(figsize=(5.2 * (2 if len(panels) > 1 else 1), 3.6), layout="constrained")
@@ -39,8 +35,8 @@ def regression_figure(reg: pl.DataFrame, phases: dict, path: Path, save) -> Path
                     label=label + (f" (vs {ref})" if ref else ""))
         if not steps:
             continue
-        F._paper_lines(ax, steps, label=False)
-        F._step_axis(ax, steps)
+        phase_lines(ax, steps, phase_steps, label=False)
+        step_axis(ax, steps)
         ax.axhline(0, color="0.5", lw=0.6)
         ax.set_ylabel("−coefficient (nats; as convergence)")
         ax.legend(fontsize=7)
@@ -48,9 +44,8 @@ def regression_figure(reg: pl.DataFrame, phases: dict, path: Path, save) -> Path
     return save(fig, path)
 
 
-def lr_figure(schedule, sizes, steps, phases: dict, path: Path, save) -> Path | None:
-    """Learning rate of every size over the study's steps, with paper and detected phase lines."""
-    F = _axes_helpers()
+def lr_figure(schedule, sizes, steps, phases: dict, path: Path, *, phase_steps=None) -> Path | None:
+    """Learning rate of every size over the study's steps, with reference and detected phase lines."""
     steps = sorted(int(s) for s in steps)
     grid = np.unique(np.round(np.concatenate([np.asarray(steps, float),      # integer update indices
                                               np.geomspace(1, max(max(steps), 2), 400), [0.0]])))
@@ -63,11 +58,12 @@ def lr_figure(schedule, sizes, steps, phases: dict, path: Path, save) -> Path | 
             continue
         drawn = True
         ax.plot(grid, lr, color=f"C{i}", lw=1.5, label=size)
-        F._detected_lines(ax, (phases or {}).get(size), label=i == 0)
+        if phase_steps:
+            detected_lines(ax, (phases or {}).get(size), label=i == 0)
     if not drawn:
         return None
-    F._paper_lines(ax, steps)
-    F._step_axis(ax, steps)
+    phase_lines(ax, steps, phase_steps)
+    step_axis(ax, steps)
     ax.set_ylabel("learning rate")
     ax.set_title(schedule.source, fontsize=9)
     ax.legend(fontsize=8)

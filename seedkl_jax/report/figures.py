@@ -16,25 +16,28 @@ Files (each skipped when its data is absent), in the paper's figure order (FIGUR
   econv_by_{pos_group, upos}.png                            our UPOS views
   ce_by_{freq_bin, final_surprisal_bin, paper_pos}.png      cross-entropy (mean surprisal), +-1 SD over seeds
   regression.png, lr.png        report/appendix_figures.py
-Every step-axis panel carries the paper's boundaries (16/256/2000, dashed) and the detected ones
-(dotted). A band of E[conv] (which is <= 0) is clipped at 0, a band of surprisal at 0 from below.
+Phase marks are suite-aware (`phase_steps`, a suite preset's reference boundaries: PolyPythia's are
+the paper's 16/256/2000): with them every step-axis panel carries those the steps reach (dashed), the
+detected boundaries (dotted), the detected phases shaded and the phase fit; without them (MultiBERTs,
+Mistral, local suites) none of these, as the paper draws MultiBERTs. A curve that jumps from step 0 to
+a first non-zero step > 1 (MultiBERTs' 0 -> 20k) draws that segment dashed: no training in between
+was measured. A band of E[conv] (which is <= 0) is clipped at 0, a band of surprisal at 0 from below.
 """
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import polars as pl
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from seedkl_jax.analysis.aggregate import category_order, size_order
-from seedkl_jax.analysis.phases import PAPER_BOUNDARIES
 from seedkl_jax.data.annotate import PAPER_XPOS_PANELS
+from seedkl_jax.report.appendix_figures import lr_figure, regression_figure
+from seedkl_jax.report.plotting import detected_lines, gap_segment, phase_lines, save, step_axis
 
 PHASE_COLORS = {"uniform": "#bdbdbd", "convergence": "#a1d99b", "divergence": "#fc9272",
                 "reconvergence": "#9ecae1", "late": "#fdd0a2"}
@@ -42,37 +45,7 @@ CATEGORY_FIGURES = (("freq_bin", "frequency bin (corpus count)"),
                     ("final_surprisal_bin", "final surprisal (nats)"), ("paper_pos", "PoS (paper's groups)"))
 OUR_CATEGORY_FIGURES = (("pos_group", "word class"), ("upos", "UPOS"))
 CE_FIGURES = CATEGORY_FIGURES
-DPI = 150
 LINE = "#54278f"  # E[conv] line and bands: purple, distinct from every phase shade
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    FigureCanvasAgg(fig)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png")
-    os.replace(tmp, path)
-    return path
-
-
-def _step_axis(ax, steps) -> None:
-    ax.set_xscale("symlog", linthresh=1.0, linscale=0.4)
-    hi = max(max(steps), 1)
-    ax.set_xlim(0, hi * 1.4)
-    ax.set_xlabel("training step (symlog: 0, then log scale)")
-    ax.grid(True, which="major", alpha=0.3, lw=0.6)
-
-
-def _paper_lines(ax, steps, label=True) -> None:
-    hi = max(steps)
-    for i, s in enumerate(PAPER_BOUNDARIES.values()):
-        if s <= hi:
-            ax.axvline(s, color="0.35", ls="--", lw=0.8,
-                       label="paper boundaries (16/256/2000)" if label and i == 0 else None)
-
-
-def _detected_lines(ax, p: dict | None, label=False) -> None:
-    for i, s in enumerate(v for v in ((p or {}).get("boundaries") or {}).values() if v is not None):
-        ax.axvline(max(s, 0), color="k", ls=":", lw=1.0, label="detected boundaries" if label and i == 0 else None)
 
 
 def _shade(ax, p: dict | None) -> None:
@@ -116,29 +89,49 @@ def _sd_band(ax, st, y, sd, upper0=True, **kw) -> None:
     ax.fill_between(st, lo, hi, lw=0, **kw)
 
 
-def _econv_panels(summary, phases, sizes, path, band="sd_tokens") -> Path:
+def _line(ax, st, y, fmt="o-", **kw) -> None:
+    """The measured curve; its segment from step 0 across unmeasured training is dashed (gap_segment)."""
+    st, y = np.asarray(st), np.asarray(y, float)
+    gap = gap_segment(st)
+    if gap is None:
+        ax.plot(st, y, fmt, **kw)
+        return
+    cut = int(np.searchsorted(st, gap))
+    seg = {k: v for k, v in kw.items() if k != "label"}
+    ax.plot(st[:cut + 1], y[:cut + 1], "--", **{**seg, "marker": None})
+    ax.plot(st[:1], y[:1], fmt.replace("-", ""), **seg)
+    ax.plot(st[cut:], y[cut:], fmt, **kw)
+
+
+def _phase_marks(ax, p: dict | None, steps, phase_steps, label=False) -> None:
+    """Reference (dashed) and detected (dotted) boundaries, only for a suite with phase_steps."""
+    if phase_steps:
+        phase_lines(ax, steps, phase_steps, label=label)
+        detected_lines(ax, p, label=label)
+
+
+def _econv_panels(summary, phases, sizes, path, band="sd_tokens", phase_steps=None) -> Path:
     fig, axes = _grid(len(sizes))
     for i, (ax, size) in enumerate(zip(axes, sizes)):
         r = _rows(summary, "seeds", "all", size)
         st, y, sd = r["step"].to_numpy(), r["e_conv"].to_numpy(), r[band].to_numpy()
-        p = phases.get(size)
+        p = phases.get(size) if phase_steps else None
         _shade(ax, p)
         _sd_band(ax, st, y, sd, color=LINE, alpha=0.18, label=BAND_LABEL[band])
         _band(ax, r, "ci_low", "ci_high", color=LINE, alpha=0.4, label="95% bootstrap CI")
-        ax.plot(st, y, "o-", color=LINE, ms=3, lw=1.5, label="E[conv]")
+        _line(ax, st, y, color=LINE, ms=3, lw=1.5, label="E[conv]")
         if p and any(v is not None for v in p.get("e_conv_fit", [])):
             fx = [s for s, v in zip(p["steps"], p["e_conv_fit"]) if v is not None]
             fy = [v for v in p["e_conv_fit"] if v is not None]
             ax.plot(fx, fy, ":", color="k", lw=1.0, label="phase fit")
-        _paper_lines(ax, st)
-        _detected_lines(ax, p, label=i == 0)
-        _step_axis(ax, st)
+        _phase_marks(ax, p, st, phase_steps, label=i == 0)
+        step_axis(ax, st)
         ax.set_ylabel("E[conv] (nats)" if i % 3 == 0 else "")
         status = (p or {}).get("status", "no phases computed").replace("_", " ")
-        ax.set_title(f"{size}: {status}", fontsize=10)
+        ax.set_title(f"{size}: {status}" if phase_steps else size, fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
-    shown = {ph["name"]: ph["label"] for p in phases.values() for ph in (p or {}).get("phases", [])
-             if ph["name"] != "uniform" or ph["present"]}
+    shown = {ph["name"]: ph["label"] for p in (phases.values() if phase_steps else ())
+             for ph in (p or {}).get("phases", []) if ph["name"] != "uniform" or ph["present"]}
     for name, color in PHASE_COLORS.items():
         if name in shown:
             handles.append(Patch(color=color, alpha=0.5))
@@ -146,10 +139,10 @@ def _econv_panels(summary, phases, sizes, path, band="sd_tokens") -> Path:
     fig.legend(handles, labels, loc="outside lower center", ncol=5, fontsize=8, frameon=False)
     fig.suptitle("Convergence between seeds over training: E[conv] = −mean KL between seed pairs "
                  f"(higher = more alike); band {BAND_LABEL[band]}", fontsize=11)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _econv_sizes(summary, sizes, path) -> Path:
+def _econv_sizes(summary, sizes, path, phase_steps=None) -> Path:
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     allst = []
@@ -158,13 +151,14 @@ def _econv_sizes(summary, sizes, path) -> Path:
         st, y, sd = r["step"].to_numpy(), r["e_conv"].to_numpy(), r["sd_pairs"].to_numpy()
         allst += list(st)
         _sd_band(ax, st, y, sd, color=f"C{i}", alpha=0.15)
-        ax.plot(st, y, "o-", color=f"C{i}", ms=3, label=size)
-    _paper_lines(ax, allst)
-    _step_axis(ax, allst)
+        _line(ax, st, y, color=f"C{i}", ms=3, label=size)
+    if phase_steps:
+        phase_lines(ax, allst, phase_steps)
+    step_axis(ax, allst)
     ax.set_ylabel("E[conv] (nats)")
     ax.set_title("E[conv] by model size (bands: ±1 SD over seed pairs)")
     ax.legend(fontsize=8, title="size")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _baselines(summary, sizes, path) -> Path | None:
@@ -183,15 +177,16 @@ def _baselines(summary, sizes, path) -> Path | None:
             ax.fill_between(r["step"].to_numpy(), -r["ci_high"].to_numpy().astype(float),
                             -r["ci_low"].to_numpy().astype(float), color=f"C{i}", alpha=0.25, lw=0)
             ax.plot(r["step"].to_numpy(), r["mean_kl"].to_numpy(), "o-", color=f"C{i}", ms=3, label=size)
-        _step_axis(ax, allst)
+        step_axis(ax, allst)
         ax.set_ylabel(f"mean KL(model ‖ {m}) (nats)")
         ax.set_title(f"KL to the {m} distribution", fontsize=10)
         ax.legend(fontsize=8, title="size")
     fig.suptitle("Distance of each seed's predictions from simple baselines (bands: 95% CI)")
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _by_category(summary, sizes, phases, kind, what, path, metric="seeds", only=None) -> Path | None:
+def _by_category(summary, sizes, phases, kind, what, path, metric="seeds", only=None, phase_steps=None
+                 ) -> Path | None:
     """One panel per size, one line per category (only: a subset, in the given order), band +-1 sd_pairs."""
     allrows = _rows(summary, metric, kind)
     if only is not None:
@@ -215,10 +210,9 @@ def _by_category(summary, sizes, phases, kind, what, path, metric="seeds", only=
             if rc.height:
                 st, y = rc["step"].to_numpy(), rc["mean_kl" if ce else "e_conv"].to_numpy()
                 _sd_band(ax, st, y, rc["sd_pairs"].to_numpy(), upper0=not ce, color=colors[c], alpha=0.12)
-                ax.plot(st, y, "o-", ms=2.5, lw=1.3, color=colors[c])
-        _paper_lines(ax, r["step"].to_list() or [1], label=False)
-        _detected_lines(ax, (phases or {}).get(size))
-        _step_axis(ax, r["step"].to_list() or [1])
+                _line(ax, st, y, ms=2.5, lw=1.3, color=colors[c])
+        _phase_marks(ax, (phases or {}).get(size), r["step"].to_list() or [1], phase_steps)
+        step_axis(ax, r["step"].to_list() or [1])
         ax.set_ylabel(("cross-entropy (nats)" if ce else "E[conv] (nats)") if i % 3 == 0 else "")
         ax.set_title(size, fontsize=10)
     last = allrows.filter(pl.col("step") == allrows["step"].max())
@@ -231,38 +225,48 @@ def _by_category(summary, sizes, phases, kind, what, path, metric="seeds", only=
     fig.legend(handles, labels, loc="outside right center", fontsize=8, title=what, frameon=False)
     band = "±1 SD over seeds" if ce else "±1 SD over seed pairs"
     fig.suptitle(f"{'Cross-entropy' if ce else 'E[conv]'} by {what} (bands: {band})")
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def make_figures(summary: pl.DataFrame, phases: dict, fig_dir, *, regression=None, lr_schedule=None) -> list[Path]:
+def _order(sizes):
+    """labels -> the present ones in `sizes`' order (None: size_order)."""
+    if sizes is None:
+        return size_order
+    return lambda labels: [s for s in sizes if s in set(labels)]
+
+
+def make_figures(summary: pl.DataFrame, phases: dict, fig_dir, *, regression=None, lr_schedule=None,
+                 phase_steps=None, sizes=None) -> list[Path]:
     """Draw every figure the summary has data for into fig_dir, in the paper's order; returns the paths.
-    regression: regression.parquet frame; lr_schedule: analysis.lr.LRSchedule of the suite (or None)."""
-    from seedkl_jax.report.appendix_figures import lr_figure, regression_figure
-
+    regression: regression.parquet frame; lr_schedule: analysis.lr.LRSchedule of the suite (or None);
+    phase_steps: the suite's reference phase boundaries (None: no phase marks; module docstring);
+    sizes: panel order, smallest first (default: analysis.aggregate.size_order of the labels)."""
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
     phases = phases or {}
-    sizes = size_order(summary.filter(pl.col("metric") == "seeds")["size"].to_list())
+    ps = tuple(phase_steps) if phase_steps else None
+    order = _order(sizes)
+    sizes = order(summary.filter(pl.col("metric") == "seeds")["size"].to_list())
     out: list[Path | None] = []
     if sizes:
-        out.append(_econv_panels(summary, phases, sizes, fig_dir / "econv_tokens.png", "sd_tokens"))
-        out.append(_econv_panels(summary, phases, sizes, fig_dir / "econv_pairs.png", "sd_pairs"))
-        out.append(_econv_sizes(summary, sizes, fig_dir / "econv_sizes.png"))
-    out.append(_baselines(summary, size_order(summary["size"].to_list()), fig_dir / "kl_baselines.png"))
+        out.append(_econv_panels(summary, phases, sizes, fig_dir / "econv_tokens.png", "sd_tokens", ps))
+        out.append(_econv_panels(summary, phases, sizes, fig_dir / "econv_pairs.png", "sd_pairs", ps))
+        out.append(_econv_sizes(summary, sizes, fig_dir / "econv_sizes.png", ps))
+    out.append(_baselines(summary, order(summary["size"].to_list()), fig_dir / "kl_baselines.png"))
+    cat = lambda kind, what, name, **kw: _by_category(summary, sizes, phases, kind, what,  # noqa: E731
+                                                      fig_dir / name, phase_steps=ps, **kw)
     if sizes:
         for kind, what in CATEGORY_FIGURES:
-            out.append(_by_category(summary, sizes, phases, kind, what, fig_dir / f"econv_by_{kind}.png"))
+            out.append(cat(kind, what, f"econv_by_{kind}.png"))
         for panel, tags in PAPER_XPOS_PANELS.items():
-            out.append(_by_category(summary, sizes, phases, "xpos", f"Penn tag ({panel})",
-                                    fig_dir / f"econv_by_xpos_{panel}.png", only=tags))
+            out.append(cat("xpos", f"Penn tag ({panel})", f"econv_by_xpos_{panel}.png", only=tags))
         for kind, what in CE_FIGURES:
-            out.append(_by_category(summary, sizes, phases, kind, what, fig_dir / f"ce_by_{kind}.png",
-                                    metric="surprisal"))
+            out.append(cat(kind, what, f"ce_by_{kind}.png", metric="surprisal"))
     if regression is not None and regression.height:
-        out.append(regression_figure(regression, phases, fig_dir / "regression.png", _save))
+        out.append(regression_figure(regression, phases, fig_dir / "regression.png", phase_steps=ps))
     if lr_schedule is not None and sizes:
         steps = summary["step"].unique().to_list()
-        out.append(lr_figure(lr_schedule, sizes, steps, phases, fig_dir / "lr.png", _save))
+        out.append(lr_figure(lr_schedule, sizes, steps, phases, fig_dir / "lr.png", phase_steps=ps))
     for kind, what in OUR_CATEGORY_FIGURES if sizes else ():
-        out.append(_by_category(summary, sizes, phases, kind, what, fig_dir / f"econv_by_{kind}.png"))
+        out.append(cat(kind, what, f"econv_by_{kind}.png"))
     return [p for p in out if p is not None]

@@ -13,12 +13,16 @@ import polars as pl
 
 from seedkl_jax.analysis.aggregate import category_order, size_order
 from seedkl_jax.analysis.findings import findings as compute_findings
-from seedkl_jax.analysis.phases import PAPER_BOUNDARIES
+from seedkl_jax.analysis.phases import BOUNDARY_NAMES, PAPER_BOUNDARIES
+from seedkl_jax.report.mdtable import table as _table
 
 BANDS = ("Bands: ±1 SD over tokens = sample SD (ddof=1) over the category's tokens of the token's mean KL over "
          "seed pairs (the paper's 'variance across contexts'); ±1 SD over seed pairs = sample SD over the S(S−1) "
          "ordered pairs of their mean over the category's tokens (the paper's band of every binned / PoS figure); "
-         "95% CI = seed/document bootstrap. Dashed lines: the paper's boundaries 16/256/2000; dotted: detected.")
+         "95% CI = seed/document bootstrap.")
+PHASE_LINES = " Dashed lines: the {whose} phase boundaries {steps} (where the steps reach them); dotted: detected."
+NO_PHASE_LINES = (" This suite carries no reference phase boundaries (a preset's `phase_steps`, `--phase_steps`), so "
+                  "the figures draw no phase lines and no phase verdict is given (the paper draws none for MultiBERTs).")
 _FIG_SECTIONS = {
     "econv_tokens": "E[conv] per size; band ±1 SD over tokens (paper's main figure, 'variance across contexts'), "
                     "darker band the 95% seed/document bootstrap CI; detected phases shaded, phase fit dotted.",
@@ -84,16 +88,6 @@ def _cell(r: dict | None) -> str:
     return f"{_f(r['e_conv'])}{ci}"
 
 
-def _esc(s) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(_esc(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_esc(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def _figure(fig_by_stem: dict, stem: str, out_dir: Path) -> str:
     p = fig_by_stem.pop(stem, None)
     if p is None:
@@ -128,8 +122,15 @@ def _divergent_table(div: pl.DataFrame | None) -> str | None:
     return "\n\n".join(parts)
 
 
-def _phases_section(phases: dict, sizes: list[str]) -> str:
-    keys = list(PAPER_BOUNDARIES)
+def _whose(phase_steps) -> str:
+    """Who the reference boundaries are: the paper's on PolyPythia, else the suite's (--phase_steps)."""
+    return "paper (Pythia)" if tuple(phase_steps) == tuple(PAPER_BOUNDARIES.values()) else "reference (phase_steps)"
+
+
+def _phases_section(phases: dict, sizes: list[str], phase_steps) -> str:
+    if not phase_steps:
+        return NO_PHASE_LINES.strip() + " The detected boundaries of each size are in `phases.json`."
+    keys = list(BOUNDARY_NAMES)
     rows = []
     for s in sizes + [k for k in phases if k not in sizes]:
         p = phases.get(s)
@@ -139,7 +140,7 @@ def _phases_section(phases: dict, sizes: list[str]) -> str:
         note = (" / ".join("–" if off.get(k) is None else f"{off[k]:+.1f}" for k in keys)
                 if p["status"] == "four_phases" else p.get("message", ""))
         rows.append([s, p["status"].replace("_", " ")] + [_f(b.get(k)) for k in keys] + [note])
-    rows.append(["paper (Pythia)", "four phases"] + [str(PAPER_BOUNDARIES[k]) for k in keys] + [""])
+    rows.append([_whose(phase_steps), "four phases"] + [str(s) for s in phase_steps] + [""])
     return _table(["size", "status", "convergence starts", "divergence starts", "reconvergence starts",
                    "log2(found / paper) or note"], rows)
 
@@ -207,7 +208,7 @@ def _extra_parts(*mores) -> list[str]:
 
 def write_report(out_dir, summary: pl.DataFrame, phases: dict, figures, findings=None, extra=None, *,
                  extra_sections=None, regression: pl.DataFrame | None = None,
-                 divergent: pl.DataFrame | None = None) -> Path:
+                 divergent: pl.DataFrame | None = None, phase_steps=None, sizes=None) -> Path:
     """Write out_dir/report.md and return its path: one section per paper figure in the paper's order
     (PAPER_SECTIONS), then phases, findings with verdicts, the divergent-token table, methods, extras.
 
@@ -217,14 +218,18 @@ def write_report(out_dir, summary: pl.DataFrame, phases: dict, figures, findings
     list of (title, body) pairs (e.g. the study's settings, or the demo's training notes);
     extra_sections is the same under its older name (both may be given; extra comes first).
     regression / divergent: regression.parquet and divergent_tokens.parquet frames (tables; None
-    leaves them out).
+    leaves them out). phase_steps: the suite's reference phase boundaries (convergence, divergence,
+    reconvergence start; PolyPythia's are the paper's 16/256/2000), None for a suite without them: then
+    no phase table and no phase lines are described. sizes: column order, smallest first (default:
+    analysis.aggregate.size_order of the labels).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     phases = phases or {}
-    sizes = size_order(summary["size"].to_list())
+    present = set(summary["size"].to_list())
+    sizes = [s for s in sizes if s in present] if sizes is not None else size_order(summary["size"].to_list())
     if findings is None:
-        findings = compute_findings(summary, phases)
+        findings = compute_findings(summary, phases, phase_steps=phase_steps)
     fig_by_stem = {Path(p).stem: Path(p) for p in figures or []}
     seeds = summary.filter((pl.col("metric") == "seeds") & (pl.col("category_kind") == "all"))
     steps = sorted(set(seeds["step"].to_list()))
@@ -233,13 +238,15 @@ def write_report(out_dir, summary: pl.DataFrame, phases: dict, figures, findings
              f"Sizes: {', '.join(sizes) or '–'}. Steps: {', '.join(map(str, steps)) or '–'}. "
              f"Tokens scored: {n_tok}. E[conv] = −mean KL between seeds (nats; higher = more alike). "
              "The sections follow the paper's figures in order; the findings with verdicts come after them.\n",
-             f"*{BANDS}*\n"]
+             f"*{BANDS}" + (PHASE_LINES.format(whose="paper's" if _whose(phase_steps).startswith("paper")
+                                               else "suite's reference", steps="/".join(map(str, phase_steps)))
+                            if phase_steps else NO_PHASE_LINES) + "*\n"]
     for title, stems, kind in PAPER_SECTIONS:
         figs = [_figure(fig_by_stem, s, out_dir) for s in stems]
         table = _section_table(kind, summary, sizes, regression) if kind else None
         if any(figs) or table:
             parts += [f"## {title}\n"] + [f for f in figs if f] + ([table + "\n"] if table else [])
-    parts += ["## Training phases\n", _phases_section(phases, sizes) + "\n"]
+    parts += ["## Training phases\n", _phases_section(phases, sizes, phase_steps) + "\n"]
     if findings:
         parts += ["## Findings of the paper, checked on this suite\n",
                   _table(["finding", "verdict", "evidence"],

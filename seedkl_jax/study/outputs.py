@@ -1,10 +1,14 @@
 """Step 7 of a study (study/run.py): every final file of `--out` from the persisted groups — tables,
 phases, findings, figures, report.md — staged in this run's staging folder and moved in file by file,
 so each final file appears complete or keeps its previous version.
+
+The files themselves come from report/outputs.write_outputs, the writer `seedkl analyze` uses too:
+this module only reads the groups back, builds the token meta (analysis/token_meta.py: with
+`--surprisal_seed`, the held-out seed's last-step surprisal that study/run.py kept in the last-step
+groups defines the final-surprisal bins) and adds the run's own report sections.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,100 +23,39 @@ from seedkl_jax.study.suite import Suite
 def write(cfg, suite: Suite, text: Text, meta, out: Path) -> Path:
     """All final files from the persisted groups (cfg: the study's StudyConfig), staged in this run's
     staging folder and moved in file by file; returns report.md's path."""
-    import polars as pl
+    from seedkl_jax.analysis.aggregate import GroupResult
+    from seedkl_jax.analysis.token_meta import final_surprisals, held_out_key, token_meta
+    from seedkl_jax.report.outputs import write_outputs
 
-    from seedkl_jax.analysis.aggregate import GroupResult, pair_rows, summarize, token_rows
-    from seedkl_jax.analysis.divergent import divergent_tokens
-    from seedkl_jax.analysis.findings import findings
-    from seedkl_jax.analysis.phases import phases_from_summary
-    from seedkl_jax.analysis.regression import regression
-    from seedkl_jax.report.figures import make_figures
-    from seedkl_jax.report.markdown import write_report
-
-    groups = []
+    key = None if cfg.analysis.surprisal_seed is None else held_out_key(cfg.analysis.surprisal_seed)
+    groups, held_out = [], {}
     for size, step in suite.groups():
         arrays = store.load_group(out, size, step, suite.seeds, text.n_positions)
         if arrays is None:  # cannot happen after _compute_groups unless someone deletes files meanwhile
             raise SeedKLError(f"--out={out}: group {size} step {step} vanished during the run; rerun to recompute it")
+        if key and step == max(suite.steps):
+            held_out[size] = arrays.pop(key, None)  # study/run.py computes it at every size's last step
+            if held_out[size] is None:
+                raise SeedKLError(f"--out={out}: group {size} step {step} lacks --surprisal_seed's surprisal; "
+                                  "rerun to compute it")
         groups.append(GroupResult(size=size, step=step, seeds=list(suite.seeds), arrays=arrays))
 
     stage = store.new_staging(out)  # this run's own folder (a killed run's leftovers are removed)
-
-    token_meta = _token_meta(meta, groups, suite, cfg.analysis.compat)
-    tables = {
-        "tokens.parquet": pl.concat([token_rows(g, meta) for g in groups], how="vertical"),
-        "pairs.parquet": pl.concat([pair_rows(g) for g in groups], how="vertical"),
-        "token_meta.parquet": token_meta,
-    }
-    if cfg.output.save_pair_positions:
-        tables["pair_positions.parquet"] = pl.concat([_pair_positions(g) for g in groups], how="vertical")
-    replicates: dict = {}  # bootstrap replicates (seeds + documents, the same draws for every group)
-    summary = summarize(groups, token_meta, n_boot=cfg.analysis.n_boot, seed=0, replicates=replicates)
-    tables["summary.parquet"] = summary
-    tables["regression.parquet"] = reg = regression(groups, token_meta, n_boot=cfg.analysis.n_boot, seed=0)
-    tables["divergent_tokens.parquet"] = div = divergent_tokens(groups, token_meta, n_boot=cfg.analysis.n_boot, seed=0)
-    for name, df in tables.items():
-        df.write_parquet(stage / name)
-    summary.write_csv(stage / "summary.csv")
-
-    phases = phases_from_summary(summary, replicates=replicates)  # per size; paired step changes
-    (stage / "phases.json").write_text(json.dumps(phases, indent=2) + "\n", encoding="utf-8")
-    found = findings(summary, phases, replicates=replicates)  # the paper's findings checked on this suite
-    (stage / "findings.json").write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
-    figures = make_figures(summary, phases, stage / "figures", regression=reg,
-                           lr_schedule=getattr(suite, "lr_schedule", None))
-    report = write_report(stage, summary, phases, figures, findings=found, regression=reg, divergent=div,
-                          extra=_extra_sections(cfg, suite, text, int(meta["doc_id"].max()) + 1, groups, token_meta))
-
+    final = final_surprisals(groups, cfg.analysis.compat, held_out, cfg.analysis.surprisal_seed)
+    tmeta, source = token_meta(meta, list(suite.sizes), final, cfg.analysis.compat)
+    n_docs = int(meta["doc_id"].max()) + 1
+    report = write_outputs(stage, groups, tmeta, n_boot=cfg.analysis.n_boot, phase_steps=suite.phase_steps,
+                           lr_schedule=suite.lr_schedule, final_source=source,
+                           pair_positions=cfg.output.save_pair_positions,
+                           extra=_extra_sections(cfg, suite, text, n_docs, groups, tmeta))
     store.publish(stage, out)  # each final file appears complete (one rename) or keeps its previous version
     return out / Path(report).relative_to(stage)
-
-
-def _token_meta(meta, groups, suite: Suite, compat: Compat = Compat.NONE):
-    """meta per size + final_surprisal (at the size's largest step: mean over seeds, or the first seed's
-    with compat="paper") and its bin; compat="paper" also merges every count >= 1e5 into one freq_bin."""
-    import polars as pl
-
-    from seedkl_jax.analysis.compat import final_surprisal, freq_top
-    from seedkl_jax.data.annotate import freq_bin, surprisal_bin
-
-    last = {g.size: g for g in groups if g.step == max(suite.steps)}
-    if freq_top(compat) is not None and "count" in meta.columns:
-        meta = meta.with_columns(pl.Series("freq_bin", freq_bin(meta["count"].to_numpy(), top=freq_top(compat)),
-                                           dtype=pl.Utf8))
-    parts = []
-    for size in suite.sizes:
-        final = final_surprisal(last[size].arrays["surprisal"], compat)  # [P,S] -> [P]
-        parts.append(meta.with_columns(
-            pl.lit(size).alias("size"),
-            pl.Series("final_surprisal", final),
-            pl.Series("final_surprisal_bin", surprisal_bin(final), dtype=pl.Utf8),
-        ))
-    df = pl.concat(parts, how="vertical")
-    return df.select(["size"] + [c for c in df.columns if c != "size"])
-
-
-def _pair_positions(group):
-    """Per-position KL of every ordered seed pair (--save_pair_positions): [P*S*(S-1)] rows."""
-    import polars as pl
-
-    kl = np.asarray(group.arrays["kl"])  # [P,S,S]
-    n_pos, n_seeds = kl.shape[:2]
-    a, b = np.nonzero(~np.eye(n_seeds, dtype=bool))
-    seeds = np.asarray(group.seeds)
-    return pl.DataFrame({
-        "size": [group.size] * (n_pos * len(a)),
-        "step": np.full(n_pos * len(a), group.step, np.int64),
-        "position": np.repeat(np.arange(1, n_pos + 1, dtype=np.int64), len(a)),
-        "seed_a": np.tile(seeds[a], n_pos), "seed_b": np.tile(seeds[b], n_pos),
-        "kl": kl[:, a, b].reshape(-1),
-    })
 
 
 def _extra_sections(cfg, suite: Suite, text: Text, n_docs: int, groups=(), token_meta=None
                     ) -> list[tuple[str, str]]:
     from seedkl_jax.analysis.bootstrap import SCHEME
-    from seedkl_jax.analysis.compat import choice_effects
+    from seedkl_jax.report.choices import choice_effects
 
     s = suite
     lines = [

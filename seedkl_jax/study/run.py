@@ -16,7 +16,9 @@ bad input fails before any compute, nothing is left half-written and a crash cos
   6. for each unfinished group: load its S seeds (the next group loads in a background thread while
      this one computes; non-finite weights are refused by path and their cache entry dropped),
      `compare_stacked` (at the first step a second time, with the other --compat's unigram:
-     analysis/compat.py), persist `groups/<size>/step<step>.npz` atomically;
+     analysis/compat.py; at the last step `--surprisal_seed`'s checkpoint joins the group as an extra
+     model whose [P] surprisal alone is kept, for the final-surprisal bins), persist
+     `groups/<size>/step<step>.npz` atomically;
   7. read all groups back from disk (so a resumed run and an uninterrupted one write identical files)
      and write tokens/pairs/token_meta/summary/phases/findings/figures/report into this run's staging
      folder, then move them in. A full disk or unwritable folder is one error line (seedkl_jax/disk.py).
@@ -110,6 +112,9 @@ def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
     checks.check_cache_dir(cache_root)
     cache.sweep(cache_root)  # .tmp-* folders of writers that died
     check_complete(suite, cache_dir, dtype)
+    surprisal_seed = cfg.analysis.surprisal_seed
+    if surprisal_seed is not None:  # its checkpoints at the last step must exist too
+        check_complete(_held_out_suite(suite, surprisal_seed), cache_dir, dtype)
     tok, tok_source = checks.study_tokenizer(cfg.text.tokenizer, suite)
     vocab_size = cfg.text.vocab_size
     if vocab_size is not None:
@@ -221,6 +226,7 @@ def _compute_groups(prep: Prepared, groups: list[tuple[str, int]], *, write: boo
     group go into `prep.timings["groups"]` (see TIMINGS_FILE). Groups at the suite's first step also get
     the KL to `prep.reference_other` (reduced in the same pass, kept as compat.OTHER_KL)."""
     from seedkl_jax.analysis.compat import OTHER_KL
+    from seedkl_jax.analysis.token_meta import held_out_key
     from tqdm import tqdm
 
     from seedkl_jax.kernels.compare import compare_stacked
@@ -233,7 +239,9 @@ def _compute_groups(prep: Prepared, groups: list[tuple[str, int]], *, write: boo
     mlm_scoring = cfg.scoring.mlm_scoring
     mlm = None if not mlm_scoring else MLMSpec(mlm_scoring, tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id)
     first = min(suite.steps) if reference_other is not None else None
-    need = lambda step: (OTHER_KL,) if step == first else ()  # noqa: E731
+    held_key = None if cfg.analysis.surprisal_seed is None else held_out_key(cfg.analysis.surprisal_seed)
+    need = lambda step: ((OTHER_KL,) if step == first else ()) + (  # noqa: E731
+        (held_key,) if held_key and step == max(suite.steps) else ())
     done = np.array([write and store.load_group(out, *g, suite.seeds, n_pos, need(g[1])) is not None
                      for g in groups], bool)
     if agree is not None:
@@ -243,23 +251,26 @@ def _compute_groups(prep: Prepared, groups: list[tuple[str, int]], *, write: boo
     bar = tqdm(total=len(groups), initial=len(groups) - len(todo), desc="groups", unit="group", disable=not progress)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="seedkl-prefetch")
     try:
-        future = pool.submit(_load_group_params, prep, *todo[0], tok_check, progress) if todo else None
+        extra = lambda step: (cfg.analysis.surprisal_seed,) if held_key in need(step) else ()  # noqa: E731
+        future = pool.submit(_load_group_params, prep, *todo[0], tok_check, progress, extra(todo[0][1])) if todo else None
         per_group = timings.setdefault("groups", [])
         for i, (size, step) in enumerate(todo):
             t_wait = time.perf_counter()
             model_cfg, stacked = future.result()
             t_wait = time.perf_counter() - t_wait
             if i + 1 < len(todo):  # overlap loading the next group with this group's compute
-                future = pool.submit(_load_group_params, prep, *todo[i + 1], tok_check, progress)
+                future = pool.submit(_load_group_params, prep, *todo[i + 1], tok_check, progress, extra(todo[i + 1][1]))
             bar.set_description(f"{size} step {step}")
             t0 = time.perf_counter()
-            both = bool(need(step))  # the other choice's unigram too, in the same pass (analysis/compat.py)
+            both = OTHER_KL in need(step)  # the other choice's unigram too, in the same pass (analysis/compat.py)
             refs = np.stack([reference, reference_other]) if both else reference
             arrays = {k: np.asarray(v) for k, v in compare_stacked(
                 stacked, model_cfg, text.ids, kernel=prep.kernel, vocab_size=tok.vocab_size, reference_logprobs=refs,
-                window=cfg.scoring.window, overlap=cfg.scoring.overlap, mesh=cfg.mesh, mlm=mlm,
-                doc_ids=text.doc_ids, seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds],
+                window=cfg.scoring.window, overlap=cfg.scoring.overlap, mesh=cfg.mesh, mlm=mlm, doc_ids=text.doc_ids,
+                seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds + extra(step)],
             ).items()}
+            if extra(step):  # the held-out seed: keep its surprisal, drop it from every compared array
+                arrays = _split_held_out(arrays, len(suite.seeds), held_key)
             if both:
                 arrays["kl_unigram"], arrays[OTHER_KL] = arrays["kl_unigram"][..., 0], arrays["kl_unigram"][..., 1]
             dt = time.perf_counter() - t0
@@ -279,9 +290,24 @@ def _compute_groups(prep: Prepared, groups: list[tuple[str, int]], *, write: boo
         bar.close()
 
 
-def _load_group_params(prep: Prepared, size: str, step: int, tok_check, progress=False):
-    """Load the S seeds of one group (orbax-cached): (model config, their params as `seed_params` lays
-    them out for compare: on the device, stacked or not).
+def _held_out_suite(suite: Suite, seed) -> Suite:
+    """The held-out seed's checkpoints: one per size at the suite's last step (--surprisal_seed)."""
+    if seed in suite.seeds:
+        raise SeedKLError(f"--surprisal_seed={seed}: it is one of the compared --seeds; give a seed whose KL is not "
+                          "measured (e.g. PolyPythia's 2 when comparing 1,3,5,7,9)")
+    return dataclasses.replace(suite, steps=(max(suite.steps),), seeds=(seed,))
+
+
+def _split_held_out(arrays: dict, S: int, key: str) -> dict:
+    """compare() arrays of S compared seeds + 1 held-out one -> the S seeds' arrays + key: its [P] surprisal."""
+    out = {k: (v[:, :S, :S] if k == "kl" else v[:, :S]) for k, v in arrays.items()}
+    out[key] = arrays["surprisal"][:, S]
+    return out
+
+
+def _load_group_params(prep: Prepared, size: str, step: int, tok_check, progress=False, extra_seeds: tuple = ()):
+    """Load the S seeds of one group (orbax-cached), then `extra_seeds` (a held-out seed): (model config,
+    their params as `seed_params` lays them out for compare: on the device, stacked or not).
 
     A seed with NaN/inf weights is refused by size/step/seed and path, and its params-cache entry is
     dropped (a re-downloaded or re-saved checkpoint is then converted afresh)."""
@@ -294,9 +320,10 @@ def _load_group_params(prep: Prepared, size: str, step: int, tok_check, progress
 
     suite, tok, dtype, cache_dir = prep.suite, prep.tok, prep.cfg.dtype, prep.cfg.output.cache_dir
     models = []
-    with tqdm(total=len(suite.seeds), desc=f"params {size} step {step}", unit="ckpt", position=1, leave=False,
+    seeds = tuple(suite.seeds) + tuple(extra_seeds)
+    with tqdm(total=len(seeds), desc=f"params {size} step {step}", unit="ckpt", position=1, leave=False,
               disable=not progress) as bar:
-        for seed in suite.seeds:
+        for seed in seeds:
             model, revision = suite.checkpoint(size, step, seed)
             where = f"size {size} step {step} seed {seed} ({hub.ref_string(model, revision)})"
             m = load(model, revision, dtype=dtype, cache_dir=cache_dir)
@@ -316,7 +343,7 @@ def _load_group_params(prep: Prepared, size: str, step: int, tok_check, progress
                                   "or re-save it, or leave this seed out")
             models.append(m)
     first = models[0]
-    for seed, m in zip(suite.seeds[1:], models[1:]):
+    for seed, m in zip(seeds[1:], models[1:]):
         if m.config != first.config:
             diff = checks.config_difference(first.hf_dict, m.hf_dict) or [f"{first.config} vs {m.config}"]
             raise SeedKLError(f"size {size} step {step}: seed {seed} has a different architecture than seed "

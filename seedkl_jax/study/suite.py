@@ -37,6 +37,8 @@ MULTIBERTS_STEPS = tuple(range(0, 201, 20)) + tuple(range(300, 2001, 100))
 # this log-spaced subset lies on that schedule (not verified against the hub from this machine).
 MISTRAL_STEPS = (10, 20, 40, 80, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25000, 50000, 100000, 200000,
                  400000)
+# Where the paper's phases start on PolyPythia's step axis (convergence, divergence, reconvergence).
+PAPER_PHASE_STEPS = (16, 256, 2000)
 MISTRAL_SMALL = ("alias-gpt2-small-x21", "battlestar-gpt2-small-x49", "caprica-gpt2-small-x81",
                  "darkmatter-gpt2-small-x343", "expanse-gpt2-small-x777")
 MISTRAL_MEDIUM = ("arwen-gpt2-medium-x21", "beren-gpt2-medium-x49", "celebrimbor-gpt2-medium-x81",
@@ -63,6 +65,9 @@ class Suite:
 
     sizes: labels substituted for {size} (e.g. "70m"); steps: training steps, ascending; seeds: ints or names.
     model_template: hub id or local path; revision_template: hub revision, "" for local paths.
+    phase_steps: the suite's reference phase boundaries on its own step axis (convergence, divergence,
+    reconvergence start) -- PolyPythia's are the paper's 16/256/2000; None (MultiBERTs, Mistral, local
+    suites unless given) = no phase lines and no phase verdict (report/plotting.py, analysis/findings.py).
     """
 
     sizes: tuple[str, ...]
@@ -71,12 +76,15 @@ class Suite:
     model_template: str
     revision_template: str = ""
     lr_schedule: Any = dataclasses.field(default=None, compare=False)  # analysis.lr.LRSchedule (figure only)
+    phase_steps: tuple[int, ...] | None = dataclasses.field(default=None, compare=False)  # analysis only
 
     def __post_init__(self):
         # Accept lists from callers; keep tuples so the suite is hashable and compares by value.
         object.__setattr__(self, "sizes", tuple(str(s) for s in self.sizes))
         object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
         object.__setattr__(self, "seeds", tuple(seed_value(s) for s in self.seeds))
+        if self.phase_steps is not None:
+            object.__setattr__(self, "phase_steps", tuple(int(s) for s in self.phase_steps))
 
     @property
     def is_local(self) -> bool:
@@ -151,8 +159,12 @@ PRESETS: dict[str, Suite] = {
         model_template="EleutherAI/pythia-{size}-seed{seed}",
         revision_template="step{step}",
         lr_schedule=PYTHIA_LR,
+        phase_steps=PAPER_PHASE_STEPS,
     ),
     # MultiBERTs: BERT-base uncased, one repo per (seed, step); steps are thousands (step_{N}k), 0..2000.
+    # No phase_steps: its first non-zero checkpoint is 20k, so the early phases are never observed (the
+    # paper's MultiBERTs figure has no phase lines and dashes the segment up to 20k). Mistral: none either,
+    # the paper gives no boundaries for it.
     "multiberts": Suite(sizes=("base",), steps=MULTIBERTS_STEPS, seeds=tuple(range(5)),
                         model_template="google/multiberts-seed_{seed}-step_{step}k", revision_template="main"),
     # The 25 final MultiBERTs (2M steps; "step" 2000 = 2000k labels the one checkpoint).
