@@ -21,6 +21,7 @@ def write(cfg, suite: Suite, text: Text, meta, out: Path) -> Path:
     import polars as pl
 
     from seedkl_jax.analysis.aggregate import GroupResult, pair_rows, summarize, token_rows
+    from seedkl_jax.analysis.contrasts import contrasts
     from seedkl_jax.analysis.divergent import divergent_tokens
     from seedkl_jax.analysis.findings import findings
     from seedkl_jax.analysis.phases import phases_from_summary
@@ -56,7 +57,8 @@ def write(cfg, suite: Suite, text: Text, meta, out: Path) -> Path:
 
     phases = phases_from_summary(summary, replicates=replicates)  # per size; paired step changes
     (stage / "phases.json").write_text(json.dumps(phases, indent=2) + "\n", encoding="utf-8")
-    found = findings(summary, phases, replicates=replicates)  # the paper's findings checked on this suite
+    con = contrasts(groups, token_meta, n_boot=cfg.n_boot, seed=0)  # frequent/rare, function/content words
+    found = findings(summary, phases, replicates=replicates, contrasts=con)  # the paper's findings, tested
     (stage / "findings.json").write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
     figures = make_figures(summary, phases, stage / "figures", regression=reg,
                            lr_schedule=getattr(suite, "lr_schedule", None))
