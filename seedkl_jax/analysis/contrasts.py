@@ -1,4 +1,4 @@
-"""The two category contrasts behind the paper's token claims, measured from the per-pair KLs.
+"""The curves and category contrasts the verdicts test, measured from the per-pair KLs with split replicates.
 
 Why this file exists: "frequent tokens / function words converge more, faster and *more reliably*"
 compares two categories of tokens, and the reliability half cannot be read off summary.parquet: the SD
@@ -15,7 +15,14 @@ distribution. This module measures, per (size, step), for the two categories A (
     variance over pairs of the mean of n_m of its tokens drawn at random, i.e. repeated subsampling to
     n_m tokens done in closed form (no subsampling noise). The category with n_m tokens keeps its own
     SD; the larger one gets the token noise it would have with n_m tokens. Replicates use the same
-    draws (documents reweighted, pairs among the drawn seeds weighted by their multiplicities).
+    draws (documents reweighted, pairs among the drawn seeds weighted by their multiplicities), with
+    the matching applied as the point estimate's factor (raw + extra) / raw, so that a draw with few
+    distinct seeds, which shrinks every category's spread over pairs alike, leaves their ratio alone.
+
+Every statistic comes with three replicate sets of the same draws (bootstrap.split_draws): "joint"
+(seeds and documents), "docs" (documents only) and "seeds" (seeds only); findings.py combines the
+spreads of the last two into a Student-t test (bootstrap.split_p). The contrast "all" (every token,
+one category) carries each size's E[conv] curve for the size and phase tests.
 
 The contrasts (fixed in advance):
   * "freq": A = the most frequent `freq_bin`, B = the rarest bin, among the bins with >= min_tokens

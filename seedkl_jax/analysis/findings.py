@@ -6,9 +6,17 @@ reproduced" / "inconclusive"; evidence quotes the numbers; tests lists the hypot
 verdict (estimate, 95% CI, p, Holm-adjusted p). docs/verdicts.md names every rule and its calibration.
 
 Uncertainty. Every statistic comes with its bootstrap replicates (analysis.bootstrap: seeds and
-documents resampled, the same draws for every group, so differences are paired); choices made from
-the data (a peak, a trough, a minimum) are made again inside each replicate. A test's p-value is
-two-sided, 2 Phi(-|estimate - null| / SE) with SE the bootstrap standard error (bootstrap.wald_p).
+documents resampled, the same draws for every group, so differences are paired), computed by
+analysis.contrasts from the per-pair KLs in three sets of the same draws: joint, documents only, seeds
+only. Choices made from the data (a peak, a trough, a minimum) are made again inside each replicate.
+A test's p-value is two-sided, delta / SE against Student's t: the document part and the seed part of
+the variance are each scaled by n/(n-1) and combined with Satterthwaite's degrees of freedom
+(bootstrap.split_p), because a bootstrap over 5 seeds and 10 documents under-covers (with a normal
+reference, single simulated null tests came out significant at 95% up to 18% of the time, see
+docs/verdicts.md); 5 seeds alone give 4 degrees of freedom.
+The 95% CIs quoted are estimate +- t_0.975(df) SE (not adjusted). Without contrasts (a summary read
+back from disk) the size and phase tests fall back to summarize's joint replicates and a normal
+reference, and the token claims cannot be tested.
 
 Family. All tests of the table form one family, adjusted with Holm (bootstrap.holm): a test is
 significant when its Holm-adjusted p < ALPHA = 0.05, so the chance that *any* test of the table is
@@ -38,13 +46,13 @@ Rules (A = the category the paper says is better; sizes smallest first):
   freq_* / function_*  A vs B from analysis.contrasts (freq: the most frequent vs the rarest bin with
             >= min_tokens tokens; function: the paper's Penn groups function = IN DT MD PRP vs content
             = JJ Nouns Verbs, UPOS groups only when there are no Penn tags, as the evidence says). One
-            test per claim on the mean over sizes of the per-size statistic (per-size values in the
-            evidence):  more = E_A - E_B at the size's last step;  faster = x*_B - x*_A, the reach
+            test per claim on the inverse-variance weighted mean over sizes of the per-size statistic
+            (per-size values and weights in the evidence):  more = E_A - E_B at the size's last step;  faster = x*_B - x*_A, the reach
             steps interpolated in log2(step) (claims.reach_logstep);  reliable = mean over steps of
             log(sd_B / sd_A), SDs over seed pairs at a matched token count (claims.reliability).
             reproduced: agrees; not reproduced: contradicts; else inconclusive.
-Without replicates or contrasts (a summary read back from disk) the tests cannot be run: those rows
-are inconclusive and say why.
+Rows whose tests cannot be run (no replicates, no categories, too few sizes) are inconclusive and say
+why.
 """
 from __future__ import annotations
 
@@ -166,15 +174,12 @@ def _phases(summary, phases: dict, sizes: list[str], phase_steps, contrasts, rep
         return [], (f"the suite's steps do not cover the paper's phases (lines {lines}: needs a checkpoint at "
                     f"or before {phase_steps[0]} and one after {phase_steps[-1]})"), None
     tests, uniform = {}, {}
-    xl = [float(np.log2(v)) for v in phase_steps[:3]]
     for s in covered:
         steps, y, reps, design = curves[s]
-        x = ph.log_step_axis(steps)
-        pts = lambda v: (ph.at_step(x, v, xl[0]), ph.at_step(x, v, xl[1]), ph.at_step(x, v, xl[2]), v[..., -1])
-        py = pts(y)
-        pr = None if reps is None else {k: pts(v) for k, v in reps.items()}
-        for name, a, b, exp in (("convergence", 0, 1, 1), ("divergence", 1, 2, -1), ("reconvergence", 2, 3, 1)):
-            r = None if pr is None else {k: v[b] - v[a] for k, v in pr.items()}
+        py = ph.line_points(steps, y, phase_steps)
+        pr = None if reps is None else {k: ph.line_points(steps, v, phase_steps) for k, v in reps.items()}
+        for name, a, b, exp in ph.LINE_CHANGES:
+            r = None if pr is None else {k: v[:, b] - v[:, a] for k, v in pr.items()}
             tests[(s, name)] = make_test(f"{s} {name}", float(py[b] - py[a]), r, design, expected=exp)
         uniform[s] = _uniform_ok(summary, s, phase_steps[0])
 

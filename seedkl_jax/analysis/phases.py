@@ -277,32 +277,37 @@ def covers(steps, phase_steps) -> bool:
     return bool(phase_steps) and len(steps) >= 3 and steps.min() <= phase_steps[0] and steps.max() > phase_steps[-1]
 
 
+LINE_CHANGES = (("convergence", 0, 1, +1), ("divergence", 1, 2, -1), ("reconvergence", 2, 3, +1))
+
+
+def line_points(steps, y: np.ndarray, phase_steps: tuple[int, ...]) -> np.ndarray:
+    """y [...,T] over ascending steps -> [..., 4]: E at the three phase lines (interpolated in log2 step)
+    and at the last step; LINE_CHANGES names the differences between them the phase tests use."""
+    x = log_step_axis(steps)
+    y = np.asarray(y, np.float64)
+    return np.stack([at_step(x, y, float(np.log2(s))) for s in phase_steps[:3]] + [y[..., -1]], -1)
+
+
 def line_changes(c: Curve, phase_steps: tuple[int, ...]) -> dict:
     """The three changes between the suite's phase lines (u, c, d), fixed before looking at the data:
         convergence = E(c) - E(u),  divergence = E(d) - E(c),  reconvergence = E(last step) - E(d)
     with E at a line interpolated in log2(step) between its neighbouring checkpoints. Each gets its
     paired bootstrap CI and two-sided p-value (analysis.bootstrap.wald_p) from the replicates; without
     replicates, a conservative unpaired p from the points' CIs (SE = CI width / 3.92)."""
-    from seedkl_jax.analysis.bootstrap import paired_ci, wald_p
-    u, cl, d = (float(np.log2(s)) for s in phase_steps[:3])
-    pts = {"u": at_step(c.x, c.y, u), "c": at_step(c.x, c.y, cl), "d": at_step(c.x, c.y, d), "f": c.y[-1]}
-    reps = None if c.reps is None else {"u": at_step(c.x, c.reps, u), "c": at_step(c.x, c.reps, cl),
-                                        "d": at_step(c.x, c.reps, d), "f": c.reps[:, -1]}
+    from seedkl_jax.analysis.bootstrap import paired_ci, t_p, wald_p
+    pts = line_points(c.steps, c.y, phase_steps)
+    reps = None if c.reps is None else line_points(c.steps, c.reps, phase_steps)
     se = None
     if c.lo is not None and np.isfinite(c.lo).all() and np.isfinite(c.hi).all():
-        w = (c.hi - c.lo) / 3.92
-        se = {"u": at_step(c.x, w, u), "c": at_step(c.x, w, cl), "d": at_step(c.x, w, d), "f": w[-1]}
+        se = line_points(c.steps, (c.hi - c.lo) / 3.92, phase_steps)
     out = {}
-    for name, a, b, sign in (("convergence", "u", "c", 1), ("divergence", "c", "d", -1),
-                             ("reconvergence", "d", "f", 1)):
+    for name, a, b, sign in LINE_CHANGES:
         delta = float(pts[b] - pts[a])
         ci, p = (None, None), 1.0
         if reps is not None:
-            ci, p = paired_ci(reps[b], reps[a]), wald_p(delta, reps[b] - reps[a])
+            ci, p = paired_ci(reps[:, b], reps[:, a]), wald_p(delta, reps[:, b] - reps[:, a])
         elif se is not None:
-            from math import erfc, sqrt
-            s = float(np.hypot(se[a], se[b]))
-            p = float(erfc(abs(delta) / s / sqrt(2.0))) if s > 0 else float(delta == 0.0)
+            p = t_p(delta, float(se[a] ** 2 + se[b] ** 2), None)
         out[name] = {"delta_e_conv": delta, "ci": list(ci), "p": p, "expected_sign": sign,
                      "counts": bool(p < 0.05 and np.sign(delta) == sign)}
     return out
