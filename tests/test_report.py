@@ -1,5 +1,4 @@
 """analysis.findings, report.figures, report.markdown on synthetic study outputs."""
-import json
 import re
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import pytest
 
 from seedkl_jax.analysis.aggregate import SUMMARY_SCHEMA, GroupResult, summarize
 from seedkl_jax.analysis.findings import findings
-from seedkl_jax.analysis.phases import detect_phases, phases_from_summary
+from seedkl_jax.analysis.phases import phases_from_summary
 from seedkl_jax.report.figures import make_figures
 from seedkl_jax.report.markdown import write_report
 

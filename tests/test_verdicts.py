@@ -11,7 +11,7 @@ import pytest
 
 from seedkl_jax.analysis import claims
 from seedkl_jax.analysis import phases as ph
-from seedkl_jax.analysis.aggregate import GroupResult, summarize
+from seedkl_jax.analysis.aggregate import summarize
 from seedkl_jax.analysis.bootstrap import holm, wald_p
 from seedkl_jax.analysis.contrasts import CONTENT_PAPER_POS, FUNCTION_PAPER_POS, contrasts
 from seedkl_jax.analysis.findings import FINDINGS, findings

@@ -44,7 +44,7 @@ Rules (A = the category the paper says is better; sizes smallest first):
             contradicts (the trend falls, or the smallest size recovers significantly more than half
             of its divergence). Else inconclusive; fewer than two sizes -> inconclusive.
   freq_* / function_*  A vs B from analysis.contrasts (freq: the most frequent vs the rarest bin with
-            >= min_tokens tokens; function: the paper's Penn groups function = IN DT MD PRP vs content
+            >= contrasts.MIN_TOKENS (20) tokens; function: the paper's Penn groups function = IN DT MD PRP vs content
             = JJ Nouns Verbs, UPOS groups only when there are no Penn tags, as the evidence says). One
             test per claim on the inverse-variance weighted mean over sizes of the per-size statistic
             (per-size values and weights in the evidence):  more = E_A - E_B at the size's last step;  faster = x*_B - x*_A, the reach
@@ -65,7 +65,7 @@ from seedkl_jax.analysis import claims
 from seedkl_jax.analysis import phases as ph
 from seedkl_jax.analysis.aggregate import size_order
 from seedkl_jax.analysis.bootstrap import holm, robust_se, split_p, wald_p
-from seedkl_jax.analysis.contrasts import MIN_TOKENS, Contrast
+from seedkl_jax.analysis.contrasts import Contrast
 from seedkl_jax.analysis.phases import PAPER_PHASE_STEPS
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
@@ -284,16 +284,15 @@ def _category(cid: str, per: dict[str, Contrast], sizes: list[str], what: str):
 
 def findings(summary: pl.DataFrame, phases: dict, *, sizes: list[str] | None = None,
              replicates: dict | None = None, contrasts: dict | None = None,
-             phase_steps: tuple[int, ...] | None = PAPER_PHASE_STEPS, min_tokens: int = MIN_TOKENS) -> list[dict]:
+             phase_steps: tuple[int, ...] | None = PAPER_PHASE_STEPS) -> list[dict]:
     """The paper's findings (module docstring), in the order of FINDINGS.
 
     summary: analysis.aggregate.summarize's frame; phases: {size: detect_phases dict} (phases.json,
     from phases_from_summary with the same phase_steps); sizes: smallest first (default
     aggregate.size_order); replicates: summarize's bootstrap replicates; contrasts: analysis.contrasts
     .contrasts(groups, meta, n_boot) with the same n_boot; phase_steps: the suite's phase lines (None:
-    the suite has none). min_tokens is applied when the contrasts are built; kept for callers.
+    the suite has none). The categories' minimum token count is applied when the contrasts are built.
     """
-    del min_tokens
     sizes = list(sizes) if sizes is not None else size_order(summary["size"].to_list())
     contrasts = contrasts or {}
     built = {"phases": _phases(summary, phases, sizes, phase_steps, contrasts, replicates),
