@@ -198,6 +198,14 @@ def test_phases_need_the_suites_lines():
     assert "BIC boundaries" in full["evidence"] and "KL between seeds" in full["evidence"]
 
 
+def test_covers_needs_positive_steps_around_the_lines():
+    assert ph.covers(STEPS, PAPER_PHASE_STEPS)
+    multiberts = [0] + [20000 * k for k in range(1, 21)] + [1000000, 2000000]
+    assert not ph.covers(multiberts, PAPER_PHASE_STEPS)                 # step 0 cannot stand in for step 16
+    assert not ph.covers([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], PAPER_PHASE_STEPS)  # ends before 2000
+    assert not ph.covers(STEPS, None)
+
+
 def test_uniform_phase_must_hold_where_tested():
     groups, meta = CAL.simulate(CAL.CASES["null"], 0, P=800)
     early = [g for g in groups if g.step < 16]

@@ -271,10 +271,13 @@ def at_step(x: np.ndarray, y: np.ndarray, x_at: float) -> np.ndarray:
 
 
 def covers(steps, phase_steps) -> bool:
-    """Whether a suite's steps reach the phase lines: a checkpoint at or before the first line and one
-    after the last (so the uniform level and the late phase are both measured)."""
+    """Whether a suite's steps reach its phase lines: a positive checkpoint at or before the first line
+    (step 0 sits on the log axis only by convention, so it cannot place a line) and one after the last.
+    MultiBERTs (0, 20k, 40k, ...) does not cover 16 / 256 / 2000; PolyPythia (0, 1, 2, 4, ...) does."""
     steps = np.asarray(steps)
-    return bool(phase_steps) and len(steps) >= 3 and steps.min() <= phase_steps[0] and steps.max() > phase_steps[-1]
+    pos = steps[steps > 0]
+    return (bool(phase_steps) and len(steps) >= 3 and pos.size > 0 and pos.min() <= phase_steps[0]
+            and steps.max() > phase_steps[-1])
 
 
 LINE_CHANGES = (("convergence", 0, 1, +1), ("divergence", 1, 2, -1), ("reconvergence", 2, 3, +1))
