@@ -101,3 +101,75 @@ def paired_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """95% CI of a - b from replicates drawn together (same Draws); nan when none is finite."""
     lo, hi = percentile_ci(np.asarray(a, np.float64) - np.asarray(b, np.float64))
     return float(lo[0]), float(hi[0])
+
+
+def robust_se(reps: np.ndarray) -> float:
+    """Bootstrap standard error of a statistic from its replicates [B]: half the 15.9-84.1 percentile
+    range (the SD for a normal spread, and not blown up by the odd replicate whose ratio explodes);
+    nan replicates (a draw with one seed) are left out; nan when fewer than 10 are finite."""
+    r = np.asarray(reps, np.float64).ravel()
+    r = r[np.isfinite(r)]
+    if r.size < 10:
+        return float("nan")
+    lo, hi = np.percentile(r, [15.865, 84.135])
+    return float((hi - lo) / 2.0)
+
+
+def wald_p(estimate: float, reps: np.ndarray, null: float = 0.0) -> float:
+    """Two-sided p-value of `estimate` against `null` with the bootstrap standard error (robust_se):
+    2 Phi(-|estimate - null| / se). Continuous, so it stays usable below 1/n_boot, which a family
+    adjusted by Holm needs; 1.0 when the standard error is unknown, 0.0 for a nonzero estimate with
+    se == 0 (every replicate equal)."""
+    return t_p(estimate - null, robust_se(reps) ** 2, None)
+
+
+def t_p(delta: float, var: float, df: float | None) -> float:
+    """Two-sided p of delta / sqrt(var) against Student's t with df degrees of freedom (normal when
+    df is None); 1.0 when var is unknown, 0.0 for a nonzero delta with var == 0."""
+    from scipy import stats
+    if not (np.isfinite(var) and np.isfinite(delta)):
+        return 1.0
+    if var <= 0.0:
+        return 0.0 if delta != 0.0 else 1.0
+    z = abs(float(delta)) / float(np.sqrt(var))
+    return float(2.0 * (stats.norm.sf(z) if df is None else stats.t.sf(z, max(float(df), 1.0))))
+
+
+def split_p(delta: float, reps_docs: np.ndarray, reps_seeds: np.ndarray, D: int, S: int
+            ) -> tuple[float, float, float]:
+    """(p, df, se) for a statistic whose uncertainty has a document part and a seed part, from replicates
+    that resample only documents and only seeds (`split_draws`). With S seeds (or D documents) a
+    bootstrap variance is (n-1)/n of the unbiased one and is itself estimated from n units, so each part
+    is scaled by n/(n-1) and the two are combined by Satterthwaite:
+        v = v_D D/(D-1) + v_S S/(S-1),  df = v^2 / ((v_D D/(D-1))^2/(D-1) + (v_S S/(S-1))^2/(S-1))
+    and delta / sqrt(v) is referred to Student's t with df (5 seeds alone: 4 degrees of freedom).
+    A part that cannot vary (one document, or S = 2 where seeds are not resampled) contributes 0."""
+    parts = []
+    for reps, n in ((reps_docs, D), (reps_seeds, S)):
+        se = robust_se(reps) if n > 1 else 0.0
+        if not np.isfinite(se):
+            return 1.0, float("nan"), float("nan")
+        parts.append((se ** 2 * n / (n - 1) if n > 1 else 0.0, max(n - 1, 1)))
+    v = sum(a for a, _ in parts)
+    den = sum(a ** 2 / k for a, k in parts)
+    df = v ** 2 / den if den > 0 else float("inf")
+    return t_p(delta, v, df), float(df), float(np.sqrt(v))
+
+
+def split_draws(d: Draws) -> tuple[Draws, Draws]:
+    """(documents only, seeds only): the same replicates with the other factor held at one each."""
+    return Draws(d.W, np.ones_like(d.V)), Draws(np.ones_like(d.W), d.V)
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given): the family-wise error of calling every
+    adjusted p < alpha significant is <= alpha for any dependence between the tests."""
+    p = np.asarray(pvalues, np.float64)
+    m = len(p)
+    if m == 0:
+        return []
+    order = np.argsort(p, kind="stable")
+    adj = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adj
+    return out.tolist()

@@ -1,222 +1,314 @@
-"""Which of the paper's findings does this suite reproduce? One table for the demo and the study report.
+"""Which of the paper's findings does this suite reproduce? One table for the demo, the study and
+`seedkl analyze`, each row tested as the paper states it by a rule written down before any data.
 
-Each finding gets a verdict "reproduced" / "not reproduced" / "inconclusive" and an evidence string
-quoting the numbers it rests on. The rules are fixed in advance (never tuned to the outcome):
+Each finding is {"id", "finding", "verdict", "evidence", "tests"}: verdict "reproduced" / "not
+reproduced" / "inconclusive"; evidence quotes the numbers; tests lists the hypothesis tests behind the
+verdict (estimate, 95% CI, p, Holm-adjusted p). docs/verdicts.md names every rule and its calibration.
 
-* Uncertainty: the bootstrap replicates of analysis.aggregate (seeds and documents resampled, the same
-  draws for every group), so a comparison of two categories, steps or sizes uses the 95% CI of their
-  *paired* difference: A beats B when that CI lies above 0, B beats A when it lies below, else undecided.
-  Without replicates (a summary read back from disk) the fallback is non-overlap of the two 95% CIs.
-* Per-size verdicts combine into one: "reproduced" when a majority of sizes reproduce it and none
-  contradicts it, "not reproduced" when a majority contradicts it and none reproduces it,
-  "inconclusive" otherwise.
+Uncertainty. Every statistic comes with its bootstrap replicates (analysis.bootstrap: seeds and
+documents resampled, the same draws for every group, so differences are paired), computed by
+analysis.contrasts from the per-pair KLs in three sets of the same draws: joint, documents only, seeds
+only. Choices made from the data (a peak, a trough, a minimum) are made again inside each replicate.
+A test's p-value is two-sided, delta / SE against Student's t: the document part and the seed part of
+the variance are each scaled by n/(n-1) and combined with Satterthwaite's degrees of freedom
+(bootstrap.split_p), because a bootstrap over 5 seeds and 10 documents under-covers (with a normal
+reference, single simulated null tests came out significant at 95% up to 18% of the time, see
+docs/verdicts.md); 5 seeds alone give 4 degrees of freedom.
+The 95% CIs quoted are estimate +- t_0.975(df) SE (not adjusted). Without contrasts (a summary read
+back from disk) the size and phase tests fall back to summarize's joint replicates and a normal
+reference, and the token claims cannot be tested.
 
-1. Four phases: from phases.json (analysis.phases). "reproduced" when every size with enough steps
-   shows "four_phases", or a majority does and the rest show convergence and divergence without
-   reconvergence; "not reproduced" when no size does; "inconclusive" otherwise (e.g. some sizes show
-   all four and others lack a measurable convergence phase, "no_convergence").
-2. Size, as the paper states it: "larger models reconverge in the late phase; the smallest ones never
-   really do". Per size the recovery after the trough (analysis.claims.recovery: absolute and as a
-   fraction of the divergence, with CIs). "reproduced" when the largest size's recovery is clearly > 0
-   AND the paired difference of fractions (largest - smallest) is clearly > 0; "not reproduced" when
-   that difference is clearly < 0 or the largest size's recovery is clearly < 0; else "inconclusive".
-3. Frequent tokens vs the rarest bin with >= `min_tokens` tokens (freq_bin, rarest first), and
-4. function vs content words (pos_group), each three ways:
-   "more"     E[conv] at each size's last step (paired difference);
-   "faster"   the reach step (analysis.claims.reach_index), paired over replicates;
-   "more reliably"  sd_pairs lower at >= 2/3 of the steps (analysis.claims.reliability).
+Family. All tests of the table form one family, adjusted with Holm (bootstrap.holm): a test is
+significant when its Holm-adjusted p < ALPHA = 0.05, so the chance that *any* test of the table is
+falsely significant is <= 5%. A test "agrees" when significant in the paper's direction and
+"contradicts" when significant against it.
+
+Rules (A = the category the paper says is better; sizes smallest first):
+  phases    Only where the suite has phase lines (phase_steps, PolyPythia's 16 / 256 / 2000) and a size's
+            steps cover them (a checkpoint at or before the first line, one after the last), per size
+            three tests between the lines (analysis.phases.line_changes): convergence E(l1)-E(l0) > 0,
+            divergence E(l2)-E(l1) < 0, reconvergence E(last)-E(l2) > 0. Uniform phase, where the size
+            has checkpoints before l0: at each of them the 95% upper bound of the KL between seeds, and
+            of the KL to uniform when the suite has it, is <= NEAR_ZERO (10%) of its maximum over the
+            run (a bound, not a test: it can only withhold "reproduced").
+            reproduced: every covered size's convergence and divergence agree, the largest covered
+            size's reconvergence agrees (the smallest need not: see `size`), and the uniform phase holds
+            wherever it is tested. not reproduced: some covered size's convergence or divergence
+            contradicts, or the largest's reconvergence does. Else inconclusive; phase_steps=None or no
+            covered size -> inconclusive, saying the suite's steps do not cover the paper's phases.
+            Boundaries located by the BIC fits (analysis.phases) are reported beside the lines.
+  size      "Larger models reconverge; the smallest ones never really do": two tests on the recovered
+            fraction (analysis.claims.recovery; peak and trough chosen inside every replicate):
+            trend = slope of the fraction over size rank (> 0), small = the smallest size's fraction
+            against SMALL_MAX = 0.5 (below). reproduced: both agree. not reproduced: either
+            contradicts (the trend falls, or the smallest size recovers significantly more than half
+            of its divergence). Else inconclusive; fewer than two sizes -> inconclusive.
+  freq_* / function_*  A vs B from analysis.contrasts (freq: the most frequent vs the rarest bin with
+            >= contrasts.MIN_TOKENS (20) tokens; function: the paper's Penn groups function = IN DT MD PRP vs content
+            = JJ Nouns Verbs, UPOS groups only when there are no Penn tags, as the evidence says). One
+            test per claim on the inverse-variance weighted mean over sizes of the per-size statistic
+            (per-size values and weights in the evidence):  more = E_A - E_B at the size's last step;  faster = x*_B - x*_A, the reach
+            steps interpolated in log2(step) (claims.reach_logstep);  reliable = mean over steps of
+            log(sd_B / sd_A), SDs over seed pairs at a matched token count (claims.reliability).
+            reproduced: agrees; not reproduced: contradicts; else inconclusive.
+Rows whose tests cannot be run (no replicates, no categories, too few sizes) are inconclusive and say
+why.
 """
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import polars as pl
 
 from seedkl_jax.analysis import claims
-from seedkl_jax.analysis.aggregate import category_order, size_order
-from seedkl_jax.analysis.bootstrap import paired_ci
+from seedkl_jax.analysis import phases as ph
+from seedkl_jax.analysis.aggregate import size_order
+from seedkl_jax.analysis.bootstrap import holm, robust_se, split_p, wald_p
+from seedkl_jax.analysis.contrasts import Contrast
+from seedkl_jax.analysis.phases import PAPER_PHASE_STEPS
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
-MIN_TOKENS = 20
-FINDING_PHASES = ("Four phases: near-uniform, sharp convergence, sharp divergence, slow reconvergence "
-                  "(paper: ~16 / 256 / 2000 steps)")
-FINDING_SIZE = "Larger models reconverge in the late phase; the smallest ones never really do"
-FINDING_FREQ = "Frequent tokens converge more than rare tokens (last step)"
-FINDING_FREQ_FAST = "Frequent tokens converge faster than rare tokens (reach step)"
-FINDING_FREQ_REL = "Frequent tokens converge more reliably than rare tokens (SD over seed pairs)"
-FINDING_POS = "Function words converge more than content words (last step)"
-FINDING_POS_FAST = "Function words converge faster than content words (reach step)"
-FINDING_POS_REL = "Function words converge more reliably than content words (SD over seed pairs)"
+ALPHA = 0.05
+SMALL_MAX = 0.5
+NEAR_ZERO = 0.1
+FINDINGS = {
+    "phases": "Four phases: near-uniform, sharp convergence, sharp divergence, slow reconvergence",
+    "size": "Larger models reconverge in the late phase; the smallest ones never really do",
+    "freq_more": "Frequent tokens converge more than rare tokens (last step)",
+    "freq_faster": "Frequent tokens converge faster than rare tokens (reach step)",
+    "freq_reliable": "Frequent tokens converge more reliably than rare tokens (SD over seed pairs, matched tokens)",
+    "function_more": "Function words converge more than content words (last step)",
+    "function_faster": "Function words converge faster than content words (reach step)",
+    "function_reliable": "Function words converge more reliably than content words (SD over seed pairs, "
+                         "matched tokens)",
+}
 
 
-def _fmt(r: dict) -> str:
-    ci = ("" if r["ci_low"] is None or r["ci_high"] is None
-          else f" [{r['ci_low']:.4g}, {r['ci_high']:.4g}]")
-    return f"{r['e_conv']:.4g}{ci}"
+@dataclasses.dataclass
+class Test:
+    """One hypothesis test of the family: estimate vs null, expected sign of (estimate - null)."""
+    name: str
+    estimate: float
+    null: float
+    expected: int
+    p: float
+    ci: tuple
+    p_holm: float = 1.0
+
+    @property
+    def sign(self) -> int:
+        """+1 agrees with the paper, -1 contradicts it, 0 not significant (after Holm)."""
+        if not self.p_holm < ALPHA or not np.isfinite(self.estimate):
+            return 0
+        return self.expected * int(np.sign(self.estimate - self.null))
+
+    def text(self, unit: str = "", p: bool = True) -> str:
+        ci = "" if self.ci[0] is None else f" [{self.ci[0]:.3g}, {self.ci[1]:.3g}]"
+        return f"{self.estimate:.3g}{unit}{ci}" + (f", p={self.p:.2g}, Holm p={self.p_holm:.2g}" if p else "")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "estimate": _num(self.estimate), "null": self.null,
+                "expected_sign": self.expected, "ci": [_num(c) for c in self.ci], "p": self.p,
+                "p_holm": self.p_holm, "agrees": self.sign == 1, "contradicts": self.sign == -1}
 
 
-def _ci_str(ci, fmt=".3g") -> str:
-    return "" if ci is None or ci[0] is None else f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
+def _num(v):
+    return None if v is None or not np.isfinite(v) else float(v)
 
 
-def _cmp(a: dict, b: dict, replicates=None) -> tuple[int, str]:
-    """(+1 a clearly above b, -1 clearly below, 0 undecided; the paired-difference CI text)."""
-    key = lambda r: (r["size"], int(r["step"]), "seeds", r["category_kind"], r["category"])
-    if replicates and key(a) in replicates and key(b) in replicates:
-        lo, hi = paired_ci(replicates[key(a)], replicates[key(b)])
-        return (1 if lo > 0 else -1 if hi < 0 else 0), f"difference CI [{lo:.3g}, {hi:.3g}]"
-    if None in (a["ci_low"], a["ci_high"], b["ci_low"], b["ci_high"]):
-        return 0, "no CI"
-    return (1 if a["ci_low"] > b["ci_high"] else (-1 if a["ci_high"] < b["ci_low"] else 0)), "CI overlap rule"
-
-
-def _combine(per_size: list[int]) -> str:
-    """+1 reproduced, -1 contradicted, 0 undecided per size -> overall verdict."""
-    n = len(per_size)
-    pos, neg = per_size.count(1), per_size.count(-1)
-    if n and pos * 2 > n and neg == 0:
-        return REPRODUCED
-    if n and neg * 2 > n and pos == 0:
-        return NOT_REPRODUCED
-    return INCONCLUSIVE
-
-
-def _final_rows(summary: pl.DataFrame, kind: str) -> dict[str, tuple[int, list[dict]]]:
-    """size -> (last step, rows of metric "seeds" / category_kind `kind` at that step)."""
-    s = summary.filter((pl.col("metric") == "seeds") & (pl.col("category_kind") == kind))
-    out = {}
-    for size in dict.fromkeys(s["size"].to_list()):
-        r = s.filter(pl.col("size") == size)
-        last = int(r["step"].max())
-        out[size] = (last, r.filter(pl.col("step") == last).to_dicts())
-    return out
-
-
-def _phases_finding(phases: dict, sizes: list[str]) -> dict:
-    parts, statuses = [], []
-    for size in sizes:
-        p = phases.get(size)
-        if p is None:
-            continue
-        b = p.get("boundaries", {})
-        bs = "/".join("–" if b.get(k) is None else str(b[k])
-                      for k in ("convergence_start", "divergence_start", "reconvergence_start"))
-        parts.append(f"{size}: {p['status'].replace('_', ' ')}"
-                     + ("" if p["status"] in ("too_short", "no_phases") else f" at {bs}"))
-        statuses.append(p["status"])
-    valid = [s for s in statuses if s != "too_short"]
-    n4 = valid.count("four_phases")
-    if not valid:
-        verdict = INCONCLUSIVE
-    elif n4 == len(valid) or (n4 * 2 > len(valid) and all(s in ("four_phases", "no_reconvergence") for s in valid)):
-        verdict = REPRODUCED
-    elif n4 == 0:
-        verdict = NOT_REPRODUCED
+def make_test(name: str, estimate: float, reps: dict | None, design: tuple[int, int] | None = None,
+              null: float = 0.0, expected: int = 1) -> Test:
+    """A test from a point estimate and its replicates {"joint": [B], optionally "docs", "seeds": [B]}:
+    p from bootstrap.split_p (Student t, Satterthwaite df) when the split sets and the design (S seeds,
+    D documents) are given, else the normal reference (bootstrap.wald_p); the 95% CI is the matching
+    estimate +- t_0.975(df) SE (unadjusted). reps None: p = 1, never significant."""
+    if reps is None or not np.isfinite(estimate):
+        return Test(name, float(estimate), null, expected, 1.0, (None, None))
+    if design is not None and "docs" in reps:
+        p, df, se = split_p(estimate - null, reps["docs"], reps["seeds"], design[1], design[0])
     else:
-        verdict = INCONCLUSIVE
-    ev = "; ".join(parts) + " (boundaries: convergence/divergence/reconvergence start; paper 16/256/2000)"
-    return {"finding": FINDING_PHASES, "verdict": verdict, "evidence": ev if parts else "no phases computed"}
+        p, df, se = wald_p(estimate, reps["joint"], null), None, robust_se(reps["joint"])
+    from scipy import stats
+    q = stats.norm.ppf(0.975) if df is None or not np.isfinite(df) else stats.t.ppf(0.975, max(df, 1.0))
+    ci = (float(estimate - q * se), float(estimate + q * se)) if np.isfinite(se) else (None, None)
+    return Test(name, float(estimate), null, expected, p, ci)
 
 
-def _size_finding(summary: pl.DataFrame, phases: dict, sizes: list[str], replicates) -> dict:
-    rec = [r for r in (claims.recovery(summary, s, phases.get(s), replicates) for s in sizes) if r is not None]
-    parts = [f"{r['size']}: recovered {r['recovered']:.4g}{_ci_str(r['recovered_ci'])} nats from step "
-             f"{r['trough_step']} to {r['final_step']}"
-             + ("" if r["fraction"] is None else f" = {r['fraction']:.0%}{_ci_str(r['fraction_ci'], '.0%')} of the "
-                f"divergence from step {r['peak_step']}") for r in rec]
-    ev = "; ".join(parts)
-    if len(rec) < 2:
-        return {"finding": FINDING_SIZE, "verdict": INCONCLUSIVE,
-                "evidence": (ev + "; " if ev else "") + "needs at least two sizes"}
-    small, large = rec[0], rec[-1]
-    if small.get("fraction_reps") is None or large.get("fraction_reps") is None:
-        return {"finding": FINDING_SIZE, "verdict": INCONCLUSIVE,
-                "evidence": ev + "; no bootstrap replicates, so no paired difference"}
-    lo, hi = paired_ci(large["fraction_reps"], small["fraction_reps"])
-    r_lo, r_hi = large["recovered_ci"]
-    if r_lo is not None and r_lo > 0 and lo > 0:
-        verdict = REPRODUCED
-    elif hi < 0 or (r_hi is not None and r_hi < 0):
-        verdict = NOT_REPRODUCED
-    else:
-        verdict = INCONCLUSIVE
-    ev += (f"; fraction {large['size']} - {small['size']}: "
-           f"{(large['fraction'] or 0) - (small['fraction'] or 0):+.0%} [{lo:.0%}, {hi:.0%}] (paired)")
-    return {"finding": FINDING_SIZE, "verdict": verdict, "evidence": ev}
+def _curve(contrasts: dict, summary, size, replicates):
+    """(steps, y [T], reps {set: [B,T]} or None, design or None) of a size's all-token E[conv]."""
+    c = contrasts.get("all", {}).get(size)
+    if c is not None:
+        return c.steps, c.e_conv[0], {k: v[:, 0] for k, v in c.e_reps.items()}, (c.S, c.D)
+    cv = claims.curve(summary, size)
+    R = claims.curve_reps(replicates, size, cv["step"].to_list())
+    return cv["step"].to_list(), cv["e_conv"].to_numpy(), None if R is None else {"joint": R}, None
 
 
-def _pairs(summary, sizes, kind, pick, min_tokens):
-    """size -> (step, row a, row b) at the last step, or a reason string."""
-    fin, out = _final_rows(summary, kind), {}
-    for size in sizes:
-        if size not in fin:
+# ----------------------------------------------------------------------------------------- phases
+def _uniform_ok(summary: pl.DataFrame, size: str, first_line: int) -> tuple[bool | None, str]:
+    """Uniform-phase bound at the checkpoints before the first line (None: no such checkpoint)."""
+    notes, ok = [], None
+    for metric, what in (("seeds", "KL between seeds"), ("uniform", "KL to uniform")):
+        r = summary.filter((pl.col("size") == size) & (pl.col("metric") == metric)
+                           & (pl.col("category_kind") == "all")).sort("step")
+        early = r.filter(pl.col("step") < first_line)
+        if not early.height or r["mean_kl"].max() is None:
             continue
-        step, rows = fin[size]
-        ab = pick([r for r in rows if r["n_tokens"] >= min_tokens])
-        out[size] = (step, *ab) if ab else f"{size}: too few categories with >= {min_tokens} tokens"
-    return out
+        top = float(r["mean_kl"].max())
+        hi = (-early["ci_low"]).fill_null(early["mean_kl"]).max()     # 95% upper bound of the KL
+        good = bool(hi <= NEAR_ZERO * top)
+        ok = good if ok is None else (ok and good)
+        notes.append(f"{what} <= {hi:.3g} before step {first_line} ({hi / top:.0%} of its max {top:.3g})"
+                     if top > 0 else f"{what} is 0")
+    return ok, "; ".join(notes)
 
 
-def _category_findings(summary, sizes, kind, pick, names, min_tokens, replicates) -> list[dict]:
-    pairs = _pairs(summary, sizes, kind, pick, min_tokens)
-    if not pairs:
-        return [{"finding": n, "verdict": INCONCLUSIVE, "evidence": f"no {kind} categories in the summary"}
-                for n in names]
-    more, fast, rel = ([], []), ([], []), ([], [])
-    for size, v in pairs.items():
-        if isinstance(v, str):
-            for lst in (more, fast, rel):
-                lst[0].append(0); lst[1].append(v)
-            continue
-        step, a, b = v
-        c, how = _cmp(a, b, replicates)
-        word = {1: "clearly above", -1: "clearly below", 0: "not clearly different from"}[c]
-        more[0].append(c)
-        more[1].append(f"{size} (step {step}): {a['category']} {_fmt(a)} (n={a['n_tokens']}) {word} "
-                       f"{b['category']} {_fmt(b)} (n={b['n_tokens']}; {how})")
-        f = claims.faster(summary, size, kind, a["category"], b["category"], replicates)
-        fast[0].append(0 if f is None else f["sign"])
-        fast[1].append(f"{size}: too few steps" if f is None else
-                       f"{size}: {a['category']} reaches half its recovery at step {f['a_step']}, {b['category']} at step "
-                       f"{f['b_step']}" + ("" if f["ci"][0] is None else
-                                           f" (checkpoints later for {b['category']}: CI [{f['ci'][0]:.3g}, {f['ci'][1]:.3g}])"))
-        r = claims.reliability(summary, size, kind, a["category"], b["category"])
-        rel[0].append(0 if r is None else r["sign"])
-        rel[1].append(f"{size}: no sd_pairs" if r is None else
-                      f"{size}: sd_pairs of {a['category']} below {b['category']}'s at {r['share']:.0%} of "
-                      f"{r['n_steps']} steps (medians {r['a_median']:.3g} vs {r['b_median']:.3g})")
-    return [{"finding": n, "verdict": _combine(x[0]), "evidence": "; ".join(x[1])}
-            for n, x in zip(names, (more, fast, rel))]
+def _phases(summary, phases: dict, sizes: list[str], phase_steps, contrasts, replicates):
+    if phase_steps is None:
+        return [], "the suite has no phase lines (phase_steps=None): its steps do not cover the paper's phases", None
+    curves = {s: _curve(contrasts, summary, s, replicates) for s in sizes}
+    covered = [s for s in sizes if ph.covers(curves[s][0], phase_steps)]
+    lines = "/".join(str(v) for v in phase_steps)
+    if not covered:
+        return [], (f"the suite's steps do not cover the paper's phases (lines {lines}: needs a checkpoint at "
+                    f"or before {phase_steps[0]} and one after {phase_steps[-1]})"), None
+    tests, uniform = {}, {}
+    for s in covered:
+        steps, y, reps, design = curves[s]
+        py = ph.line_points(steps, y, phase_steps)
+        pr = None if reps is None else {k: ph.line_points(steps, v, phase_steps) for k, v in reps.items()}
+        for name, a, b, exp in ph.LINE_CHANGES:
+            r = None if pr is None else {k: v[:, b] - v[:, a] for k, v in pr.items()}
+            tests[(s, name)] = make_test(f"{s} {name}", float(py[b] - py[a]), r, design, expected=exp)
+        uniform[s] = _uniform_ok(summary, s, phase_steps[0])
+
+    def decide() -> tuple[str, str]:
+        parts = []
+        for s in covered:
+            b = (phases.get(s) or {}).get("boundaries", {})
+            bs = "/".join("–" if b.get(k) is None else str(b[k])
+                          for k in ("convergence_start", "divergence_start", "reconvergence_start"))
+            ch = ", ".join(f"{n} {tests[(s, n)].text()}" for n in ("convergence", "divergence", "reconvergence"))
+            u = uniform[s][1] or f"no checkpoint before step {phase_steps[0]}: uniform phase not tested"
+            parts.append(f"{s}: {ch}; {u}; BIC boundaries {bs} vs lines {lines}")
+        sg = {k: t.sign for k, t in tests.items()}
+        large = covered[-1]
+        agree = (all(sg[(s, "convergence")] == 1 and sg[(s, "divergence")] == 1 for s in covered)
+                 and sg[(large, "reconvergence")] == 1 and all(u[0] is not False for u in uniform.values()))
+        contra = (any(sg[(s, n)] == -1 for s in covered for n in ("convergence", "divergence"))
+                  or sg[(large, "reconvergence")] == -1)
+        v = NOT_REPRODUCED if contra else REPRODUCED if agree else INCONCLUSIVE
+        return v, "; ".join(parts)
+    return list(tests.values()), None, decide
 
 
-def _freq_pick(rows):
-    if len(rows) < 2:
-        return None
-    order = category_order("freq_bin", [r["category"] for r in rows])
-    by = {r["category"]: r for r in rows}
-    return by[order[-1]], by[order[0]]                              # most frequent, rarest
+# ----------------------------------------------------------------------------------------- size
+def _size(summary, sizes: list[str], contrasts, replicates):
+    curves = [(s, _curve(contrasts, summary, s, replicates)) for s in sizes]
+    curves = [(s, c) for s, c in curves if len(c[0]) >= 3]
+    if len(curves) < 2:
+        return [], "needs at least two sizes with >= 3 steps", None
+    if any(c[2] is None for _, c in curves):
+        return [], "no bootstrap replicates, so no test", None
+    if len({len(c[1]) for _, c in curves}) != 1:
+        return [], "sizes have different numbers of steps", None
+    design = curves[0][1][3]
+    f, peak, trough = claims.recovered_fraction(np.stack([c[1] for _, c in curves]))      # [k]
+    F = {k: claims.recovered_fraction(np.stack([c[2][k] for _, c in curves], -2))[0] for k in curves[0][1][2]}
+    trend = make_test("size trend", float(claims.trend(f)), {k: claims.trend(v) for k, v in F.items()}, design)
+    small = make_test(f"{curves[0][0]} fraction", float(f[0]), {k: v[:, 0] for k, v in F.items()}, design,
+                      null=SMALL_MAX, expected=-1)
+
+    def decide():
+        parts = []
+        for i, (s, c) in enumerate(curves):
+            ci = make_test(s, float(f[i]), {k: v[:, i] for k, v in F.items()}, design).ci
+            frac = ("n/a (no divergence)" if np.isnan(f[i]) else f"{f[i]:.0%}" if ci[0] is None
+                    else f"{f[i]:.0%} [{ci[0]:.0%}, {ci[1]:.0%}]")
+            parts.append(f"{s}: recovered {frac} of its divergence (peak step {c[0][peak[i]]}, "
+                         f"trough {c[0][trough[i]]}, final {c[0][-1]})")
+        parts.append(f"slope over size rank {trend.text()}")
+        parts.append(f"smallest ({curves[0][0]}) vs {SMALL_MAX:.0%}: {small.text()}")
+        contra = trend.sign == -1 or small.sign == -1
+        v = NOT_REPRODUCED if contra else REPRODUCED if (trend.sign == 1 and small.sign == 1) else INCONCLUSIVE
+        return v, "; ".join(parts)
+    return [trend, small], None, decide
 
 
-def _pos_pick(rows):
-    by = {r["category"]: r for r in rows}
-    return (by["function"], by["content"]) if "function" in by and "content" in by else None
+# ----------------------------------------------------------------------------------------- categories
+def _per_size(c: Contrast, what: str) -> tuple[float, dict, str]:
+    """(estimate, replicates {set: [B]}, unit) of one size's statistic `what` (module docstring)."""
+    if what == "more":
+        return (float(c.e_conv[0, -1] - c.e_conv[1, -1]), {k: r[:, 0, -1] - r[:, 1, -1] for k, r in c.e_reps.items()},
+                " nats")
+    if what == "faster":
+        x = claims.reach_logstep(c.steps, c.e_conv)
+        xr = {k: claims.reach_logstep(c.steps, r) for k, r in c.e_reps.items()}
+        return float(x[1] - x[0]), {k: r[:, 1] - r[:, 0] for k, r in xr.items()}, " log2 steps"
+    return (float(claims.reliability(c.sd[0], c.sd[1])),
+            {k: claims.reliability(r[:, 0], r[:, 1]) for k, r in c.sd_reps.items()}, "")
+
+
+def _weights(per: list[Test]) -> list[float]:
+    """Inverse-variance weights of the per-size estimates (SE from their CIs); equal when any is unknown."""
+    se = [(t.ci[1] - t.ci[0]) if t.ci[0] is not None else np.nan for t in per]
+    if not all(np.isfinite(x) and x > 0 for x in se):
+        return [1.0 / len(per)] * len(per)
+    inv = [1.0 / x ** 2 for x in se]
+    return [v / sum(inv) for v in inv]
+
+
+def _category(cid: str, per: dict[str, Contrast], sizes: list[str], what: str):
+    got = [per[s] for s in sizes if s in per]
+    if not got:
+        return [], "no sizes with both categories (>= min_tokens tokens each), or no per-pair KLs", None
+    vals = [_per_size(c, what) for c in got]
+    unit = vals[0][2]
+    per = [make_test(c.size, e, r, (c.S, c.D)) for c, (e, r, _) in zip(got, vals)]
+    w = _weights(per)
+    est = float(sum(wi * v[0] for wi, v in zip(w, vals)))
+    reps = {k: sum(wi * v[1][k] for wi, v in zip(w, vals)) for k in vals[0][1]}
+    t = make_test(f"{cid} (weighted mean over sizes)", est, reps, (got[0].S, got[0].D))
+
+    def decide():
+        c0 = got[0]
+        parts = [f"{c0.a} vs {c0.b}, {c0.grouping}"]
+        for c, pt, wi in zip(got, per, w):
+            parts.append(f"{c.size} (n={c.n[0]} vs {c.n[1]}, weight {wi:.2f}): {pt.text(unit, p=False)}")
+        parts.append(f"weighted mean over sizes {t.text(unit)}")
+        v = {1: REPRODUCED, -1: NOT_REPRODUCED, 0: INCONCLUSIVE}[t.sign]
+        return v, "; ".join(parts)
+    return [t], None, decide
 
 
 def findings(summary: pl.DataFrame, phases: dict, *, sizes: list[str] | None = None,
-             min_tokens: int = MIN_TOKENS, replicates: dict | None = None,
-             phase_steps: tuple[int, ...] | None = (16, 256, 2000)) -> list[dict]:
-    """The paper's findings, each {"finding", "verdict", "evidence"} (see module docstring).
+             replicates: dict | None = None, contrasts: dict | None = None,
+             phase_steps: tuple[int, ...] | None = PAPER_PHASE_STEPS) -> list[dict]:
+    """The paper's findings (module docstring), in the order of FINDINGS.
 
-    summary: summary.parquet frame (analysis.aggregate.summarize); phases: {size: detect_phases dict}
-    (phases.json); sizes: smallest first (default: by the number in each label, else summary order);
-    replicates: the bootstrap replicates summarize filled (paired comparisons), None = CI-overlap rule.
+    summary: analysis.aggregate.summarize's frame; phases: {size: detect_phases dict} (phases.json,
+    from phases_from_summary with the same phase_steps); sizes: smallest first (default
+    aggregate.size_order); replicates: summarize's bootstrap replicates; contrasts: analysis.contrasts
+    .contrasts(groups, meta, n_boot) with the same n_boot; phase_steps: the suite's phase lines (None:
+    the suite has none). The categories' minimum token count is applied when the contrasts are built.
     """
     sizes = list(sizes) if sizes is not None else size_order(summary["size"].to_list())
-    no_phases = {"finding": FINDING_PHASES, "verdict": INCONCLUSIVE,
-                 "evidence": "the suite carries no reference phase boundaries: no phase verdict"}
-    return [
-        _phases_finding(phases, sizes) if phase_steps else no_phases,
-        _size_finding(summary, phases, sizes, replicates),
-        *_category_findings(summary, sizes, "freq_bin", _freq_pick, (FINDING_FREQ, FINDING_FREQ_FAST, FINDING_FREQ_REL),
-                            min_tokens, replicates),
-        *_category_findings(summary, sizes, "pos_group", _pos_pick, (FINDING_POS, FINDING_POS_FAST, FINDING_POS_REL),
-                            min_tokens, replicates),
-    ]
+    contrasts = contrasts or {}
+    built = {"phases": _phases(summary, phases, sizes, phase_steps, contrasts, replicates),
+             "size": _size(summary, sizes, contrasts, replicates)}
+    for cid in FINDINGS:
+        if cid.startswith(("freq_", "function_")):
+            kind, what = cid.split("_")
+            built[cid] = _category(cid, contrasts.get(kind, {}), sizes, what)
+    family = [t for tests, _, _ in built.values() for t in tests]
+    for t, p in zip(family, holm([t.p for t in family])):
+        t.p_holm = float(p)
+    out = []
+    for cid, (tests, why, decide) in built.items():
+        verdict, ev = (INCONCLUSIVE, why) if decide is None else decide()
+        if decide is not None:
+            ev += f" (Holm over the table's {len(family)} tests)"
+        out.append({"id": cid, "finding": FINDINGS[cid], "verdict": verdict, "evidence": ev,
+                    "tests": [t.to_dict() for t in tests]})
+    return out

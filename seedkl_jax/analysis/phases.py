@@ -24,15 +24,22 @@ Method, as small steps (each a function below), decisions from the *measured* E[
      point up to the peak, final = the last step. Rises/falls are measured differences:
      convergence = y[peak] - y[start], divergence = y[trough] - y[peak], reconvergence =
      y[final] - y[trough].
-  5. `decide`: a change counts when |change| >= threshold AND it clears its uncertainty: with the
-     bootstrap replicates of the steps (analysis.bootstrap: the same draws at every step), the 95% CI
-     of the paired difference y[b] - y[a] excludes 0; else, where CIs are given, the two endpoints'
-     intervals do not overlap. Status:
-        four segments preferred, convergence, divergence and reconvergence count -> "four_phases"
-        four segments preferred, only divergence and reconvergence count        -> "no_convergence"
-        >= three segments preferred, convergence and divergence count           -> "no_reconvergence"
-        >= two segments preferred, convergence counts                            -> "no_divergence"
-        otherwise                                                                 -> "no_phases"
+  5. `decide` (descriptive, when the suite has no phase lines or its steps do not cover them): a change
+     between the measured extremes counts when |change| >= threshold AND it clears its uncertainty: with
+     the bootstrap replicates of the steps (analysis.bootstrap: the same draws at every step), the 95%
+     CI of the paired difference y[b] - y[a] excludes 0; else, where CIs are given, the two endpoints'
+     intervals do not overlap. The extremes are chosen from the data, so these CIs do not cover that
+     choice: this mode describes, it is not the test behind findings.json.
+  5'. `line_changes` (the test, when `phase_steps` is given and the steps cover it, see `covers`): the
+     changes between the suite's phase lines, fixed in advance, with paired bootstrap p-values
+     (sampling uncertainty only; no roughness threshold). A change counts when p < 0.05 in the
+     paper's direction (findings.py adjusts these p-values for the whole table with Holm).
+  Status, from which changes count -- never from how many segments BIC prefers (`status_from`):
+        convergence, divergence and reconvergence count -> "four_phases"
+        only divergence and reconvergence count         -> "no_convergence"
+        convergence and divergence count                -> "no_reconvergence"
+        convergence counts                              -> "no_divergence"
+        otherwise                                       -> "no_phases"
 Boundaries: convergence starts at the first knot (where the flat part ends, capped at the peak),
 divergence at the measured peak, reconvergence at the measured trough (only when they count).
 `detect_phases` returns a `PhaseResult`; `to_dict()` is the content of phases.json.
@@ -48,6 +55,7 @@ import polars as pl
 from seedkl_jax.errors import SeedKLError
 
 PAPER_BOUNDARIES = {"convergence_start": 16, "divergence_start": 256, "reconvergence_start": 2000}
+PAPER_PHASE_STEPS = tuple(PAPER_BOUNDARIES.values())     # PolyPythia's phase lines (16, 256, 2000)
 PHASES = (("uniform", "near-uniform"), ("convergence", "sharp convergence"),
           ("divergence", "sharp divergence"), ("reconvergence", "slow reconvergence"))
 BOUNDARY_NAMES = tuple(PAPER_BOUNDARIES)
@@ -57,6 +65,10 @@ RANGE_FRACTION = 0.05
 METHOD = ("measured E[conv] and its CIs decide; continuous piecewise-linear fits over x=log2(step) with "
           "1..4 segments compared by BIC place the boundaries; a change counts when it exceeds max(3*noise, "
           "5% of range) (noise = step-to-step variability) and its endpoints' CIs do not overlap")
+METHOD_LINES = ("changes between the suite's phase lines, fixed in advance (convergence E(line1)-E(line0), "
+                "divergence E(line2)-E(line1), reconvergence E(last)-E(line2), E interpolated in log2 step), each "
+                "counting when its paired bootstrap p < 0.05 in the paper's direction; BIC-compared piecewise-linear "
+                "fits over x=log2(step) only place the boundaries reported beside the lines")
 SEGMENT_SIGNS = {1: (), 2: (+1,), 3: (+1, -1), 4: (+1, -1, +1)}
 
 
@@ -89,6 +101,8 @@ class PhaseResult:
     measured: dict = dataclasses.field(default_factory=dict)
     changes: dict = dataclasses.field(default_factory=dict)
     e_conv_fit: list = dataclasses.field(default_factory=list)
+    phase_steps: list | None = None     # the suite's phase lines the status was tested at (None: not tested)
+    tested: str = "extremes"            # "lines": changes between phase_steps; "extremes": descriptive
 
     @property
     def reconvergence(self) -> bool:
@@ -96,8 +110,10 @@ class PhaseResult:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d.update(method=METHOD, reconvergence=self.reconvergence, paper_boundaries=dict(PAPER_BOUNDARIES),
-                 boundary_log2_offset={b: None if s is None else float(np.log2(max(s, 1) / PAPER_BOUNDARIES[b]))
+        lines = dict(zip(BOUNDARY_NAMES, self.phase_steps or PAPER_PHASE_STEPS))
+        d.update(method=METHOD_LINES if self.tested == "lines" else METHOD, reconvergence=self.reconvergence,
+                 paper_boundaries=lines,
+                 boundary_log2_offset={b: None if s is None else float(np.log2(max(s, 1) / lines[b]))
                                        for b, s in self.boundaries.items()},
                  bic={str(k): v for k, v in self.bic.items()})
         return d
@@ -222,25 +238,82 @@ def _counts(c: Curve, a: int, b: int, thr: float, sign: int) -> tuple[float, boo
     return d, bool(ok)
 
 
+def status_from(conv: bool, div: bool, rec: bool) -> str:
+    """Status from which changes count (never from the number of segments BIC prefers)."""
+    if conv and div and rec:
+        return "four_phases"
+    if div and rec:
+        return "no_convergence"
+    if conv and div:
+        return "no_reconvergence"
+    if conv:
+        return "no_divergence"
+    return "no_phases"
+
+
 def decide(c: Curve, models: dict[int, dict], thr: float) -> tuple[str, int, dict, dict]:
-    """(status, segments preferred by BIC, measured point indices, changes) -- module docstring, step 5."""
+    """(status, segments preferred by BIC, measured point indices, changes) -- module docstring, step 5.
+    BIC only locates the extremes; the status follows from the measured changes alone."""
     best = min(models, key=lambda k: (models[k]["bic"], k))
     m = measure(c, models[best])
     conv = _counts(c, m["start"], m["peak"], thr, +1)
     div = _counts(c, m["peak"], m["trough"], thr, -1)
     rec = _counts(c, m["trough"], m["final"], thr, +1)
     changes = {"convergence": conv, "divergence": div, "reconvergence": rec}
-    if best == 4 and conv[1] and div[1] and rec[1]:
-        status = "four_phases"
-    elif best == 4 and div[1] and rec[1]:
-        status = "no_convergence"
-    elif best >= 3 and conv[1] and div[1]:
-        status = "no_reconvergence"
-    elif best >= 2 and conv[1]:
-        status = "no_divergence"
-    else:
-        status = "no_phases"
-    return status, best, m, changes
+    return status_from(conv[1], div[1], rec[1]), best, m, changes
+
+
+def at_step(x: np.ndarray, y: np.ndarray, x_at: float) -> np.ndarray:
+    """y [...,n] linearly interpolated in x (log2 step, ascending) at x_at (clamped to the ends)."""
+    i = int(np.clip(np.searchsorted(x, x_at, side="right") - 1, 0, len(x) - 2))
+    w = float(np.clip((x_at - x[i]) / (x[i + 1] - x[i]), 0.0, 1.0))
+    return (1.0 - w) * y[..., i] + w * y[..., i + 1]
+
+
+def covers(steps, phase_steps) -> bool:
+    """Whether a suite's steps reach its phase lines: a positive checkpoint at or before the first line
+    (step 0 sits on the log axis only by convention, so it cannot place a line) and one after the last.
+    MultiBERTs (0, 20k, 40k, ...) does not cover 16 / 256 / 2000; PolyPythia (0, 1, 2, 4, ...) does."""
+    steps = np.asarray(steps)
+    pos = steps[steps > 0]
+    return (bool(phase_steps) and len(steps) >= 3 and pos.size > 0 and pos.min() <= phase_steps[0]
+            and steps.max() > phase_steps[-1])
+
+
+LINE_CHANGES = (("convergence", 0, 1, +1), ("divergence", 1, 2, -1), ("reconvergence", 2, 3, +1))
+
+
+def line_points(steps, y: np.ndarray, phase_steps: tuple[int, ...]) -> np.ndarray:
+    """y [...,T] over ascending steps -> [..., 4]: E at the three phase lines (interpolated in log2 step)
+    and at the last step; LINE_CHANGES names the differences between them the phase tests use."""
+    x = log_step_axis(steps)
+    y = np.asarray(y, np.float64)
+    return np.stack([at_step(x, y, float(np.log2(s))) for s in phase_steps[:3]] + [y[..., -1]], -1)
+
+
+def line_changes(c: Curve, phase_steps: tuple[int, ...]) -> dict:
+    """The three changes between the suite's phase lines (u, c, d), fixed before looking at the data:
+        convergence = E(c) - E(u),  divergence = E(d) - E(c),  reconvergence = E(last step) - E(d)
+    with E at a line interpolated in log2(step) between its neighbouring checkpoints. Each gets its
+    paired bootstrap CI and two-sided p-value (analysis.bootstrap.wald_p) from the replicates; without
+    replicates, a conservative unpaired p from the points' CIs (SE = CI width / 3.92)."""
+    from seedkl_jax.analysis.bootstrap import paired_ci, t_p, wald_p
+    pts = line_points(c.steps, c.y, phase_steps)
+    reps = None if c.reps is None else line_points(c.steps, c.reps, phase_steps)
+    se = None
+    if c.lo is not None and np.isfinite(c.lo).all() and np.isfinite(c.hi).all():
+        se = line_points(c.steps, (c.hi - c.lo) / 3.92, phase_steps)
+    out = {}
+    for name, a, b, sign in LINE_CHANGES:
+        delta = float(pts[b] - pts[a])
+        ci, p = (None, None), 1.0
+        if reps is not None:
+            ci, p = paired_ci(reps[:, b], reps[:, a]), wald_p(delta, reps[:, b] - reps[:, a])
+        elif se is not None:
+            p = t_p(delta, float(se[a] ** 2 + se[b] ** 2), None)
+        out[name] = {"delta_e_conv": delta, "ci": list(ci), "p": p, "expected_sign": sign,
+                     "counts": bool(p < 0.05 and np.sign(delta) == sign)}
+    return out
 
 
 def _phase_list(c: Curve, status: str, m: dict) -> list[dict]:
@@ -264,10 +337,12 @@ def _phase_list(c: Curve, status: str, m: dict) -> list[dict]:
 
 
 def detect_phases(steps, e_conv, *, ci_low=None, ci_high=None, replicates=None,
-                  min_steps: int = MIN_STEPS) -> PhaseResult:
+                  min_steps: int = MIN_STEPS, phase_steps: tuple[int, ...] | None = None) -> PhaseResult:
     """Phases of one size's E[conv] curve (module docstring): steps [n] checkpoint steps (any order,
     distinct), e_conv [n] (nan dropped), ci_low/ci_high [n] optional 95% bootstrap interval,
-    replicates [B,n] optional bootstrap replicates drawn together for every step (paired changes)."""
+    replicates [B,n] optional bootstrap replicates drawn together for every step (paired changes).
+    phase_steps: the suite's phase lines (e.g. PAPER_PHASE_STEPS); when the steps cover them the status
+    comes from the changes between the lines (`line_changes`), else from the measured extremes."""
     c = prepare(steps, e_conv, ci_low, ci_high, replicates)
     r = PhaseResult(status="", message="", n_steps=int(len(c.y)), steps=[int(s) for s in c.all_steps],
                     e_conv_fit=[None] * len(c.all_steps))
@@ -283,13 +358,17 @@ def detect_phases(steps, e_conv, *, ci_low=None, ci_high=None, replicates=None,
     models = fit_models(c)
     r.status, r.n_segments, m, changes = decide(c, models, r.threshold)
     r.bic = {k: f["bic"] for k, f in models.items()}
+    r.changes = {k: {"delta_e_conv": d, "counts": ok} for k, (d, ok) in changes.items()}
+    if phase_steps is not None and covers(c.steps, phase_steps):
+        r.tested, r.phase_steps = "lines", [int(s) for s in phase_steps]
+        r.changes = line_changes(c, phase_steps)
+        r.status = status_from(*(r.changes[k]["counts"] for k in ("convergence", "divergence", "reconvergence")))
     fit = np.full(len(c.all_steps), np.nan)
     fit[np.flatnonzero(c.keep)] = models[r.n_segments]["fit"]
     r.e_conv_fit = [None if not np.isfinite(v) else float(v) for v in fit]
     r.measured = {k: {"step": int(c.steps[i]), "e_conv": float(c.y[i]),
                       "ci_low": None if c.lo is None else float(c.lo[i]),
                       "ci_high": None if c.hi is None else float(c.hi[i])} for k, i in m.items()}
-    r.changes = {k: {"delta_e_conv": d, "counts": ok} for k, (d, ok) in changes.items()}
     r.phases = _phase_list(c, r.status, m)
     if r.status in ("four_phases", "no_reconvergence", "no_divergence"):
         r.boundaries["convergence_start"] = int(c.steps[m["conv_knot"]])
@@ -305,23 +384,26 @@ def _message(r: PhaseResult) -> str:
     found = ", ".join(f"{b.replace('_', ' ')} at step {s}" for b, s in r.boundaries.items() if s is not None)
     ch = {k: f"{v['delta_e_conv']:+.3g}" for k, v in r.changes.items()}
     if r.status == "four_phases":
-        return f"four phases: {found} (paper: 16 / 256 / 2000)"
+        lines = " / ".join(str(v) for v in (r.phase_steps or PAPER_PHASE_STEPS))
+        return f"four phases: {found} (phase lines: {lines})"
     if r.status == "no_convergence":
         return (f"no convergence: measured rise before the divergence {ch['convergence']} does not count "
                 f"(threshold {r.threshold:.3g}, or within its CI); {found}")
     if r.status == "no_reconvergence":
         return (f"no reconvergence: {found}; measured rise after the trough {ch['reconvergence']} "
-                f"(threshold {r.threshold:.3g}, or CIs overlap, or BIC prefers {r.n_segments} segments)")
+                + (f"does not clear its bootstrap test (p = {r.changes['reconvergence']['p']:.2g})" if r.tested == "lines"
+                   else f"(threshold {r.threshold:.3g}, or CIs overlap)"))
     if r.status == "no_divergence":
         return f"no divergence: {found}; measured fall {ch['divergence']} does not count"
     return (f"no phases: measured convergence {ch['convergence']} (threshold {r.threshold:.3g}); "
             "no convergence followed by divergence beyond the noise")
 
 
-def phases_from_summary(summary: pl.DataFrame, metric: str = "seeds", replicates: dict | None = None
-                        ) -> dict[str, dict]:
+def phases_from_summary(summary: pl.DataFrame, metric: str = "seeds", replicates: dict | None = None, *,
+                        phase_steps: tuple[int, ...] | None = PAPER_PHASE_STEPS) -> dict[str, dict]:
     """detect_phases for every size, from the summary's (metric, category_kind == "all") rows: the
-    content of phases.json, keyed by size. replicates: summarize's dict (paired step changes)."""
+    content of phases.json, keyed by size. replicates: summarize's dict (paired step changes);
+    phase_steps: the suite's phase lines (PolyPythia's by default; None: the suite has none)."""
     rows = summary.filter((pl.col("metric") == metric) & (pl.col("category_kind") == "all")).sort("step")
     out = {}
     for size in dict.fromkeys(rows["size"].to_list()):
@@ -329,5 +411,6 @@ def phases_from_summary(summary: pl.DataFrame, metric: str = "seeds", replicates
         got = [(replicates or {}).get((size, int(s), metric, "all", "all")) for s in r["step"].to_list()]
         reps = np.stack(got, 1) if got and all(g is not None for g in got) else None
         out[size] = detect_phases(r["step"].to_numpy(), r["e_conv"].to_numpy(), ci_low=r["ci_low"].to_numpy(),
-                                  ci_high=r["ci_high"].to_numpy(), replicates=reps).to_dict()
+                                  ci_high=r["ci_high"].to_numpy(), replicates=reps,
+                                  phase_steps=phase_steps).to_dict()
     return out

@@ -54,16 +54,19 @@ def analyze_groups(groups: list[GroupResult], token_meta: pl.DataFrame, *, n_boo
                    seed: int = 0) -> Analysis:
     """summary (with replicates), phases and findings of the groups. token_meta: analysis/token_meta's
     frame; sizes: display / comparison order, smallest first (default: analysis.aggregate.size_order)."""
+    from seedkl_jax.analysis.contrasts import contrasts
     from seedkl_jax.analysis.findings import findings
     from seedkl_jax.analysis.phases import phases_from_summary
 
     sizes = list(sizes) if sizes is not None else size_order([g.size for g in groups])
     order = {s: i for i, s in enumerate(sizes)}
     groups = sorted(groups, key=lambda g: (order.get(g.size, len(order)), int(g.step)))
+    phase_steps = check_phase_steps(phase_steps)
     replicates: dict = {}
     summary = summarize(groups, token_meta, n_boot=n_boot, seed=seed, replicates=replicates)
-    phases = phases_from_summary(summary, replicates=replicates)
-    found = findings(summary, phases, sizes=sizes, replicates=replicates, phase_steps=check_phase_steps(phase_steps))
+    phases = phases_from_summary(summary, replicates=replicates, phase_steps=phase_steps)
+    con = contrasts(groups, token_meta, n_boot=n_boot, seed=seed)  # frequent/rare, function/content words
+    found = findings(summary, phases, sizes=sizes, replicates=replicates, contrasts=con, phase_steps=phase_steps)
     return Analysis(summary, replicates, phases, found, sizes, input_notes(groups, token_meta, phase_steps))
 
 
