@@ -251,7 +251,7 @@ class TextConfig:
                        "none, or a JSON file with one [token_str, tag] per token id.")
     vocab_size: int | None = setting(
         None, "Normalise next-token distributions over ids < N (the real vocabulary); default: every id the "
-        "tokenizer defines. The shared NeoX tokenizer fixture defines 4 ids beyond Pythia's 50,277: pass 50277.",
+        "tokenizer defines (Pythia's NeoX tokenizer: its 50,277 real ids, not the model's 50,304 padded rows).",
         results=True)
     pos_required: bool = setting(False, "stanza unavailable: False = warn and go on untagged, True = an error "
                                  "(the CLI sets it when --pos=stanza is given explicitly).", cli=False)
