@@ -22,7 +22,7 @@ from seedkl_jax.errors import SeedKLError
 RUN_FLAGS = {"preset", "model_template", "revision_template", "sizes", "steps", "seeds", "text", "tokenizer",
              "counts", "pos", "out", "overwrite", "wait", "window", "overlap", "mlm_scoring", "vocab_chunk",
              "kernel", "kernel_form", "position_block", "cache_logits", "vocab_size", "cache_dir",
-             "save_pair_positions", "n_boot", "compat"}
+             "save_pair_positions", "n_boot", "compat"} | {"surprisal_seed"}  # + issue 18's held-out seed
 
 
 def _fresh_flags() -> flags.FlagValues:
