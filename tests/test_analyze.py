@@ -164,7 +164,7 @@ def test_phase_steps_are_checked_and_passed_through():
     with pytest.raises(SeedKLError, match="phase_steps"):
         analyze_frames(pairs, meta, n_boot=20, phase_steps=(256, 16))
     no = analyze_frames(pairs, meta, n_boot=20)["findings"][0]
-    assert no["verdict"] == "inconclusive" and "no reference phase boundaries" in no["evidence"]
+    assert no["id"] == "phases" and no["verdict"] == "inconclusive" and "no phase lines" in no["evidence"]
 
 
 def test_cli_analyze(tmp_path):

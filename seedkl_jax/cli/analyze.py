@@ -15,15 +15,10 @@ from __future__ import annotations
 
 from absl import flags
 
-from seedkl_jax.config import AnalysisConfig, Compat
+from seedkl_jax.cli import flags as config_flags
+from seedkl_jax.config import AnalysisConfig
 from seedkl_jax.errors import SeedKLError
 
-
-def _help(name: str) -> str:
-    return AnalysisConfig.__dataclass_fields__[name].metadata["help"]
-
-
-_DEFAULTS = AnalysisConfig()
 _PAIRS = flags.DEFINE_string("pairs", None, "Per-pair KL table (parquet): size, step, seed_a, seed_b, position, kl.")
 _META = flags.DEFINE_string("meta", None, "Token table (parquet): position, token_id, doc_id; optional size, count, "
                             "xpos, upos, token_str, context_xpos, context_upos, final_surprisal.")
@@ -37,9 +32,8 @@ _WAIT = flags.DEFINE_boolean("wait", False, "If another seedkl process is writin
 _PHASE_STEPS = flags.DEFINE_list("phase_steps", None, "The suite's reference phase boundaries on its step axis "
                                  "(convergence, divergence, reconvergence start), e.g. 16,256,2000 for PolyPythia "
                                  "(the paper's); default none: no phase lines and no phase verdict.")
-_N_BOOT = flags.DEFINE_integer("n_boot", _DEFAULTS.n_boot, _help("n_boot"))
-_COMPAT = flags.DEFINE_enum("compat", _DEFAULTS.compat.value, [m.value for m in Compat], _help("compat"))
-_SURPRISAL_SEED = flags.DEFINE_string("surprisal_seed", None, _help("surprisal_seed"))
+# --compat, --n_boot, --surprisal_seed: generated from AnalysisConfig, as seedkl run's are
+config_flags.define(AnalysisConfig, module_name=__name__)
 
 
 def main(argv: list[str]) -> int:
@@ -49,10 +43,8 @@ def main(argv: list[str]) -> int:
         if not flag.value:
             raise SeedKLError(f"--{flag.name}: required; give a parquet file (schema: docs/analyze.md)")
     from seedkl_jax.study.analyze import analyze
-    from seedkl_jax.study.suite import seed_value
 
-    cfg = AnalysisConfig(compat=_COMPAT.value, n_boot=_N_BOOT.value,
-                         surprisal_seed=seed_value(_SURPRISAL_SEED.value) if _SURPRISAL_SEED.value else None)
+    cfg = AnalysisConfig(**config_flags.values(AnalysisConfig))  # its flag names are its field names
     report = analyze(_PAIRS.value, _META.value, _SEED_METRICS.value or None, out=_OUT.value, sizes=_SIZES.value,
                      n_boot=cfg.n_boot, compat=cfg.compat, phase_steps=_PHASE_STEPS.value or None,
                      surprisal_seed=cfg.surprisal_seed, wait=_WAIT.value)

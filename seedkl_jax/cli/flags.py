@@ -24,9 +24,10 @@ def _kind(field) -> str:
     annotation = str(field.type).replace(" ", "")
     if annotation.startswith("tuple"):
         return "list"
-    if annotation.split("|")[0] == "bool":
+    kinds = [t for t in annotation.split("|") if t != "None"]  # `int | str | None` (a seed) stays a string
+    if kinds == ["bool"]:
         return "boolean"
-    if annotation.split("|")[0] == "int":
+    if kinds == ["int"]:
         return "integer"
     return "string"
 
