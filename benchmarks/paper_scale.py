@@ -54,18 +54,18 @@ _COLD = flags.DEFINE_boolean("cold", True, "also time a whole run with empty cac
 
 
 def _study_config(work: Path, out: Path):
-    from seedkl_jax.study.run import StudyConfig
+    from seedkl_jax.config import StudyConfig
     from seedkl_jax.study.suite import Suite
 
     seeds = list(range(1, _SEEDS.value + 1))
     suite = Suite(sizes=_RUN_SIZES.value, steps=list(range(_RUN_STEPS.value)), seeds=seeds,
                   model_template=str(work / "suite" / "{size}" / "seed{seed}" / "step{step}"), revision_template="")
-    return StudyConfig(suite=suite, text=str(work / "text" / "text.txt"), out=str(out), pos="none",
-                       vocab_size=common.REAL_VOCAB, cache_dir=str(work / "cache"), overwrite=True)
+    return StudyConfig.from_flat(suite=suite, text=str(work / "text" / "text.txt"), out=str(out), pos="none",
+                                 vocab_size=common.REAL_VOCAB, cache_dir=str(work / "cache"), overwrite=True)
 
 
 def child(out: str) -> None:
-    from seedkl_jax.study.run import run_study
+    from seedkl_jax.api import run_study  # the entry point: turns on the persistent compile cache, as the CLI does
 
     t0 = time.perf_counter()
     run_study(_study_config(Path(_WORKDIR.value), Path(out)), progress=False)

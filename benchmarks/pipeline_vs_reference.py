@@ -79,9 +79,9 @@ def _run_seedkl(st: Setup, out: Path, cache: Path, kernel: str) -> dict:
 
     suite = api.Suite(sizes=st.sizes, steps=st.steps, seeds=st.seeds, model_template=st.template,
                       revision_template="")
-    cfg = api.StudyConfig(suite=suite, text=str(st.workdir / "text.txt"), out=str(out), pos="none",
-                          overwrite=True, window=_WINDOW.value, overlap=_OVERLAP.value, cache_dir=str(cache),
-                          kernel=kernel)
+    cfg = api.StudyConfig.from_flat(suite=suite, text=str(st.workdir / "text.txt"), out=str(out), pos="none",
+                                    overwrite=True, window=_WINDOW.value, overlap=_OVERLAP.value,
+                                    cache_dir=str(cache), kernel=kernel)
     api.run_study(cfg, progress=False)
     import jax
 

@@ -102,7 +102,7 @@ _SCRIPT = textwrap.dedent("""
     hits = []
     jax.monitoring.register_event_listener(
         lambda name, **kw: hits.append(1) if name == "/jax/compilation_cache/cache_hits" else None)
-    from seedkl_jax.api import compare
+    from seedkl_jax.kernels.compare import compare  # the library's (api.compare is an entry point: it sets it)
     from seedkl_jax.models.gpt_neox import NeoXConfig, init_params
     cfg = NeoXConfig(vocab_size=96, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
     models = [types.SimpleNamespace(params=jax.tree.map(np.asarray, init_params(cfg, jax.random.key(s))),
@@ -110,7 +110,7 @@ _SCRIPT = textwrap.dedent("""
     compare(models, np.arange(10) % 90, window=16, overlap=8)  # compare leaves the process setting alone
     untouched = jax.config.jax_compilation_cache_dir is None
     from seedkl_jax.kernels.compare import use_compilation_cache
-    use_compilation_cache()  # what the entry points (cli, study) do
+    use_compilation_cache()  # what the entry points (cli, api) do
     out = compare(models, np.arange(40) % 90, window=16, overlap=8)
     print(untouched, jax.config.jax_compilation_cache_dir, len(hits), float(out["kl"].sum()))
 """)
