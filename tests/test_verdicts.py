@@ -102,6 +102,14 @@ def test_trough_is_chosen_inside_each_replicate_and_recovery_can_be_negative():
     assert f[0] == pytest.approx(0.5 / 3.0) and f[1] < 0
 
 
+def test_a_size_that_reconverges_past_its_early_peak_recovers_over_100_percent():
+    """Converge to 1, diverge to -1, come back to 1.5 and 2: the peak is the early one (before the
+    trough), not the late high point, so the recovery is (2 - -1) / (1 - -1) = 150%, not "no divergence"."""
+    y = np.array([[0.0, 1.0, -1.0, 0.5, 1.5, 2.0]])
+    f, peak, trough = claims.recovered_fraction(y)
+    assert (int(peak[0]), int(trough[0])) == (1, 2) and f[0] == pytest.approx(1.5)
+
+
 # ----------------------------------------------------------------------------------------- reliability
 def test_equal_distributions_with_1400_vs_190_tokens_are_not_more_reliable():
     """Same distribution, ~1,400 vs ~190 tokens: the raw SD over pairs favours the bigger category,

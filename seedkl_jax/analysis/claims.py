@@ -8,11 +8,13 @@ replicate (analysis.bootstrap: seeds and documents resampled, the same draws for
 statistics of two sizes or two categories are paired). findings.py turns them into tests.
 
   * recovered fraction of a size (`recovery`): on its E[conv] curve y[0..T-1] (steps ascending),
-        peak   = argmax y[t] over t < T-1          (the last step is never the peak)
-        trough = argmin y[t] over peak <= t < T-1   (nor the trough: recovery can be negative)
+        trough = argmin y[t] over t < T-1          (the deepest divergence; never the last step, so
+                                                    recovery can be negative)
+        peak   = argmax y[t] over t <= trough      (the convergence before that divergence)
         fraction = (y[T-1] - y[trough]) / (y[peak] - y[trough])   (nan when y[peak] == y[trough])
-    The peak and trough are chosen again inside every replicate, so the replicates' spread covers
-    that choice.
+    A size that reconverges beyond its early peak recovers more than 100% (the peak is never taken
+    after the trough: that would make such a size "no divergence"). The peak and trough are chosen
+    again inside every replicate, so the replicates' spread covers that choice.
   * size trend (`trend`): least-squares slope of the recovered fraction over the size rank
     (0 = smallest, sizes ordered by analysis.aggregate.size_order), per replicate.
   * reach step of a category ("faster", `reach_logstep`): from its lowest E[conv] on, where it has
@@ -56,9 +58,9 @@ def recovered_fraction(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     y = np.asarray(y, np.float64)
     T = y.shape[-1]
     head = y[..., :T - 1]
-    peak = np.argmax(np.where(np.isfinite(head), head, -np.inf), -1)
-    after = np.where(np.arange(T - 1) >= peak[..., None], head, np.inf)
-    trough = np.argmin(np.where(np.isfinite(after), after, np.inf), -1)
+    trough = np.argmin(np.where(np.isfinite(head), head, np.inf), -1)
+    before = np.where(np.arange(T - 1) <= trough[..., None], head, -np.inf)
+    peak = np.argmax(np.where(np.isfinite(before), before, -np.inf), -1)
     yp = np.take_along_axis(y, peak[..., None], -1)[..., 0]
     yt = np.take_along_axis(y, trough[..., None], -1)[..., 0]
     with np.errstate(invalid="ignore", divide="ignore"):
