@@ -385,7 +385,8 @@ def _message(r: PhaseResult) -> str:
     ch = {k: f"{v['delta_e_conv']:+.3g}" for k, v in r.changes.items()}
     if r.status == "four_phases":
         lines = " / ".join(str(v) for v in (r.phase_steps or PAPER_PHASE_STEPS))
-        return f"four phases: {found} (phase lines: {lines})"
+        whose = "the suite's phase lines" if r.phase_steps else "for comparison, the paper's PolyPythia lines"
+        return f"four phases: {found} ({whose}: {lines})"
     if r.status == "no_convergence":
         return (f"no convergence: measured rise before the divergence {ch['convergence']} does not count "
                 f"(threshold {r.threshold:.3g}, or within its CI); {found}")
