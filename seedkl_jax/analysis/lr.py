@@ -48,7 +48,7 @@ PYTHIA = LRSchedule(peak=(("14m", 1e-3), ("31m", 1e-3), ("70m", 1e-3), ("160m", 
 
 
 def from_train_config(cfg, sizes) -> LRSchedule:
-    """The schedule of seedkl_jax.train.trainer.lr_schedule for a TrainConfig, the same for all sizes."""
+    """The schedule of seedkl_jax.lab.trainer.lr_schedule for a TrainConfig, the same for all sizes."""
     return LRSchedule(peak=tuple((str(s), float(cfg.lr)) for s in sizes), warmup=int(cfg.warmup),
                       total=int(cfg.steps), final_frac=float(cfg.final_lr_frac), offset=1,
                       source=f"demo trainer: lr {cfg.lr:g}, warm-up {cfg.warmup} steps, cosine to "

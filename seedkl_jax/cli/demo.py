@@ -1,11 +1,11 @@
 """`seedkl demo`: train a mini seed suite offline and run the whole study on it (README's first command).
 
-    seedkl demo                      # 3 sizes x 4 seeds x 19 checkpoints, ~6 min on 2 CPU cores
+    seedkl demo                      # 3 sizes x 4 seeds x 19 checkpoints (minutes on 2 CPU cores)
     seedkl demo --quick              # 2 sizes x 3 seeds x 9 checkpoints, < 1 min (CI)
     seedkl demo --warmup=10 --lr=3e-3 --workdir=/tmp/lab1 --out=lab1   # a lab variant
 
 A second run with the same settings reuses the trained suite (and the study's finished groups).
-Trainer flags left unset take the default (or --quick) suite's value; see seedkl_jax/demo.py.
+Trainer flags left unset take the default (or --quick) suite's value; see seedkl_jax/lab/demo.py.
 Some flag names (--seeds, --steps, --out ...) are shared with `seedkl run`; the dispatcher imports
 only one command module, so they never collide (tests run this module in a subprocess).
 """

@@ -8,7 +8,7 @@ file by file by study/store.py) and adds its own report sections (`extra`).
 
 Files in dest: tokens.parquet, pairs.parquet, token_meta.parquet, [pair_positions.parquet],
 summary.parquet, summary.csv, regression.parquet, divergent_tokens.parquet, phases.json,
-findings.json, figures/*.png, report.md (README's Outputs).
+findings.json, figures/*.png, report.md (docs/outputs.md).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The convergence study: for every (size, step) of a suite, all seeds' KL on one text, then tables,
-phases, figures and a report in `--out` (the file contract is in `study/store.py` and README's Outputs).
+phases, figures and a report in `--out` (the file contract is in `study/store.py` and docs/outputs.md).
 
 `run_study` is four public steps, which the multi-host code (seedkl_jax/distributed.py) composes
 differently: `prepare` (read and check everything, write nothing), `claim` (bind --out to these
