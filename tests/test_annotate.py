@@ -371,6 +371,28 @@ def test_wrong_length_counts(tmp_path):
         ann.annotate_tokens(ids, None, None, tok, np.ones(3), "none")
 
 
+def test_counts_are_checked_before_use(tmp_path):
+    """Negative, all-zero or non-numeric counts are one named error at load (study/run.py loads them in
+    `prepare`, before any group); a too-long file never suggests a --vocab_size that would then fail."""
+    V = 50
+    def err(arr):
+        f = tmp_path / "c.npy"
+        np.save(f, arr)
+        with pytest.raises(SeedKLError) as e:
+            ann.load_counts(f, V)
+        assert str(f) in str(e.value)
+        return str(e.value)
+    neg = np.ones(V)
+    neg[7] = -3
+    assert "negative" in err(neg) and "id 7" in err(neg)
+    assert "every count is 0" in err(np.zeros(V)) and "every count is 0" in err(np.full(V, 0.5))
+    assert "finite" in err(np.full(V, np.nan)) and "finite" in err(np.ones(V, bool))
+    assert "--vocab_size" not in err(np.ones(V + 4))
+    assert "--vocab_size=46" in err(np.ones(V - 4))
+    ok = ann.load_counts(tmp_path / "ok.npy", V) if np.save(tmp_path / "ok.npy", np.arange(V) + 1e-300) is None else None
+    assert ok[0] == 0 and ok[1] == 1 and ok.dtype == np.int64
+
+
 # ------------------------------------------------------------------ small definitions
 
 def test_doc_ids():

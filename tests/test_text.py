@@ -80,6 +80,15 @@ def test_folder_of_documents(tmp_path, tiny_tok):
     assert t.text == "the cat sat" + EOS_TEXT + "a dog ran\n"
 
 
+def test_folder_entry_named_txt_that_is_not_a_file(tmp_path, tiny_tok):
+    d = tmp_path / "docs"
+    d.mkdir()
+    (d / "01.txt").write_text("the cat sat", encoding="utf-8")
+    (d / "x.txt").mkdir()
+    with pytest.raises(SeedKLError, match=r"x\.txt is not a regular file"):
+        read_text(d, tiny_tok)
+
+
 def test_npy_ids_used_as_given(tmp_path, tiny_tok):
     ids = np.array([3, 4, 0, 5], np.int64)
     np.save(tmp_path / "ids.npy", ids)

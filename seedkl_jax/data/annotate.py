@@ -105,13 +105,23 @@ def counts_from_ids(ids: np.ndarray, vocab_size: int) -> np.ndarray:
 def _check_counts(arr: np.ndarray, vocab_size: int, what: str) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim != 1 or arr.shape[0] != vocab_size:
-        raise SeedKLError(f"{what}: counts have shape {arr.shape} (length {arr.size}) but the "
-                          f"tokenizer has {vocab_size} ids; use counts made with the same tokenizer, or normalise over "
-                          f"fewer ids with --vocab_size={arr.size} if the extra ids are unused added tokens")
-    if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
-        raise SeedKLError(f"{what}: counts must be finite numbers; regenerate the counts file")
+        # --vocab_size can only narrow the tokenizer's ids: suggest it only for a shorter counts file
+        narrow = (f", or normalise over fewer ids with --vocab_size={arr.size} if the extra ids are unused added "
+                  "tokens") if arr.ndim == 1 and 2 <= arr.size < vocab_size else ""
+        raise SeedKLError(f"{what}: counts have shape {arr.shape} (length {arr.size}) but the tokenizer has "
+                          f"{vocab_size} ids; use counts made with the same tokenizer{narrow}")
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
+        raise SeedKLError(f"{what}: counts must be finite numbers (dtype {arr.dtype}); regenerate the counts file")
     arr = arr.astype(np.float64)
-    return np.where(arr < 1, 0, np.rint(arr)).astype(np.int64)
+    if (arr < 0).any():
+        bad = np.flatnonzero(arr < 0)
+        raise SeedKLError(f"{what}: {bad.size} negative count(s), e.g. id {int(bad[0])} = {arr[bad[0]]:g}; counts are "
+                          "occurrences (≥ 0): regenerate the counts file")
+    counts = np.where(arr < 1, 0, np.rint(arr)).astype(np.int64)  # < 1: the Pile file's denormal garbage
+    if not counts.any():
+        raise SeedKLError(f"{what}: every count is 0 (or below 1); give counts of a corpus, or leave --counts out "
+                          "to count over the text")
+    return counts
 
 
 def freq_bin(counts: np.ndarray, top: int | None = None) -> list[str]:

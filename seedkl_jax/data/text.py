@@ -73,6 +73,10 @@ def read_text(path: str | os.PathLike, tokenizer, *, masked_lm: bool = False) ->
         return _read_ids(p, tokenizer)
     if p.is_dir():
         files = sorted(p.glob("*.txt"))
+        odd = [f.name for f in files if not f.is_file()]  # e.g. a folder named x.txt
+        if odd:
+            raise SeedKLError(f"--text={path}: {', '.join(odd[:3])} {'is not a' if len(odd) == 1 else 'are not'} "
+                              "regular file(s); a --text folder holds one document per regular .txt file")
         if not files:
             raise SeedKLError(f"--text={path}: folder has no *.txt files; put one document per .txt file")
         docs = [_read_utf8(f) for f in files]
