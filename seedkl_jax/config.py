@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from typing import Any
 
 from seedkl_jax.errors import SeedKLError
@@ -154,7 +155,7 @@ class AnalysisConfig:
         object.__setattr__(self, "compat", _enum(Compat, self.compat, "compat"))
         _positive(self.n_boot, "n_boot")
         if self.surprisal_seed is not None and str(self.surprisal_seed).strip() != "":
-            object.__setattr__(self, "surprisal_seed", _seed(self.surprisal_seed))
+            object.__setattr__(self, "surprisal_seed", seed_value(self.surprisal_seed, "surprisal_seed"))
         else:
             object.__setattr__(self, "surprisal_seed", None)
 
@@ -174,15 +175,27 @@ def _as_tuple(value: Any, flag: str, kind=str) -> tuple | None:
     items = [i for i in items if i != ""]
     try:
         return tuple(kind(i) for i in items) or None
+    except SeedKLError:  # kind's own named error (seed_value) says more than the generic one below
+        raise
     except (TypeError, ValueError):
         raise SeedKLError(f"--{flag}={','.join(map(str, items))}: not a comma list of {kind.__name__}s; "
                           f"e.g. --{flag}=1,3,5") from None
 
 
-def _seed(value: Any) -> int | str:
-    """An integer seed ("3" -> 3) or a name kept as written (study/suite.py checks names)."""
+_SEED_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")
+
+
+def seed_value(value: Any, flag: str = "seeds") -> int | str:
+    """A seed as given: an integer ("3" -> 3), else a name (kept as written, e.g. "alias-gpt2-small-x21")."""
     text = str(value).strip()
-    return int(text) if text.lstrip("-").isdigit() else text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    if not _SEED_NAME.match(text):
+        raise SeedKLError(f"--{flag}: {text!r} is neither an integer nor a name (letters, digits, '.', '_', '-'); "
+                          "e.g. --seeds=1,3,5 or --seeds=alias-gpt2-small-x21,battlestar-gpt2-small-x49")
+    return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +225,7 @@ class SuiteConfig:
     def __post_init__(self):
         object.__setattr__(self, "sizes", _as_tuple(self.sizes, "sizes", str))
         object.__setattr__(self, "steps", _as_tuple(self.steps, "steps", int))
-        object.__setattr__(self, "seeds", _as_tuple(self.seeds, "seeds", _seed))
+        object.__setattr__(self, "seeds", _as_tuple(self.seeds, "seeds", seed_value))
         if self.revision_template is None and self.model_template and _local(self.model_template):
             object.__setattr__(self, "revision_template", "")  # a local path with the preset's hub revision: no
         if not self.preset:

@@ -17,20 +17,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from seedkl_jax.config import AnalysisConfig, Compat
 from seedkl_jax.data.annotate import PAPER_TOP_BIN
 from seedkl_jax.errors import SeedKLError
 
-CHOICES = ("none", "paper")
 OTHER_KL = "kl_unigram_other"  # [P,S] KL to the other choice's unigram; first-step groups only
 PAPER_ZERO_COUNT = 6e-312
 REPLICATES = ("final-surprisal bins from the first seed's last checkpoint; every count >= 1e5 in one "
               "frequency bin; the unsmoothed unigram with zero-count ids at log(6e-312 / total) ≈ −736")
 
 
-def check(compat: str) -> str:
-    if compat not in CHOICES:
-        raise SeedKLError(f"--compat={compat!r}: choose one of {list(CHOICES)} (paper = the paper's own choices)")
-    return compat
+def check(compat: str) -> Compat:
+    """`compat` as the Compat enum, by the config's one rule (a named error for anything else)."""
+    return AnalysisConfig(compat=compat).compat
 
 
 def paper_unigram_logprobs(counts: np.ndarray, vocab_size: int | None = None) -> np.ndarray:

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import string
 from typing import Any, Iterator
 
 from seedkl_jax.analysis.lr import PYTHIA as PYTHIA_LR
+from seedkl_jax.config import seed_value  # noqa: F401  (the one seed rule; also imported from here)
 from seedkl_jax.hf import hub
 from seedkl_jax.hf.checkpoint import local_problem
 from seedkl_jax.errors import SeedKLError
@@ -43,20 +43,6 @@ MISTRAL_SMALL = ("alias-gpt2-small-x21", "battlestar-gpt2-small-x49", "caprica-g
                  "darkmatter-gpt2-small-x343", "expanse-gpt2-small-x777")
 MISTRAL_MEDIUM = ("arwen-gpt2-medium-x21", "beren-gpt2-medium-x49", "celebrimbor-gpt2-medium-x81",
                   "durin-gpt2-medium-x343", "eowyn-gpt2-medium-x777")
-_SEED_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")
-
-
-def seed_value(value: Any) -> int | str:
-    """A seed as given: an integer ("3" -> 3), else a name (kept as written, e.g. "alias-gpt2-small-x21")."""
-    text = str(value).strip()
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    if not _SEED_NAME.match(text):
-        raise SeedKLError(f"--seeds: {text!r} is neither an integer nor a name (letters, digits, '.', '_', '-'); "
-                          "e.g. --seeds=1,3,5 or --seeds=alias-gpt2-small-x21,battlestar-gpt2-small-x49")
-    return text
 
 
 @dataclasses.dataclass(frozen=True)
