@@ -14,7 +14,8 @@ Tree (flag names in brackets; they are fixed, external scripts use them; * = Pyt
       text:     TextConfig      [text, tokenizer, counts, pos, vocab_size, pos_required*]
       scoring:  ScoringConfig   [window, overlap, mlm_scoring]
       kernel:   KernelConfig    [kernel, kernel_form, vocab_chunk, position_block, cache_logits]
-      analysis: AnalysisConfig  [compat, n_boot]
+      measure:  MeasureConfig   [metrics, save_topk, icl_text, icl_positions, minimal_pairs]
+      analysis: AnalysisConfig  [compat, n_boot, surprisal_seed]
       output:   OutputConfig    [out, overwrite, wait, cache_dir, save_pair_positions]
 
 The suite stays as given here (a preset name plus overrides); `study.suite.resolve_suite` turns it
@@ -221,6 +222,10 @@ class SuiteConfig:
         "alias-gpt2-small-x21,battlestar-gpt2-small-x49.", results=True)
     lr_schedule: Any = setting(None, "analysis.lr.LRSchedule drawn in the figures (the preset's by default).",
                                cli=False)
+    seed_factors: str | None = setting(
+        None, "JSON file: seed -> {factor: value} (e.g. {\"1\": {\"init\": 1, \"data\": 0}}); every ordered seed "
+        "pair gets the type of the factors that differ (init, data, init+data) and E[conv] is reported per pair "
+        "type; default: the preset's table, if it has one.", path=True)
 
     def __post_init__(self):
         object.__setattr__(self, "sizes", _as_tuple(self.sizes, "sizes", str))
@@ -277,6 +282,54 @@ class TextConfig:
             raise SeedKLError("--pos='': give stanza, none or a JSON file of [token_str, tag] per token id")
         if self.vocab_size is not None and int(self.vocab_size) < 2:
             raise SeedKLError(f"--vocab_size={self.vocab_size}: must be ≥ 2 (or unset: every tokenizer id)")
+
+
+METRICS = ("kl", "top1", "js")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasureConfig:
+    """What is measured beyond the per-position KL: agreement metrics and top-k in the same fused pass
+    (kernels/), and probes that need the models themselves (study/probes.py: ICL score, minimal pairs)."""
+
+    metrics: tuple[str, ...] = setting(
+        ("kl", "top1"), "Comma list of pairwise metrics computed in the fused pass: kl (always), top1 (do two "
+        "seeds' most likely next tokens agree; agreement = 1 - churn), js (Jensen-Shannon divergence; costs a "
+        "log per pair per vocab id).", results=True)
+    save_topk: int = setting(5, "Each seed's K most likely next tokens and their probabilities at every "
+                             "position, written as topk.parquet; 0 = none.", results=True)
+    icl_text: str | None = setting(
+        None, "Text for the ICL score (documents long enough for --icl_positions); default: the study's text; "
+        "'none' = no ICL score.", results=True, path=True)
+    icl_positions: tuple[int, ...] = setting(
+        (100, 450, 501), "ICL score positions long_start,short_start,target in a document's ids with the start "
+        "token: the loss of token `target` given [short_start, target) minus its loss given [long_start, "
+        "target) (positive = the longer context helps).", results=True)
+    minimal_pairs: str | None = setting(
+        None, "BLiMP-format JSONL (sentence_good, sentence_bad, UID) scored per seed: log P(good) - log P(bad), "
+        "accuracy and seed agreement per task.", results=True, path=True)
+
+    def __post_init__(self):
+        metrics = _as_tuple(self.metrics, "metrics", str) or ()
+        bad = [m for m in metrics if m not in METRICS]
+        if bad or "kl" not in metrics:
+            raise SeedKLError(f"--metrics={','.join(metrics)}: give a comma list of {', '.join(METRICS)} that "
+                              "includes kl, e.g. --metrics=kl,top1,js")
+        object.__setattr__(self, "metrics", tuple(m for m in METRICS if m in metrics))  # one order
+        if int(self.save_topk) < 0:
+            raise SeedKLError(f"--save_topk={self.save_topk}: must be ≥ 0 (0 = no top-k)")
+        for name in ("icl_text", "minimal_pairs"):
+            if getattr(self, name) == "":
+                object.__setattr__(self, name, None)
+        positions = _as_tuple(self.icl_positions, "icl_positions", int) or ()
+        if len(positions) != 3 or not 0 <= positions[0] < positions[1] < positions[2]:
+            raise SeedKLError(f"--icl_positions={','.join(map(str, positions))}: give long_start,short_start,target "
+                              "with 0 ≤ long_start < short_start < target, e.g. --icl_positions=100,450,501")
+        object.__setattr__(self, "icl_positions", positions)
+
+    @property
+    def icl(self) -> bool:
+        return (self.icl_text or "").lower() != "none"
 
 
 MLM_SCORING = ("unmasked", "masked")
@@ -345,6 +398,7 @@ class StudyConfig:
     text: TextConfig = _node(TextConfig)
     scoring: ScoringConfig = _node(ScoringConfig)
     kernel: KernelConfig = _node(KernelConfig)
+    measure: MeasureConfig = _node(MeasureConfig)
     analysis: AnalysisConfig = _node(AnalysisConfig)
     output: OutputConfig = _node(OutputConfig)
     dtype: str = setting("float32", "Params dtype of the loads (the kernel stacks and computes in float32).",

@@ -22,7 +22,8 @@ from seedkl_jax.errors import SeedKLError
 RUN_FLAGS = {"preset", "model_template", "revision_template", "sizes", "steps", "seeds", "text", "tokenizer",
              "counts", "pos", "out", "overwrite", "wait", "window", "overlap", "mlm_scoring", "vocab_chunk",
              "kernel", "kernel_form", "position_block", "cache_logits", "vocab_size", "cache_dir",
-             "save_pair_positions", "n_boot", "compat"} | {"surprisal_seed"}  # + issue 18's held-out seed
+             "save_pair_positions", "n_boot", "compat"} | {"surprisal_seed"} | {  # + issue 18's held-out seed
+             "metrics", "save_topk", "icl_text", "icl_positions", "minimal_pairs", "seed_factors"}  # + issue 20
 
 
 def _fresh_flags() -> flags.FlagValues:
@@ -48,7 +49,7 @@ def test_flags_are_the_config_fields():
         flag = fv[names[path]]
         assert flag.help.strip() and f.metadata["help"] in flag.help, path
         default = f.default.value if isinstance(f.default, enum.Enum) else f.default
-        assert flag.default == default, path
+        assert flag.default == (list(default) if isinstance(default, tuple) else default), path
     # every field has help; only Python-only fields are not flags
     assert {p for p, f in config.fields().items() if not f.metadata["cli"]} == {
         "suite.lr_schedule", "text.pos_required", "dtype", "mesh"}
@@ -154,6 +155,10 @@ def _other(path: str, value):
         return (value or 100) + 1
     if path == "suite.steps":
         return (0, 5)
+    if path == "measure.metrics":
+        return ("kl", "js")
+    if path == "measure.icl_positions":
+        return (1, 2, 3)
     if isinstance(value, tuple) or path in ("suite.sizes", "suite.seeds"):
         return ("p", "q")
     if path == "dtype":
@@ -215,8 +220,9 @@ def test_study_json_records_the_results_settings(tmp_path, monkeypatch):
     assert marked == {"suite.preset", "suite.model_template", "suite.revision_template", "suite.sizes",
                       "suite.steps", "suite.seeds", "text.text", "text.tokenizer", "text.counts",
                       "text.vocab_size", "scoring.window", "scoring.overlap", "scoring.mlm_scoring",
-                      "analysis.compat", "dtype"}
-    assert set(results) == {"suite", "text", "scoring", "analysis", "dtype"}
+                      "analysis.compat", "dtype", "measure.metrics", "measure.save_topk", "measure.icl_text",
+                      "measure.icl_positions", "measure.minimal_pairs"}
+    assert set(results) == {"suite", "text", "scoring", "measure", "analysis", "dtype"}
     assert set(results["text"]) == {"text", "tokenizer", "counts", "vocab_size"}
     assert results["scoring"] == {"window": 64, "overlap": 8, "mlm_scoring": None}
     assert results["analysis"] == {"compat": "none"} and results["dtype"] == "float32"

@@ -20,9 +20,10 @@ from seedkl_jax.study import store
 from seedkl_jax.study.suite import Suite
 
 
-def write(cfg, suite: Suite, text: Text, meta, out: Path) -> Path:
+def write(cfg, suite: Suite, text: Text, meta, out: Path, probes=None) -> Path:
     """All final files from the persisted groups (cfg: the study's StudyConfig), staged in this run's
-    staging folder and moved in file by file; returns report.md's path."""
+    staging folder and moved in file by file; returns report.md's path. probes: study/probes.Probes
+    (their arrays are in the groups; they write their own files and report sections)."""
     from seedkl_jax.analysis.aggregate import GroupResult
     from seedkl_jax.analysis.token_meta import final_surprisals, held_out_key, token_meta
     from seedkl_jax.report.outputs import write_outputs
@@ -44,10 +45,15 @@ def write(cfg, suite: Suite, text: Text, meta, out: Path) -> Path:
     final = final_surprisals(groups, cfg.analysis.compat, held_out, cfg.analysis.surprisal_seed)
     tmeta, source = token_meta(meta, list(suite.sizes), final, cfg.analysis.compat)
     n_docs = int(meta["doc_id"].max()) + 1
+    probe_sections = []
+    if probes is not None:
+        from seedkl_jax.study import probes as probe_mod
+
+        probe_sections = probe_mod.write(probes, groups, stage, suite)
     report = write_outputs(stage, groups, tmeta, n_boot=cfg.analysis.n_boot, phase_steps=suite.phase_steps,
                            lr_schedule=suite.lr_schedule, final_source=source,
                            pair_positions=cfg.output.save_pair_positions,
-                           extra=_extra_sections(cfg, suite, text, n_docs, groups, tmeta))
+                           extra=probe_sections + _extra_sections(cfg, suite, text, n_docs, groups, tmeta))
     store.publish(stage, out)  # each final file appears complete (one rename) or keeps its previous version
     return out / Path(report).relative_to(stage)
 

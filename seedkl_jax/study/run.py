@@ -71,6 +71,7 @@ class Prepared:
     settings: dict[str, Any]           # what study.json records (see _settings)
     timings: dict[str, Any]            # TIMINGS_FILE's content, filled in as the steps run
     t_start: float
+    probes: Any = None                 # study/probes.Probes: ICL score, minimal pairs (their inputs, checked)
 
 
 def run_study(cfg: StudyConfig, *, progress: bool = True,
@@ -142,9 +143,12 @@ def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
     compat = cfg.analysis.compat
     reference, other = (np.asarray(unigram_reference(c, counts, tok.vocab_size))
                         for c in (compat, config.Compat(other_choice(compat))))
+    from seedkl_jax.study import probes
+
     return Prepared(cfg=cfg, suite=suite, kernel=kernel, out=out, tok=tok, tok_source=tok_source, text=text,
                     meta=meta, reference=reference, reference_other=other, settings=settings,
-                    timings={"setup_s": time.perf_counter() - t_start}, t_start=t_start)
+                    timings={"setup_s": time.perf_counter() - t_start}, t_start=t_start,
+                    probes=probes.prepare(cfg, tok, text))
 
 
 def claim(prep: Prepared, groups: list[tuple[str, int]] | None = None) -> None:
@@ -175,7 +179,7 @@ def write_outputs(prep: Prepared) -> Path:
     try:
         with disk_errors(f"--out={prep.out}", "its previous outputs are intact; free space or "
                                               "choose another --out, then rerun to finish"):
-            report = outputs.write(prep.cfg, prep.suite, prep.text, prep.meta, prep.out)
+            report = outputs.write(prep.cfg, prep.suite, prep.text, prep.meta, prep.out, probes=prep.probes)
     finally:
         shutil.rmtree(store.staging_dir(prep.out), ignore_errors=True)
     prep.timings.update(outputs_s=time.perf_counter() - t0, total_s=time.perf_counter() - prep.t_start)
@@ -231,6 +235,7 @@ def _compute_groups(prep: Prepared, groups: list[tuple[str, int]], *, write: boo
 
     from seedkl_jax.kernels.compare import compare_stacked
     from seedkl_jax.kernels.windows import MLMSpec
+    from seedkl_jax.study import probes
 
     cfg, suite, text, tok, out = prep.cfg, prep.suite, prep.text, prep.tok, prep.out
     reference, reference_other, timings = prep.reference, prep.reference_other, prep.timings
@@ -240,7 +245,8 @@ def _compute_groups(prep: Prepared, groups: list[tuple[str, int]], *, write: boo
     mlm = None if not mlm_scoring else MLMSpec(mlm_scoring, tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id)
     first = min(suite.steps) if reference_other is not None else None
     held_key = None if cfg.analysis.surprisal_seed is None else held_out_key(cfg.analysis.surprisal_seed)
-    need = lambda step: ((OTHER_KL,) if step == first else ()) + (  # noqa: E731
+    probe_keys = probes.keys(prep.probes) if prep.probes is not None else ()
+    need = lambda step: ((OTHER_KL,) if step == first else ()) + probe_keys + (  # noqa: E731
         (held_key,) if held_key and step == max(suite.steps) else ())
     done = np.array([write and store.load_group(out, *g, suite.seeds, n_pos, need(g[1])) is not None
                      for g in groups], bool)
@@ -273,6 +279,9 @@ def _compute_groups(prep: Prepared, groups: list[tuple[str, int]], *, write: boo
                 arrays = _split_held_out(arrays, len(suite.seeds), held_key)
             if both:
                 arrays["kl_unigram"], arrays[OTHER_KL] = arrays["kl_unigram"][..., 0], arrays["kl_unigram"][..., 1]
+            if prep.probes is not None:  # ICL score, minimal pairs: the compared seeds only
+                arrays.update(probes.score(prep.probes, _compared(stacked, len(suite.seeds)), model_cfg,
+                                           vocab_size=tok.vocab_size, seed_names=list(suite.seeds), mesh=cfg.mesh))
             dt = time.perf_counter() - t0
             del stacked
             t_save = time.perf_counter()
@@ -296,6 +305,15 @@ def _held_out_suite(suite: Suite, seed) -> Suite:
         raise SeedKLError(f"--surprisal_seed={seed}: it is one of the compared --seeds; give a seed whose KL is not "
                           "measured (e.g. PolyPythia's 2 when comparing 1,3,5,7,9)")
     return dataclasses.replace(suite, steps=(max(suite.steps),), seeds=(seed,))
+
+
+def _compared(stacked, S: int):
+    """The first S seeds of `seed_params`' layout (a held-out seed, when present, comes last)."""
+    if isinstance(stacked, tuple):
+        return stacked[:S]
+    import jax
+
+    return jax.tree.map(lambda x: x[:S], stacked)
 
 
 def _split_held_out(arrays: dict, S: int, key: str) -> dict:
