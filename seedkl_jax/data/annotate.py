@@ -190,7 +190,8 @@ def word_positions(ids, token_strs, tokenizer, text=None, offsets=None, docs=Non
                                                      ("cls_id", "sep_id", "mask_id", "pad_id"))) if i is not None}
     prefix = _subword_prefix(tokenizer)
     raw = tokenizer.backend.id_to_token if prefix else None
-    spans = text is not None and offsets is not None and np.shape(offsets) == (ids.size, 2)
+    spans = (text is not None and offsets is not None and np.shape(offsets) == (ids.size, 2)
+             and (not ids.size or 0 <= np.min(offsets) and np.max(offsets) <= len(text)))  # else: token strings
     out: list[str | None] = []
     for k, i in enumerate(ids.tolist()):
         s = token_strs[k]
