@@ -155,7 +155,8 @@ def demo(cfg: DemoConfig = DemoConfig()) -> Path:
     report = run_study(StudyConfig(
         suite=SuiteConfig(preset="", sizes=suite.sizes, steps=suite.steps, seeds=suite.seeds,
                           model_template=suite.model_template, revision_template="",
-                          lr_schedule=from_train_config(cfg.train, suite.sizes)),
+                          lr_schedule=from_train_config(cfg.train, suite.sizes),
+                          seed_factors=str(suite.workdir / "seed_factors.json") if cfg.train.split_seeds else None),
         text=TextConfig(text=str(data.directory / "eval.txt"), tokenizer=str(data.tokenizer),
                         counts=str(data.directory / "counts.npy"), pos=str(data.directory / "eval_pos.json")),
         scoring=ScoringConfig(window=ctx, overlap=ctx // 2),

@@ -44,6 +44,8 @@ _FIG_SECTIONS = {
     "lr": "Learning rate over training with the paper's (dashed) and detected (dotted) phase boundaries.",
     "econv_by_pos_group": "E[conv] of function words, content words and other tokens (UPOS); bands ±1 SD over seed pairs.",
     "econv_by_upos": "E[conv] by UPOS tag; bands ±1 SD over seed pairs.",
+    "econv_by_word_position": "E[conv] of targets that start a word (after whitespace or at a document start) and "
+                              "of those that continue one; bands ±1 SD over seed pairs.",
 }
 # (title, figure stems, table kind or None) in the paper's order
 PAPER_SECTIONS = (
@@ -58,6 +60,7 @@ PAPER_SECTIONS = (
     ("Regression (appendix)", ("regression",), "regression"),
     ("Learning rate", ("lr",), None),
     ("Our additional views: UPOS word classes and tags", ("econv_by_pos_group", "econv_by_upos"), "pos_group"),
+    ("Word boundaries: the target starts or continues a word", ("econv_by_word_position",), "word_position"),
 )
 _KIND_TITLES = (("upos", "UPOS"), ("xpos", "Penn tag"), ("context_upos", "UPOS of the previous token"),
                 ("context_xpos", "Penn tag of the previous token"))

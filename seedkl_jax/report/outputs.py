@@ -7,8 +7,8 @@ and report for the same KLs. The caller decides where `dest` is (a run's staging
 file by file by study/store.py) and adds its own report sections (`extra`).
 
 Files in dest: tokens.parquet, pairs.parquet, token_meta.parquet, [pair_positions.parquet],
-summary.parquet, summary.csv, regression.parquet, divergent_tokens.parquet, phases.json,
-findings.json, figures/*.png, report.md (docs/outputs.md).
+summary.parquet, summary.csv, regression.parquet, divergent_tokens.parquet, [pair_types.parquet],
+phases.json, findings.json, figures/*.png, report.md (docs/outputs.md).
 """
 from __future__ import annotations
 
@@ -31,14 +31,16 @@ INPUTS_TITLE = "Inputs and skipped analyses"
 def write_outputs(dest, groups: list[GroupResult], token_meta: pl.DataFrame, *, n_boot: int = 1000,
                   phase_steps: Sequence[int] | None = None, sizes: Sequence[str] | None = None,
                   lr_schedule=None, final_source: str = "", pair_positions: bool = False,
-                  extra: Sequence[tuple[str, str]] = ()) -> Path:
+                  extra: Sequence[tuple[str, str]] = (), seed_factors: dict | None = None) -> Path:
     """Write every output file into `dest` (module docstring); returns report.md's path.
 
     token_meta: analysis/token_meta.token_meta's frame (a `size` column, sorted by position per size);
     phase_steps: the suite's reference phase boundaries (None: no phase lines, no phase verdict);
     sizes: order, smallest first (default: by the parameter count in the labels); final_source: where
     the final-surprisal bins came from ("" = none); pair_positions: also pair_positions.parquet;
-    extra: (title, markdown) sections appended to the report (e.g. the study's settings)."""
+    extra: (title, markdown) sections appended to the report (e.g. the study's settings); seed_factors:
+    the suite's seed -> {factor: value} table (None: no pair types), then pair_types.parquet, its figure
+    and section (analysis/pair_types.py)."""
     dest = Path(dest)
     (dest / "figures").mkdir(parents=True, exist_ok=True)
     a = analyze_groups(groups, token_meta, n_boot=n_boot, phase_steps=phase_steps, sizes=sizes)
@@ -64,5 +66,18 @@ def write_outputs(dest, groups: list[GroupResult], token_meta: pl.DataFrame, *, 
                            phase_steps=phase_steps, sizes=a.sizes)
     inputs = [f"- final-surprisal bins: {final_source}" if final_source else None] + [f"- {n}" for n in a.notes]
     sections = [(INPUTS_TITLE, "\n".join(x for x in inputs if x) or "- every analysis had its inputs")]
+    if seed_factors:
+        sections.append(_pair_types(dest, groups, token_meta, seed_factors, n_boot, a.sizes, phase_steps))
     return write_report(dest, a.summary, a.phases, figures, findings=a.findings, extra=sections + list(extra),
                         regression=reg, divergent=div, phase_steps=phase_steps, sizes=a.sizes)
+
+
+def _pair_types(dest: Path, groups, token_meta, seed_factors: dict, n_boot: int, sizes, phase_steps):
+    """pair_types.parquet, its figure, and its report section (title, markdown)."""
+    from seedkl_jax.analysis.pair_types import pair_type_rows
+    from seedkl_jax.report.pair_types import STEM, pair_type_figure, pair_type_section
+
+    df = pair_type_rows(groups, token_meta, seed_factors, n_boot=n_boot)
+    df.write_parquet(dest / "pair_types.parquet")
+    fig = pair_type_figure(df, list(sizes), dest / "figures" / f"{STEM}.png", phase_steps)
+    return pair_type_section(df, seed_factors, list(sizes), fig, dest)

@@ -52,7 +52,7 @@ def write(cfg, suite: Suite, text: Text, meta, out: Path, probes=None) -> Path:
         probe_sections = probe_mod.write(probes, groups, stage, suite)
     report = write_outputs(stage, groups, tmeta, n_boot=cfg.analysis.n_boot, phase_steps=suite.phase_steps,
                            lr_schedule=suite.lr_schedule, final_source=source,
-                           pair_positions=cfg.output.save_pair_positions,
+                           pair_positions=cfg.output.save_pair_positions, seed_factors=suite.seed_factors,
                            extra=probe_sections + _extra_sections(cfg, suite, text, n_docs, groups, tmeta))
     store.publish(stage, out)  # each final file appears complete (one rename) or keeps its previous version
     return out / Path(report).relative_to(stage)
