@@ -245,3 +245,26 @@ def test_a_bad_pairs_file_fails_before_any_compute(lab, tmp_path):
     with pytest.raises(SeedKLError, match=r"bad\.jsonl line 2"):
         run_study(_cfg(lab, out, minimal_pairs=str(bad)), progress=False)
     assert not list(out.glob("groups/**/*.npz"))
+
+
+def test_demo_grammar_pairs_differ_in_one_word_and_read_back(tmp_path):
+    from seedkl_jax.lab import grammar as G
+
+    g = G.Grammar()
+    pairs = G.minimal_pairs(g, seed=1, n_per_task=20)
+    assert pairs == G.minimal_pairs(g, seed=1, n_per_task=20) != G.minimal_pairs(g, seed=2, n_per_task=20)
+    assert [p["UID"] for p in pairs] == [t for t in G.PAIR_TASKS for _ in range(20)]
+    for p in pairs:
+        good, bad = p["sentence_good"].split(), p["sentence_bad"].split()
+        assert len(good) == len(bad) and sum(a != b for a, b in zip(good, bad)) == 1, p
+    for p in pairs[:20]:  # the object: from the verb's own cluster in the good sentence only
+        verb = p["sentence_good"].split()[2][:-2]
+        k = g.verbs.index(verb) % g.config.clusters
+        clusters = [g.nouns.index(s.split()[4]) % g.config.clusters for s in (p["sentence_good"], p["sentence_bad"])]
+        assert clusters[0] == k != clusters[1]
+    tok_dir = tmp_path / "tok"
+    G.save_tokenizer(G.build_tokenizer(g), tok_dir)
+    tok = load_tokenizer(str(tok_dir / "tokenizer.json"))
+    mp = read_minimal_pairs(str(G.write_minimal_pairs(g, 1, tmp_path / "mp.jsonl", n_per_task=20)), tok)
+    assert len(mp) == 60 and mp.tasks() == list(G.PAIR_TASKS)
+    assert all(1 not in ids for ids in mp.good + mp.bad)  # no [UNK]: every word is in the lexicon

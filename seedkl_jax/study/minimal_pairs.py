@@ -119,9 +119,9 @@ def _figure(stats: pl.DataFrame, sizes: list[str], phase_steps, path: Path) -> N
 
     means = _overall(stats)
     steps = sorted(set(stats["step"].to_list()))
-    fig = Figure(figsize=(11, 3.8))
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
     axes = fig.subplots(1, 3)
-    panels = [("accuracy", "accuracy (mean over seeds and tasks)"), ("agreement", "seed agreement on pairs"),
+    panels = [("accuracy", "accuracy (mean over seeds, tasks)"), ("agreement", "seed agreement on pairs"),
               ("kl_paper", "KL between seeds (2-way, nats)")]
     for ax, (col, label) in zip(axes, panels):
         for i, size in enumerate(sizes):
@@ -133,6 +133,8 @@ def _figure(stats: pl.DataFrame, sizes: list[str], phase_steps, path: Path) -> N
         step_axis(ax, steps)
         phase_lines(ax, steps, phase_steps, label=ax is axes[0])
         ax.set_ylabel(label)
+        if col != "kl_paper":  # shares of pairs
+            ax.set_ylim(-0.02, 1.02)
     axes[-1].set_title("solid: paper (averaged), dashed: per pair", fontsize=8)
     axes[0].legend(fontsize=7)
     fig.suptitle("Minimal pairs over training", fontsize=10)
