@@ -29,7 +29,8 @@ def log_sigmoid(x: np.ndarray) -> np.ndarray:
 def bernoulli_kl(logp: np.ndarray, log1mp: np.ndarray, logq: np.ndarray, log1mq: np.ndarray) -> np.ndarray:
     """KL(Bern(p) || Bern(q)) from the four logs (elementwise; a zero-probability side contributes 0)."""
     p, p1 = np.exp(logp), np.exp(log1mp)
-    return (np.where(p > 0, p * (logp - logq), 0.0) + np.where(p1 > 0, p1 * (log1mp - log1mq), 0.0))
+    with np.errstate(invalid="ignore"):  # 0 * -inf where a side has no mass: replaced by 0
+        return np.where(p > 0, p * (logp - logq), 0.0) + np.where(p1 > 0, p1 * (log1mp - log1mq), 0.0)
 
 
 def task_stats(good: np.ndarray, bad: np.ndarray) -> dict[str, float | np.ndarray]:
