@@ -23,6 +23,8 @@ PAIRS = [  # TINY_WORDS: the a cat dog sat ran on under mat log and . ,
     {"sentence_good": "a dog ran .", "sentence_bad": "a dog ran the .", "UID": "order", "field": "syntax"},
     {"sentence_good": "the dog sat under a log", "sentence_bad": "dog the sat under a log", "UID": "det",
      "linguistics_term": "determiners"},
+    {"sentence_good": "the cat sat on the mat and the dog ran under the log .",  # a second padded length
+     "sentence_bad": "the cat sat on the mat and the dog ran under log the .", "UID": "long"},
 ]
 
 
@@ -147,9 +149,9 @@ def tiny_tok(tmp_path_factory):
 
 def test_reader_keeps_line_index_task_and_tokens(tiny_tok, tmp_path):
     mp = read_minimal_pairs(str(_jsonl(tmp_path / "blimp.jsonl", PAIRS, blank_after=1)), tiny_tok)
-    assert mp.pair.tolist() == [0, 2, 3]  # the blank line 1 keeps its index
-    assert mp.task == ("order", "order", "det") and mp.tasks() == ["order", "det"]
-    assert mp.field == (None, "syntax", None) and mp.term == (None, None, "determiners")
+    assert mp.pair.tolist() == [0, 2, 3, 4]  # the blank line 1 keeps its index
+    assert mp.task == ("order", "order", "det", "long") and mp.tasks() == ["order", "det", "long"]
+    assert mp.field == (None, "syntax", None, None) and mp.term == (None, None, "determiners", None)
     assert mp.good[0].tolist() == tiny_tok.encode("the cat sat on the mat .")[0].tolist()
     no_uid = read_minimal_pairs(str(_jsonl(tmp_path / "anaphor.jsonl", [{k: v for k, v in PAIRS[0].items()
                                                                          if k != "UID"}])), tiny_tok)
@@ -219,7 +221,7 @@ def test_study_writes_minimal_pairs_table_figure_and_section(lab, tmp_path):
     df = pl.read_parquet(out / "minimal_pairs.parquet")
     assert df.columns == ["size", "step", "seed", "task", "pair", "logp_good", "logp_bad"]
     assert df.height == 2 * 2 * len(PAIRS)
-    assert sorted(set(df["pair"])) == [0, 1, 2] and set(df["task"]) == {"order", "det"}
+    assert sorted(set(df["pair"])) == [0, 1, 2, 3] and set(df["task"]) == {"order", "det", "long"}
     # the persisted numbers are the scorer's on the same checkpoints
     ckpts = [lab["suite"].checkpoint("tiny", 8, s)[0] for s in (1, 2)]
     want = _score(ckpts, lab["tok"], _sentences(lab["tok"]))

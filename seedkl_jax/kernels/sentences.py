@@ -7,8 +7,9 @@ with one forward per masked position (Salazar et al. 2020).
 
 The softmax runs in float32 over the first `vocab_rows` rows of the head: the tokenizer's real ids
 (the study's default; padding rows never get probability), or every row of the model's head (what the
-paper's script does). Rows are right-padded to one length, so one compiled forward serves every batch:
-a causal position never sees the padding after it, a masked LM gets it masked out of the attention.
+paper's script does). Rows are sorted by length and right-padded per batch to a multiple of 8 (a few
+compiled shapes): a causal position never sees the padding after it, a masked LM gets it masked out of
+the attention.
 """
 from __future__ import annotations
 
@@ -47,30 +48,21 @@ def sentence_logprobs(params, model_cfg: Any, sentences: Sequence[np.ndarray], *
         if None in (cls, sep, mask):
             raise SeedKLError("sentence scoring: a masked LM needs the tokenizer's [CLS], [SEP] and [MASK] ids")
         rows, targets, owner = _masked_rows(sentences, cls, sep, mask)
-    T = -(-max(len(r) for r in rows) // 8) * 8
-    per_row = T * vocab_rows * 4 if causal else vocab_rows * 4
-    B = int(max(1, min(256, LOGITS_BUDGET // per_row)))
-    B = min(B, len(rows))
-    R = -(-len(rows) // B) * B  # padding rows (all `pad`) fill the last batch; dropped below
-    ids, valid = _pad(rows, T, R, pad)
-    if targets is not None:
-        targets = tuple(np.pad(a, (0, R - len(a))) for a in targets)
+    batches = _batches([len(r) for r in rows], vocab_rows, causal)
     seeds = params if isinstance(params, tuple) else None
     S = len(seeds) if seeds is not None else int(jax.tree.leaves(params)[0].shape[0])
     out = np.zeros((len(sentences), S), np.float64)
     for s in range(S):
         p = seeds[s] if seeds is not None else jax.tree.map(lambda x: x[s], params)
-        row_logp = []
-        for b in range(0, len(ids), B):
-            sl = slice(b, b + B)
+        row_logp = np.zeros(len(rows), np.float64)
+        for idx, B, T in batches:
+            ids, valid = _pad([rows[i] for i in idx], T, B, pad)
             if causal:
-                r = _causal(p, jnp.asarray(ids[sl]), jnp.asarray(valid[sl]), cfg=model_cfg, vocab_rows=vocab_rows)
+                r = _causal(p, jnp.asarray(ids), jnp.asarray(valid), cfg=model_cfg, vocab_rows=vocab_rows)
             else:
-                pos, tgt = targets[0][sl], targets[1][sl]
-                r = _masked(p, jnp.asarray(ids[sl]), jnp.asarray(valid[sl]), jnp.asarray(pos), jnp.asarray(tgt),
-                            cfg=model_cfg, vocab_rows=vocab_rows)
-            row_logp.append(np.asarray(r, np.float64))
-        row_logp = np.concatenate(row_logp)[:len(owner)]
+                pos, tgt = (jnp.asarray(np.pad(a[idx], (0, B - len(idx)))) for a in targets)
+                r = _masked(p, jnp.asarray(ids), jnp.asarray(valid), pos, tgt, cfg=model_cfg, vocab_rows=vocab_rows)
+            row_logp[idx] = np.asarray(r, np.float64)[:len(idx)]  # padding rows dropped
         if not np.all(np.isfinite(row_logp)):
             name = seed_names[s] if seed_names is not None else f"seed {s}"
             raise SeedKLError(f"{name}: non-finite sentence log-probabilities; the checkpoint's weights are broken")
@@ -92,6 +84,20 @@ def _masked_rows(sentences, cls: int, sep: int, mask: int):
             tgt.append(int(base[k]))
             owner.append(n)
     return rows, (np.asarray(pos, np.int32), np.asarray(tgt, np.int32)), np.asarray(owner)
+
+
+def _batches(lengths: list[int], vocab_rows: int, causal: bool) -> list[tuple[np.ndarray, int, int]]:
+    """Rows grouped by length (row indices, batch rows B, length T): T is the batch's longest row rounded
+    up to 8, B fits LOGITS_BUDGET at the longest T, so a few compiled shapes serve every batch and short
+    sentences do not pay for the longest one's padding."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    T_max = -(-max(lengths) // 8) * 8
+    B = int(max(1, min(256, LOGITS_BUDGET // ((T_max if causal else 1) * vocab_rows * 4), len(lengths))))
+    out = []
+    for i in range(0, len(order), B):
+        idx = order[i:i + B]
+        out.append((idx, B, -(-max(lengths[j] for j in idx) // 8) * 8))
+    return out
 
 
 def _pad(rows, T: int, R: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
