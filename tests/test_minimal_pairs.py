@@ -270,3 +270,36 @@ def test_demo_grammar_pairs_differ_in_one_word_and_read_back(tmp_path):
     mp = read_minimal_pairs(str(G.write_minimal_pairs(g, 1, tmp_path / "mp.jsonl", n_per_task=20)), tok)
     assert len(mp) == 60 and mp.tasks() == list(G.PAIR_TASKS)
     assert all(1 not in ids for ids in mp.good + mp.bad)  # no [UNK]: every word is in the lexicon
+
+
+def test_a_bert_study_scores_pairs_by_pseudo_log_likelihood(family_checkpoint, tmp_path):
+    import shutil
+
+    from conftest import TINY_WORDS, wordpiece_vocab
+    from seedkl_jax.study.run import StudyConfig, run_study
+    from seedkl_jax.study.suite import Suite
+
+    vocab = wordpiece_vocab(tmp_path / "vocab.txt", TINY_WORDS)
+    for j, step in enumerate((0, 1)):
+        for seed in (0, 1):
+            ckpt = family_checkpoint("bert", 700 + 10 * j + seed, vocab_size=5 + len(TINY_WORDS),
+                                     max_position_embeddings=64, initializer_range=0.5, hidden_size=16,
+                                     num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+            d = tmp_path / "suite" / f"seed{seed}" / f"step{step}"
+            d.mkdir(parents=True)
+            for f in ckpt.iterdir():
+                (d / f.name).symlink_to(f)
+            shutil.copy(vocab, d / "vocab.txt")
+    text = tmp_path / "eval.txt"
+    text.write_text("the cat sat on the mat . a dog ran under the log .<|endoftext|>the dog sat on a mat .")
+    suite = Suite(sizes=("b",), steps=(0, 1), seeds=(0, 1), model_template=str(tmp_path / "suite/seed{seed}/step{step}"))
+    out = tmp_path / "out"
+    report = run_study(StudyConfig.from_flat(
+        suite=suite, text=str(text), out=str(out), pos="none", cache_dir=str(tmp_path / "cache"), n_boot=20,
+        minimal_pairs=str(_jsonl(tmp_path / "pairs.jsonl", PAIRS))), progress=False)
+    tok = load_tokenizer(str(tmp_path / "suite/seed0/step1"))
+    want = _score([tmp_path / f"suite/seed{s}/step1" for s in (0, 1)], tok, _sentences(tok))
+    got = pl.read_parquet(out / "minimal_pairs.parquet").filter(pl.col("step") == 1).sort(["pair", "seed"])
+    np.testing.assert_allclose(got["logp_good"].to_numpy(), want[0::2].ravel(), rtol=1e-6)
+    np.testing.assert_allclose(got["logp_bad"].to_numpy(), want[1::2].ravel(), rtol=1e-6)
+    assert "pseudo-log-likelihood" in Path(report).read_text()
