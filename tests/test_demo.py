@@ -94,8 +94,9 @@ def test_quick_demo_end_to_end(quick):
     assert r.stdout.strip().splitlines()[-1] == f"report: {out / 'report.md'}"
     for name in ("tokens.parquet", "pairs.parquet", "token_meta.parquet", "summary.parquet", "summary.csv",
                  "phases.json", "report.md", "findings.json", "study.json", "regression.parquet",
-                 "divergent_tokens.parquet"):
+                 "divergent_tokens.parquet", "minimal_pairs.parquet"):
         assert (out / name).is_file(), name
+    assert "## Minimal pairs" in (out / "report.md").read_text()  # the grammar's own pairs (lab/grammar.py)
     assert list((out / "figures").glob("*.png"))
     table = json.loads((out / "findings.json").read_text())
     assert len(table) == 8

@@ -8,7 +8,9 @@ Steps (each reused when already done, so a second `seedkl demo` is fast):
   1. corpus (lab/grammar.py): the toy language's lexicon -> word-level tokenizer; a training sample
      (seed `corpus_seed`) and a disjoint held-out evaluation sample (seed `eval_seed`) with gold
      UPOS/XPOS per token; token counts over the training sample (the study's frequency bins).
-     Written to `{workdir}/data/`.
+     Written to `{workdir}/data/`, with minimal pairs drawn from the grammar (minimal_pairs.jsonl:
+     a verb's object from its own vs another semantic cluster, subject-verb and determiner-noun
+     agreement) for the report's minimal-pairs section.
   2. suite (lab/trainer.py): sizes x seeds trained together, HF checkpoints at
      `{workdir}/{size}/seed{seed}/step{step}`; a size whose `done.json` matches is reused.
   3. study (study/run.py): the normal `seedkl run` path on those checkpoints (window = the training
@@ -137,13 +139,16 @@ def _fingerprint(suite_dir: Path, sizes: list[str]) -> str:
 def demo(cfg: DemoConfig = DemoConfig()) -> Path:
     """Train (or reuse) the suite, run the study, write findings.json; returns report.md's path."""
     from seedkl_jax.analysis.lr import from_train_config
-    from seedkl_jax.config import (AnalysisConfig, OutputConfig, ScoringConfig, StudyConfig, SuiteConfig,
-                                   TextConfig)
+    from seedkl_jax.config import (AnalysisConfig, MeasureConfig, OutputConfig, ScoringConfig, StudyConfig,
+                                   SuiteConfig, TextConfig)
     from seedkl_jax.study.run import run_study
 
     cfg = cfg.resolved()
     out = Path(cfg.out).expanduser().resolve()
     data = prepare_data(cfg)
+    # Minimal pairs from the grammar (the report's minimal-pairs section), beside the data but not part of
+    # it: training never sees them, and the same settings always write the same file (same sha256).
+    pairs = G.write_minimal_pairs(G.Grammar(cfg.grammar), cfg.eval_seed, data.directory / "minimal_pairs.jsonl")
     suite: TrainedSuite = train_suite(cfg.train, data.train_ids, data.directory, data.vocab_size,
                                       cfg.workdir, progress=cfg.progress)
     # A retrained suite keeps its paths, so the study could not tell its old groups are stale:
@@ -159,7 +164,7 @@ def demo(cfg: DemoConfig = DemoConfig()) -> Path:
                           seed_factors=str(suite.workdir / "seed_factors.json") if cfg.train.split_seeds else None),
         text=TextConfig(text=str(data.directory / "eval.txt"), tokenizer=str(data.tokenizer),
                         counts=str(data.directory / "counts.npy"), pos=str(data.directory / "eval_pos.json")),
-        scoring=ScoringConfig(window=ctx, overlap=ctx // 2),
+        scoring=ScoringConfig(window=ctx, overlap=ctx // 2), measure=MeasureConfig(minimal_pairs=str(pairs)),
         analysis=AnalysisConfig(n_boot=cfg.n_boot),
         output=OutputConfig(out=str(out), overwrite=cfg.overwrite or stale, cache_dir=cfg.cache_dir)),
         progress=cfg.progress)

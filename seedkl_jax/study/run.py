@@ -208,6 +208,9 @@ def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok) -> dict[str, Any]
                            "vocab_sha256": checks.vocab_fingerprint(tok)},
         "text.counts": None if not cfg.text.counts else {"source": os.path.abspath(cfg.text.counts),
                                                          "sha256": _file_sha(cfg.text.counts)},
+        "measure.minimal_pairs": None if cfg.measure.minimal_pairs is None else {  # a missing file: probes say so
+            "source": os.path.abspath(cfg.measure.minimal_pairs), "sha256": _file_sha(cfg.measure.minimal_pairs)
+            if Path(cfg.measure.minimal_pairs).expanduser().is_file() else None},
     }
     results: dict[str, Any] = {}
     for path, value in config.results_values(cfg).items():
