@@ -177,7 +177,8 @@ def test_page_panel_matches_tables(study, browser):
     assert _num(page, "#v-top1_agree") == pytest.approx(g.arrays["top1_agree"][i][off].mean(), rel=2e-3)
     want = pairs.filter((pl.col("size") == "14m") & (pl.col("step") == step) & (pl.col("position") == pos))
     cells = page.eval_on_selector_all("#panel table.grid td[data-v]", "els => els.map(e => +e.dataset.v)")
-    np.testing.assert_allclose(cells, want.sort("seed_a", "seed_b")["kl"].to_numpy(), rtol=2e-3, atol=1e-7)
+    # the grid keeps two digits: a code step is 4.7% of the value (explorer.pair_range), float16 mean on top
+    np.testing.assert_allclose(cells, want.sort("seed_a", "seed_b")["kl"].to_numpy(), rtol=0.025)
     seeds = page.eval_on_selector_all(".topk .seed", "els => els.map(e => [...e.querySelectorAll('.row')]"
                                       ".map(r => [r.querySelector('.w').textContent, +r.querySelector('.p').textContent]))")
     assert len(seeds) == S and all(len(s) == K for s in seeds)
