@@ -46,7 +46,8 @@ def _groups(rng, topk=True) -> list[GroupResult]:
             agree[:, np.arange(S), np.arange(S)] = 1
             a = {"kl": kl, "surprisal": (rng.random((P, S)) * 5).astype(np.float32),
                  "entropy": (rng.random((P, S)) * 4).astype(np.float32),
-                 "kl_uniform": rng.random((P, S)).astype(np.float32), "top1_agree": agree}
+                 "kl_uniform": rng.random((P, S)).astype(np.float32), "top1_agree": agree,
+                 "js": ((kl + kl.transpose(0, 2, 1)) / 4).astype(np.float32)}
             if topk:
                 prob = np.sort(rng.dirichlet(np.ones(12), (P, S))[..., :K], -1)[..., ::-1]
                 a["topk_ids"] = np.stack([[rng.permutation(40)[:K] for _ in range(S)] for _ in range(P)]).astype(np.int32)
@@ -85,12 +86,15 @@ def test_file_is_self_contained_deterministic_and_linked(study, tmp_path):
     assert (tmp_path / "again.html").read_bytes() == (out / "explorer.html").read_bytes()
     h = _head(html)
     assert h["sizes"] == list(SIZES) and h["steps"] == list(STEPS) and h["notes"] == []
-    assert [q["key"] for q in h["quantities"]] == ["kl", "top1_agree", "surprisal", "entropy", "kl_uniform"]
+    assert [q["key"] for q in h["quantities"]] == ["kl", "top1_agree", "js", "surprisal", "entropy", "kl_uniform"]
     core = _chunk(html, "c2", "<f2").reshape(len(h["quantities"]), len(SIZES), P)   # step 256
     g = next(g for g in groups if g.size == "70m" and g.step == 256)
     off = ~np.eye(S, dtype=bool)
     np.testing.assert_allclose(core[0, 1], g.arrays["kl"][:, off].mean(1), rtol=1e-3)
     np.testing.assert_allclose(core[1, 1], g.arrays["top1_agree"][:, off].mean(1), rtol=1e-3)
+    short = write_explorer(tmp_path / "other.html", groups + [GroupResult("1b", 0, [1, 2, 3], {"kl": np.zeros((5, S, S))})],
+                           meta, sizes=SIZES + ("1b",))
+    assert short == ["explorer.html: sizes 1b were scored on other positions than 14m and are not shown"]
     assert h["topk"]["strings"][:3] == ["w0", "w1", "w2"]
 
 
@@ -175,6 +179,7 @@ def test_page_panel_matches_tables(study, browser):
     g = next(g for g in groups if g.size == "14m" and g.step == step)
     off = ~np.eye(S, dtype=bool)
     assert _num(page, "#v-top1_agree") == pytest.approx(g.arrays["top1_agree"][i][off].mean(), rel=2e-3)
+    assert _num(page, "#v-js") == pytest.approx(g.arrays["js"][i][off].mean(), rel=2e-3)
     want = pairs.filter((pl.col("size") == "14m") & (pl.col("step") == step) & (pl.col("position") == pos))
     cells = page.eval_on_selector_all("#panel table.grid td[data-v]", "els => els.map(e => +e.dataset.v)")
     # the grid keeps two digits: a code step is 4.7% of the value (explorer.pair_range), float16 mean on top

@@ -40,6 +40,7 @@ DATA_MARK = "<!--EXPLORER_DATA-->"
 QUANTITIES = (
     ("kl", "E[conv]: mean KL between seeds", "nats", True, False),
     ("top1_agree", "top-1 agreement between seeds", "fraction of pairs", False, True),
+    ("js", "Jensen-Shannon divergence between seeds", "nats", True, False),
     ("surprisal", "surprisal of the target (seed mean)", "nats", False, False),
     ("entropy", "entropy of the prediction (seed mean)", "nats", False, False),
     ("kl_uniform", "KL to uniform (seed mean)", "nats", True, False),
@@ -63,9 +64,11 @@ def write_explorer(path, groups: list[GroupResult], token_meta: pl.DataFrame, *,
     (None: those show as #id); budget_mb: the file's size budget (module docstring)."""
     sizes = [s for s in (sizes or size_order(g.size for g in groups)) if any(g.size == s for g in groups)]
     steps = sorted({int(g.step) for g in groups})
-    by = {(g.size, int(g.step)): g for g in groups}
     meta = _first_size_meta(token_meta, sizes[0])
     P, S = meta.height, len(groups[0].seeds)
+    # one text for all sizes: a size scored on other positions (possible in `seedkl analyze`) is not shown
+    by = {(g.size, int(g.step)): g for g in groups if np.shape(g.arrays["kl"])[0] == P}
+    other = sorted({g.size for g in groups if (g.size, int(g.step)) not in by}, key=sizes.index)
     quants = [q for q in QUANTITIES if any(q[0] in g.arrays for g in groups)]
     core = [_core_values(by, sizes, t, quants, P) for t in steps]            # [Q, Z, P] per step
     head = _head(meta, token_meta, sizes, steps, groups[0].seeds, quants, core, phase_steps)
@@ -87,6 +90,9 @@ def write_explorer(path, groups: list[GroupResult], token_meta: pl.DataFrame, *,
     head["topk"] = {"K": K, "ids": palette.tolist(), "strings": strings, "hint": TOPK_HINT, "wide": len(palette) > 65536}
     template = importlib.resources.files("seedkl_jax.report").joinpath(TEMPLATE).read_text(encoding="utf-8")
     kept, notes = _budget(chunks, steps, sizes, len(template) + len(json.dumps(head)) + 4096, budget_mb)
+    if other:
+        notes.append(f"explorer.html: sizes {', '.join(other)} were scored on other positions than "
+                     f"{sizes[0]} and are not shown")
     head["chunks"], head["notes"] = sorted(kept), notes
     body = "\n".join(f'<script type="application/octet-stream" id="{k}">{chunks[k]}</script>' for k in sorted(kept))
     data = f'<script type="application/json" id="head">{_json(head)}</script>\n{body}'
