@@ -59,7 +59,7 @@ def write_explorer(path, groups: list[GroupResult], token_meta: pl.DataFrame, *,
     """Write explorer.html at `path`; returns notes on what the size budget left out ([] = nothing).
 
     groups: the study's (size, step) groups (arrays kl [P,S,S], optional surprisal/entropy/kl_uniform/
-    kl_unigram [P,S], top1_agree [P,S,S], topk_ids [P,S,K] + topk_prob [P,S,K]); token_meta: one row per
+    kl_unigram [P,S], top1_agree/js [P,S,S], topk_ids [P,S,K] + topk_prob [P,S,K]); token_meta: one row per
     (size, position) as write_outputs gets it; vocab: id -> string for top-k ids that are not in the text
     (None: those show as #id); budget_mb: the file's size budget (module docstring)."""
     sizes = [s for s in (sizes or size_order(g.size for g in groups)) if any(g.size == s for g in groups)]
@@ -179,8 +179,8 @@ def _head(meta, token_meta, sizes, steps, seeds, quants, core, phase_steps) -> d
     }
 
 
-def _f(x) -> float:
-    return float(f"{float(x):.6g}")
+def _f(x) -> float | None:
+    return float(f"{float(x):.6g}") if np.isfinite(x) else None
 
 
 def _display(strs: list[str], docs: list) -> list[str]:
