@@ -209,3 +209,14 @@ def test_page_without_topk_says_how_to_get_it(browser, tmp_path):
     page.wait_for_selector("#panel[data-i='5'] #v-kl")
     assert TOPK_HINT in page.text_content("#panel") and "--save_topk=5" in TOPK_HINT
     assert problems == []
+
+
+def test_study_names_topk_ids_with_its_tokenizer():
+    from seedkl_jax.study.outputs import _topk_vocab
+
+    class Tok:
+        def decode_tokens(self, ids):
+            return [f" t{i}" for i in ids]
+    groups = [GroupResult("s", 0, [1, 2], {"kl": np.zeros((2, 2, 2)), "topk_ids": np.array([[[7, 3]], [[3, 9]]])})]
+    assert _topk_vocab(groups, Tok()) == {3: " t3", 7: " t7", 9: " t9"}
+    assert _topk_vocab(groups, None) is None and _topk_vocab([], Tok()) is None
