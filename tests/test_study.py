@@ -243,6 +243,7 @@ def test_killed_run_resumes_without_recomputing(lab, full):
         assert a.equals(b), name
     assert (out / "summary.csv").read_bytes() == (full_out / "summary.csv").read_bytes()
     assert (out / "phases.json").read_text() == (full_out / "phases.json").read_text()
+    assert (out / "explorer.html").read_bytes() == (full_out / "explorer.html").read_bytes()
 
 
 def test_cli_prints_report_path(lab, full):

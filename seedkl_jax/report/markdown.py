@@ -241,6 +241,8 @@ def write_report(out_dir, summary: pl.DataFrame, phases: dict, figures, findings
              f"Sizes: {', '.join(sizes) or '–'}. Steps: {', '.join(map(str, steps)) or '–'}. "
              f"Tokens scored: {n_tok}. E[conv] = −mean KL between seeds (nats; higher = more alike). "
              "The sections follow the paper's figures in order; the findings with verdicts come after them.\n",
+             "Every token of the text, shaded by divergence at each size and step: [explorer.html](explorer.html) "
+             "(opens offline in a browser).\n" if (out_dir / "explorer.html").is_file() else "",
              f"*{BANDS}" + (PHASE_LINES.format(whose="paper's" if _whose(phase_steps).startswith("paper")
                                                else "suite's reference", steps="/".join(map(str, phase_steps)))
                             if phase_steps else NO_PHASE_LINES) + "*\n"]

@@ -8,13 +8,13 @@ file by file by study/store.py) and adds its own report sections (`extra`).
 
 Files in dest: tokens.parquet, pairs.parquet, token_meta.parquet, [pair_positions.parquet],
 summary.parquet, summary.csv, regression.parquet, divergent_tokens.parquet, [pair_types.parquet],
-phases.json, findings.json, figures/*.png, report.md (docs/outputs.md).
+phases.json, findings.json, figures/*.png, explorer.html, report.md (docs/outputs.md).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import polars as pl
 
@@ -22,6 +22,7 @@ from seedkl_jax.analysis.aggregate import GroupResult, pair_position_rows, pair_
 from seedkl_jax.analysis.divergent import divergent_tokens
 from seedkl_jax.analysis.pipeline import analyze_groups
 from seedkl_jax.analysis.regression import regression
+from seedkl_jax.report.explorer import write_explorer
 from seedkl_jax.report.figures import make_figures
 from seedkl_jax.report.markdown import write_report
 
@@ -31,7 +32,8 @@ INPUTS_TITLE = "Inputs and skipped analyses"
 def write_outputs(dest, groups: list[GroupResult], token_meta: pl.DataFrame, *, n_boot: int = 1000,
                   phase_steps: Sequence[int] | None = None, sizes: Sequence[str] | None = None,
                   lr_schedule=None, final_source: str = "", pair_positions: bool = False,
-                  extra: Sequence[tuple[str, str]] = (), seed_factors: dict | None = None) -> Path:
+                  extra: Sequence[tuple[str, str]] = (), seed_factors: dict | None = None,
+                  vocab: Mapping[int, str] | None = None) -> Path:
     """Write every output file into `dest` (module docstring); returns report.md's path.
 
     token_meta: analysis/token_meta.token_meta's frame (a `size` column, sorted by position per size);
@@ -40,7 +42,8 @@ def write_outputs(dest, groups: list[GroupResult], token_meta: pl.DataFrame, *, 
     the final-surprisal bins came from ("" = none); pair_positions: also pair_positions.parquet;
     extra: (title, markdown) sections appended to the report (e.g. the study's settings); seed_factors:
     the suite's seed -> {factor: value} table (None: no pair types), then pair_types.parquet, its figure
-    and section (analysis/pair_types.py)."""
+    and section (analysis/pair_types.py); vocab: id -> string
+    of the top-k ids for explorer.html (None: ids not in the text show as #id)."""
     dest = Path(dest)
     (dest / "figures").mkdir(parents=True, exist_ok=True)
     a = analyze_groups(groups, token_meta, n_boot=n_boot, phase_steps=phase_steps, sizes=sizes)
@@ -64,7 +67,9 @@ def write_outputs(dest, groups: list[GroupResult], token_meta: pl.DataFrame, *, 
     (dest / "findings.json").write_text(json.dumps(a.findings, indent=2) + "\n", encoding="utf-8")
     figures = make_figures(a.summary, a.phases, dest / "figures", regression=reg, lr_schedule=lr_schedule,
                            phase_steps=phase_steps, sizes=a.sizes)
-    inputs = [f"- final-surprisal bins: {final_source}" if final_source else None] + [f"- {n}" for n in a.notes]
+    left_out = write_explorer(dest / "explorer.html", groups, token_meta, sizes=a.sizes, phase_steps=phase_steps,
+                              vocab=vocab)
+    inputs = [f"- final-surprisal bins: {final_source}" if final_source else None] + [f"- {n}" for n in a.notes + left_out]
     sections = [(INPUTS_TITLE, "\n".join(x for x in inputs if x) or "- every analysis had its inputs")]
     if seed_factors:
         sections.append(_pair_types(dest, groups, token_meta, seed_factors, n_boot, a.sizes, phase_steps))

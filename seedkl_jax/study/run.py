@@ -179,7 +179,8 @@ def write_outputs(prep: Prepared) -> Path:
     try:
         with disk_errors(f"--out={prep.out}", "its previous outputs are intact; free space or "
                                               "choose another --out, then rerun to finish"):
-            report = outputs.write(prep.cfg, prep.suite, prep.text, prep.meta, prep.out, probes=prep.probes)
+            report = outputs.write(prep.cfg, prep.suite, prep.text, prep.meta, prep.out, probes=prep.probes,
+                                   tok=prep.tok)
     finally:
         shutil.rmtree(store.staging_dir(prep.out), ignore_errors=True)
     prep.timings.update(outputs_s=time.perf_counter() - t0, total_s=time.perf_counter() - prep.t_start)
