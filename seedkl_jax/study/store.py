@@ -83,12 +83,16 @@ def write_text_atomic(path: Path, text: str) -> Path:
 def check_writable(out: Path) -> Path:
     """Create `out` and prove a file can be written there; SeedKLError otherwise (before any compute)."""
     out = Path(out).expanduser()
+    existed = out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out, prefix=".write-test.")
         os.close(fd)
         os.remove(tmp)
     except OSError as e:
+        if not existed:  # created just now and unusable: leave nothing behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
         raise SeedKLError(f"--out={out}: not writable ({e.strerror or e}); choose a folder you can write to") from None
     return out.resolve()
 
