@@ -150,3 +150,13 @@ def test_demo_help_says_what_the_demo_does():
     r = _seedkl("demo", "--help")
     assert r.returncode == 0 and "dispatcher" not in r.stdout
     assert "trains the sizes x seeds" in " ".join(r.stdout.split())
+
+
+def test_the_size_finding_names_what_is_missing_when_two_sizes_have_too_few_steps():
+    """Two sizes with two steps each: the message must not read as if a second size were missing."""
+    from test_verdicts import CAL
+
+    groups, meta = CAL.simulate(CAL.Case(), 0, P=200, steps=[0, 1000], sizes=("78k", "200k"))
+    size = {f["id"]: f for f in CAL.run(groups, meta, n_boot=20)}["size"]
+    assert size["verdict"] == "inconclusive"
+    assert "steps per size here: 78k: 2, 200k: 2" in size["evidence"], size["evidence"]
