@@ -54,6 +54,7 @@ import numpy as np
 import polars as pl
 
 from seedkl_jax.data import pos as pos_lib
+from seedkl_jax.data.text import read_npy
 from seedkl_jax.errors import SeedKLError
 
 log = logging.getLogger(__name__)
@@ -97,12 +98,7 @@ def doc_ids(ids: np.ndarray, eos_id: int) -> np.ndarray:
 def load_counts(path: str | os.PathLike, vocab_size: int) -> np.ndarray:
     """Per-id corpus counts from a `.npy` file as int64 [vocab_size]; values < 1 become 0 (the
     shared Pile counts hold denormal garbage for the ids never seen)."""
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise SeedKLError(f"--counts={path}: file not found; give a .npy of one count per token id")
-    except (OSError, ValueError) as e:
-        raise SeedKLError(f"--counts={path}: not a readable .npy ({e}); give a .npy of one count per token id")
+    arr = read_npy(path, "--counts", "a .npy of counts, one non-negative number per token id")
     return _check_counts(arr, vocab_size, f"--counts={path}")
 
 

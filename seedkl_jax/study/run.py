@@ -21,7 +21,8 @@ bad input fails before any compute, nothing is left half-written and a crash cos
      `groups/<size>/step<step>.npz` atomically;
   7. read all groups back from disk (so a resumed run and an uninterrupted one write identical files)
      and write tokens/pairs/token_meta/summary/phases/findings/figures/report into this run's staging
-     folder, then move them in. A full disk or unwritable folder is one error line (seedkl_jax/disk.py).
+     folder, then publish them as one set (study/publish.py, manifest.json last). A full disk or
+     unwritable folder is one error line (seedkl_jax/disk.py).
 """
 from __future__ import annotations
 
@@ -80,10 +81,12 @@ def run_study(cfg: StudyConfig, *, progress: bool = True,
 
     on_group(size, step) is called after each group is persisted (e.g. to report progress).
     """
+    fresh = not Path(cfg.output.out).expanduser().exists()  # created here: removed if the run fails before a write
     out = open_out(cfg)
-    from seedkl_jax.study import lock
+    from seedkl_jax.study import lock, publish
 
-    with lock.hold(out, wait=cfg.output.wait):
+    with lock.hold(out, wait=cfg.output.wait, new=fresh):
+        publish.recover(out)  # outputs whose swap a kill interrupted: one complete set again, before anything else
         prep = prepare(cfg)
         claim(prep)
         compute_groups(prep, progress=progress, on_group=on_group)
