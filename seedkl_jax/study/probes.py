@@ -33,12 +33,16 @@ class Probes:
 
 def _modules() -> tuple:
     """The probe modules, in report order (filled in as each probe lands)."""
-    return (None, None)
+    from seedkl_jax.study import icl
+
+    return (icl, None)
 
 
 def prepare(cfg, tok, text) -> Probes:
     """Every probe's inputs, read and checked before any compute."""
-    return Probes()
+    from seedkl_jax.study import icl
+
+    return Probes(icl=icl.prepare(cfg, tok, text))
 
 
 def keys(probes: Probes, model_cfg=None) -> tuple[str, ...]:
