@@ -13,7 +13,8 @@ Steps (each reused when already done, so a second `seedkl demo` is fast):
      `{workdir}/{size}/seed{seed}/step{step}`; a size whose `done.json` matches is reused.
   3. study (study/run.py): the normal `seedkl run` path on those checkpoints (window = the training
      context, overlap = half of it), PoS from the gold-tags file, outputs in `--out`; its params
-     cache goes to `{workdir}/params-cache` and is removed afterwards (it would double the disk use).
+     cache goes to `{workdir}/params-cache` and is removed afterwards (it would double the disk use);
+     the ICL score at positions that fit the context and documents (`icl_positions`).
   4. findings (analysis/findings.py, written by the study to `{out}/findings.json`) are printed with
      the report path. The suite carries the trainer's learning-rate schedule (analysis/lr.py) for
      the report's learning-rate figure.
@@ -137,8 +138,8 @@ def _fingerprint(suite_dir: Path, sizes: list[str]) -> str:
 def demo(cfg: DemoConfig = DemoConfig()) -> Path:
     """Train (or reuse) the suite, run the study, write findings.json; returns report.md's path."""
     from seedkl_jax.analysis.lr import from_train_config
-    from seedkl_jax.config import (AnalysisConfig, OutputConfig, ScoringConfig, StudyConfig, SuiteConfig,
-                                   TextConfig)
+    from seedkl_jax.config import (AnalysisConfig, MeasureConfig, OutputConfig, ScoringConfig, StudyConfig,
+                                   SuiteConfig, TextConfig)
     from seedkl_jax.study.run import run_study
 
     cfg = cfg.resolved()
@@ -160,6 +161,7 @@ def demo(cfg: DemoConfig = DemoConfig()) -> Path:
                         counts=str(data.directory / "counts.npy"), pos=str(data.directory / "eval_pos.json")),
         scoring=ScoringConfig(window=ctx, overlap=ctx // 2),
         analysis=AnalysisConfig(n_boot=cfg.n_boot),
+        measure=MeasureConfig(icl_positions=icl_positions(ctx)),
         output=OutputConfig(out=str(out), overwrite=cfg.overwrite or stale, cache_dir=cfg.cache_dir)),
         progress=cfg.progress)
     if cfg.cache_dir == str(Path(cfg.workdir) / "params-cache"):
@@ -181,6 +183,15 @@ def demo(cfg: DemoConfig = DemoConfig()) -> Path:
         print("\n".join(f"{f['verdict']:<{width}}  {f['finding']}" for f in table))
     print(f"report: {report}")
     return Path(report)
+
+
+def icl_positions(context: int) -> tuple[int, int, int]:
+    """The ICL score's (long_start, short_start, target) for the demo: the paper's 100/450/501 need
+    documents of 502 tokens and a 401-token context; the demo's documents are ~30-100 words (3-12
+    sentences) and its context 64 (--quick: 32), so the long context spans ~5/8 of it, the short one 1/4
+    (64: 8, 32, 48 - about two thirds of the held-out documents are long enough)."""
+    short_start = context // 2
+    return context // 8, short_start, max(3 * context // 4, short_start + 1)
 
 
 def _write_json(path: Path, obj) -> None:
