@@ -171,6 +171,11 @@ def test_bad_icl_inputs_fail_before_any_compute(lab, tmp_path):
     with pytest.raises(SeedKLError, match="--icl_text=.*no such file"):
         run_study(_cfg(lab, out, icl_text=str(tmp_path / "missing.txt")), progress=False)
     assert not (out / "groups").exists()
+    from seedkl_jax.data.text import read_text  # --vocab_size narrower than the rows' ids: named before compute
+
+    narrow = dataclasses.replace(lab["tok"], vocab_size=5)
+    with pytest.raises(SeedKLError, match=r"--text=.*eval.txt: the ICL score's rows hold token id \d+, outside the 5 ids"):
+        icl.prepare(_cfg(lab, out, icl_positions=POSITIONS), narrow, read_text(lab["text"], lab["tok"]))
 
 
 def test_masked_lms_get_a_section_and_no_arrays(lab):

@@ -54,6 +54,11 @@ def prepare(cfg, tok, text) -> IclInputs | None:
             f"No ICL score: none of the {docs.n_total} documents has the {positions[2] + 1} ids that "
             f"--icl_positions={','.join(map(str, positions))} needs (longest: {docs.longest}); give "
             "--icl_text with longer documents or smaller --icl_positions."))
+    top = int(docs.long.max())
+    if top >= tok.vocab_size:  # --vocab_size narrowed the ids the models are normalised over
+        flag = "--text" if m.icl_text is None else "--icl_text"
+        raise SeedKLError(f"{flag}={source}: the ICL score's rows hold token id {top}, outside the {tok.vocab_size} "
+                          "ids the study normalises over (--vocab_size); widen --vocab_size or give another text")
     _check_context(cfg, positions)
     return IclInputs(source, positions, docs, n_boot)
 
