@@ -174,7 +174,8 @@ def test_bad_icl_inputs_fail_before_any_compute(lab, tmp_path):
     from seedkl_jax.data.text import read_text  # --vocab_size narrower than the rows' ids: named before compute
 
     narrow = dataclasses.replace(lab["tok"], vocab_size=5)
-    with pytest.raises(SeedKLError, match=r"--text=.*eval.txt: the ICL score's rows hold token id \d+, outside the 5 ids"):
+    with pytest.raises(SeedKLError, match=r"--text=.*eval.txt: the ICL score's rows hold token id \d+, "
+                                          r"outside the 5 ids"):
         icl.prepare(_cfg(lab, out, icl_positions=POSITIONS), narrow, read_text(lab["text"], lab["tok"]))
 
 

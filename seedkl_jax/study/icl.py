@@ -145,5 +145,5 @@ def _fits(positions, context: int, who: str) -> None:
         return
     fix = (target - context, short_start, target) if target - short_start < context else (0, context // 2, context)
     raise SeedKLError(f"--icl_positions={long_start},{short_start},{target}: the long context is "
-                      f"{target - long_start} tokens but {who} takes {context} positions; use e.g. --icl_positions={','.join(map(str, fix))} "
-                      "(or --icl_text=none)")
+                      f"{target - long_start} tokens but {who} takes {context} positions; use e.g. "
+                      f"--icl_positions={','.join(map(str, fix))} (or --icl_text=none)")
