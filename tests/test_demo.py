@@ -115,6 +115,10 @@ def test_quick_demo_end_to_end(quick):
     summary = pl.read_parquet(out / "summary.parquet")
     steps = sorted(summary["step"].unique().to_list())
     assert steps == D.QUICK_TRAIN.checkpoint_steps()
+    # the ICL score at positions that fit the quick demo's 32-token context and its documents
+    icl = pl.read_parquet(out / "icl.parquet")
+    assert icl.height and set(icl["step"]) == set(steps) and "## In-context learning score" in report
+    assert (out / "figures" / "icl.png").is_file()
 
 
 @pytest.mark.slow

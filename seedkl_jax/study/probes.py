@@ -32,17 +32,17 @@ class Probes:
 
 
 def _modules() -> tuple:
-    """The probe modules, in report order (filled in as each probe lands)."""
-    from seedkl_jax.study import minimal_pairs
+    """The probe modules, in report order."""
+    from seedkl_jax.study import icl, minimal_pairs
 
-    return (None, minimal_pairs)
+    return (icl, minimal_pairs)
 
 
 def prepare(cfg, tok, text) -> Probes:
     """Every probe's inputs, read and checked before any compute."""
-    from seedkl_jax.study import minimal_pairs
+    from seedkl_jax.study import icl, minimal_pairs
 
-    return Probes(pairs=minimal_pairs.prepare(cfg, tok, text))
+    return Probes(icl=icl.prepare(cfg, tok, text), pairs=minimal_pairs.prepare(cfg, tok, text))
 
 
 def keys(probes: Probes, model_cfg=None) -> tuple[str, ...]:

@@ -203,6 +203,8 @@ def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok) -> dict[str, Any]
     metadata; `cfg` has the model's window/overlap filled in), nested as in the config tree, with the
     settings that name inputs replaced by what those inputs are (below); under "annotation", choices
     that may change between runs (the final files are rebuilt from the groups every run)."""
+    from seedkl_jax.study import icl
+
     recorded = {  # a setting that names an input: record the input itself, so that an edited file or
         # another spelling of the same suite (preset + overrides vs templates) is judged by content
         "suite": suite.to_dict(),  # every suite.* setting at once: the resolved checkpoints
@@ -212,6 +214,7 @@ def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok) -> dict[str, Any]
                            "vocab_sha256": checks.vocab_fingerprint(tok)},
         "text.counts": None if not cfg.text.counts else {"source": os.path.abspath(cfg.text.counts),
                                                          "sha256": _file_sha(cfg.text.counts)},
+        "measure.icl_text": icl.record(cfg, tok),
         "measure.minimal_pairs": None if cfg.measure.minimal_pairs is None else {  # a missing file: probes say so
             "source": os.path.abspath(cfg.measure.minimal_pairs), "sha256": _file_sha(cfg.measure.minimal_pairs)
             if Path(cfg.measure.minimal_pairs).expanduser().is_file() else None},
