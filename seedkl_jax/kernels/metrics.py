@@ -62,8 +62,12 @@ def best_update(carry: tuple, z, start, m_old, m_new) -> tuple:
     if not carry:
         return carry
     if len(carry) == 1:  # argmax only: the running max is the kernel's own m
-        ids = start + jnp.argmax(z, axis=-1).astype(jnp.int32)
-        return (jnp.where(m_new > m_old, ids, carry[0]),)
+        # Where the chunk raises the max, m_new is the chunk's max, so its first column equal to m_new
+        # is the chunk's argmax: a plain min-reduction. jnp.argmax's value-index reduction instead
+        # made the one-pass kernel 5.4x slower on CPU (14m shape; this: 1.36x; benchmarks/kernel_metrics.py).
+        cols = jnp.arange(z.shape[-1], dtype=jnp.int32)
+        first = jnp.min(jnp.where(z == m_new[..., None], cols, z.shape[-1]), axis=-1)
+        return (jnp.where(m_new > m_old, start + first, carry[0]),)
     vals, ids = carry
     K = vals.shape[-1]
     cv, ci = jax.lax.top_k(z, min(K, z.shape[-1]))
