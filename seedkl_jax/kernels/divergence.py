@@ -83,7 +83,7 @@ from seedkl_jax.kernels.defaults import (
     default_cache_logits,
     default_form,
 )
-from seedkl_jax.kernels.metrics import best_init, best_outputs, best_update, check_metrics, js_finish, js_terms
+from seedkl_jax.kernels.metrics import best_init, best_outputs, best_update, check_metrics, js_terms
 
 HIGHEST = jax.lax.Precision.HIGHEST
 # Positions per pair reduction in the XLA one-pass form: small enough that both operands of the
@@ -218,7 +218,7 @@ def _block(h, targets, w, ref, *, vocab_size: int, n: int, C: int, form: str, ca
     zeros, pairs = jnp.zeros((S, P), jnp.float32), jnp.zeros((S, S, P), jnp.float32)
     acc = (pairs, zeros, zeros, None if ref is None else jnp.zeros((S, len(ref), P)), pairs if js else None)
     (kl, neg_ent, ku, kg, js_sum), _ = jax.lax.scan(acc_step, acc, (jnp.arange(n), zs))
-    extra = best_outputs(best, m, logs, top1) | ({"js": js_finish(js_sum)} if js else {})
+    extra = best_outputs(best, m, logs, top1) | ({"js": js_sum} if js else {})
     return _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets, extra)
 
 
@@ -231,7 +231,7 @@ def _js_pass(window, logits, m, logs, n: int):
 
     S, P = m.shape
     js, _ = jax.lax.scan(step, jnp.zeros((S, S, P), jnp.float32), jnp.arange(n))
-    return js_finish(js)
+    return js
 
 
 def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int, top1: bool = False, js: bool = False,
@@ -365,7 +365,7 @@ def divergence_naive(h, w, targets, *, vocab_size: int, reference_logprobs=None,
     kl, neg_ent, ku, kg = _terms(lp, p, q_uni, q_ref, ref, math.log(vocab_size), form)
     S, P = m.shape  # the whole vocab is one chunk: one update of the running argmax / top-k
     best = best_update(best_init(S, P, top1, topk), z, 0, jnp.full_like(m, -jnp.inf), m)
-    extra = best_outputs(best, m, logs, top1) | ({"js": js_finish(js_terms(lp, p))} if js else {})
+    extra = best_outputs(best, m, logs, top1) | ({"js": js_terms(lp, p)} if js else {})
     raw = _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets, extra)
     return _finish(raw, form, pos_shape, reference_logprobs)
 

@@ -24,7 +24,8 @@ a = log 2 − log1p(e^{−|d|}) and lμ = max(lp_i, lp_j) − a (no p underflows
 which is the sum of the two KLs' φ-terms p(lp − lμ) − p + μ (the −p + μ parts cancel), so t ≥ 0
 in exact arithmetic: clamping each term at 0 removes only rounding, as for the KL. It needs
 normalised log-probs, so the one-pass form runs a second pass over the chunks for it (opt-in: an
-exp and a log1p per pair and id). Symmetrised and its diagonal zeroed exactly at the end.
+exp and a log1p per unordered pair and id: only i < j is computed, so JS comes out exactly
+symmetric with a zero diagonal).
 """
 from __future__ import annotations
 
@@ -91,21 +92,15 @@ def best_outputs(carry: tuple, m, logs, top1: bool) -> dict:
 
 def js_terms(lp, p):
     """Σ over one chunk of the clamped JS terms: lp, p [S,P,C] (0 at masked ids, where every term is
-    then exactly 0) -> [S,S,P]. One seed j at a time: temporaries stay [S,P,C]."""
+    then exactly 0) -> [S,S,P], symmetric with a zero diagonal by construction. JS is symmetric, so
+    only the S(S−1)/2 pairs i < j are computed: seed j against seeds 0..j−1, temporaries [j,P,C]."""
     log2 = math.log(2.0)
-
-    def column(j):
-        lp_j, p_j = j
-        d = lp - lp_j
+    S = lp.shape[0]
+    js = jnp.zeros((S, S) + lp.shape[1:-1], jnp.float32)
+    for j in range(1, S):
+        d = lp[:j] - lp[j]
         a = log2 - jnp.log1p(jnp.exp(-jnp.abs(d)))
-        t = p * (a - jnp.maximum(-d, 0.0)) + p_j * (a - jnp.maximum(d, 0.0))
-        return 0.5 * jnp.sum(jnp.maximum(t, 0.0), axis=-1)
-
-    return jnp.swapaxes(jax.lax.map(column, (lp, p)), 0, 1)
-
-
-def js_finish(js):
-    """[S,S,P] summed terms -> exactly symmetric (the two orders may round differently under fused
-    multiply-adds), diagonal exactly 0."""
-    S = js.shape[0]
-    return 0.5 * (js + jnp.swapaxes(js, 0, 1)) * (1.0 - jnp.eye(S, dtype=js.dtype))[:, :, None]
+        t = p[:j] * (a - jnp.maximum(-d, 0.0)) + p[j] * (a - jnp.maximum(d, 0.0))
+        col = 0.5 * jnp.sum(jnp.maximum(t, 0.0), axis=-1)  # [j,P]: js[i, j] for i < j
+        js = js.at[:j, j].set(col).at[j, :j].set(col)
+    return js
