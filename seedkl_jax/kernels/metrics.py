@@ -21,7 +21,7 @@ a = log 2 − log1p(e^{−|d|}) and lμ = max(lp_i, lp_j) − a (no p underflows
 
     t = ½[p_i(lp_i − lμ) + p_j(lp_j − lμ)] = ½[p_i(a − relu(−d)) + p_j(a − relu(d))]
 
-which is the sum of the two KLs' φ-terms p(lp − lμ) − p + μ (the −p + μ parts cancel), so t ≥ 0
+which is half the sum of the two KLs' φ-terms p(lp − lμ) − p + μ (the −p + μ parts cancel), so t ≥ 0
 in exact arithmetic: clamping each term at 0 removes only rounding, as for the KL. It needs
 normalised log-probs, so the one-pass form runs a second pass over the chunks for it (opt-in: an
 exp and a log1p per unordered pair and id: only i < j is computed, so JS comes out exactly
