@@ -43,7 +43,12 @@ def _command_help(module, prog: str) -> str:
 def quiet_process() -> None:
     """Noise the CLI does not want: transformers warns "PyTorch was not found" on import although
     seedkl needs torch only for pytorch_model.bin files (and then says so itself); orbax's threads
-    print "Event loop is closed" tracebacks after a failed save that seedkl reports in one line."""
+    print "Event loop is closed" tracebacks after a failed save that seedkl reports in one line;
+    a cache warning (cachedir.CacheWarning) is one line, not warnings' two."""
+    import warnings
+
+    from seedkl_jax.cachedir import CacheWarning
+
     try:
         has_torch = importlib.util.find_spec("torch") is not None
     except (ImportError, ValueError):
@@ -58,6 +63,10 @@ def quiet_process() -> None:
         previous(kind, value, tb)
 
     sys.excepthook = hook
+    # tensorstore's threads report them as unraisable (not through excepthook); a cache warning is one line
+    unraisable, fmt = sys.unraisablehook, warnings.formatwarning
+    sys.unraisablehook = lambda u: None if str(u.exc_value) == "Event loop is closed" else unraisable(u)
+    warnings.formatwarning = lambda m, c, *a, **k: f"seedkl: warning: {m}\n" if issubclass(c, CacheWarning) else fmt(m, c, *a, **k)
 
 
 def main(argv: list[str] | None = None) -> int:
