@@ -85,6 +85,23 @@ def test_a_flipped_bit_is_caught_by_the_file_check_and_the_entry_reconverted(hf_
     assert cache.check(entry) is None and load(str(ckpt), cache_dir=root).source == "cache"
 
 
+def test_a_truncated_entry_is_one_warning_line_and_no_traceback(hf_checkpoint, tmp_path):
+    """Was: a stray "Event loop is closed" traceback from tensorstore's threads after orbax failed on the
+    truncated file. Now the file check stops it before orbax reads anything."""
+    ckpt, root = hf_checkpoint(seed=4), tmp_path / "c"
+    entry = Path(load(str(ckpt), cache_dir=root).cache_entry)
+    f = _data_file(entry)
+    os.truncate(f, f.stat().st_size // 2)
+    r = seedkl("convert", f"--model={ckpt}", f"--cache_dir={root}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "Event loop is closed" not in r.stderr, r.stderr
+    warned = [ln for ln in r.stderr.splitlines() if "warning" in ln]
+    assert warned == [f"seedkl: warning: params cache entry {entry.name} is corrupt "
+                      f"({f.relative_to(entry).as_posix()} has changed (size differs)): dropped, converting its "
+                      "checkpoint again"], r.stderr
+    assert "converted" in r.stdout and cache.check(entry) is None
+
+
 def test_the_array_check_catches_what_the_file_check_would_miss(hf_checkpoint, tmp_path, monkeypatch):
     """Whatever reaches the restored arrays (here: the file check switched off) fails their blake2b."""
     ckpt, root = hf_checkpoint(seed=4), tmp_path / "c"
