@@ -220,7 +220,8 @@ def test_cache_list_deletes_nothing_and_names_unfinished_entries(hf_checkpoint, 
 def test_a_bad_action_names_every_action():
     r = seedkl("cache", "purge")
     assert r.returncode == 2
-    assert r.stderr.strip() == "seedkl cache: error: give one action: list, clear or verify (got ['purge']); e.g. seedkl cache list"
+    assert r.stderr.strip() == ("seedkl cache: error: give one action: list, clear or verify (got ['purge']); "
+                                "e.g. seedkl cache list")
 
 
 # ---------------------------------------------------------------- a read-only cache

@@ -19,7 +19,7 @@ COMMANDS = {
     "run": ("seedkl_jax.cli.run", "run the convergence study on a suite (sizes x steps x seeds)"),
     "analyze": ("seedkl_jax.cli.analyze", "the analysis and report from per-pair KL tables computed anywhere"),
     "convert": ("seedkl_jax.cli.convert", "convert a HF checkpoint (GPT-NeoX, GPT-2, BERT) into the params cache"),
-    "cache": ("seedkl_jax.cli.cache", "list or clear the converted-params cache"),
+    "cache": ("seedkl_jax.cli.cache", "list, verify or clear the converted-params cache"),
 }
 HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT = 0, 1, 2
@@ -66,7 +66,8 @@ def quiet_process() -> None:
     # tensorstore's threads report them as unraisable (not through excepthook); a cache warning is one line
     unraisable, fmt = sys.unraisablehook, warnings.formatwarning
     sys.unraisablehook = lambda u: None if str(u.exc_value) == "Event loop is closed" else unraisable(u)
-    warnings.formatwarning = lambda m, c, *a, **k: f"seedkl: warning: {m}\n" if issubclass(c, CacheWarning) else fmt(m, c, *a, **k)
+    warnings.formatwarning = (lambda m, c, *a, **k: f"seedkl: warning: {m}\n" if issubclass(c, CacheWarning)
+                              else fmt(m, c, *a, **k))
 
 
 def main(argv: list[str] | None = None) -> int:

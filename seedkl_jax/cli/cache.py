@@ -63,8 +63,8 @@ def main(argv: list[str]) -> int:
             print(f"{r['model']:<{width}}  {str(r['revision'] or '-'):<12}  {r['dtype']:<9}  "
                   f"{_human(r['bytes']):>10}{note}")
     _unfinished_note(root)
-    total = f"{_plural(len(rows), 'entry', 'entries')}, {_human(sum(r['bytes'] for r in rows))}" if rows else "no entries"
-    print(f"{root}: {total}")
+    size = _human(sum(r["bytes"] for r in rows))
+    print(f"{root}: {_plural(len(rows), 'entry', 'entries')}, {size}" if rows else f"{root}: no entries")
     return 0
 
 
@@ -73,8 +73,9 @@ def _unfinished_note(root) -> None:
 
     left = cache.unfinished(root)
     if left:
+        names = ", ".join(p.name for p in left[:3]) + (" ..." if len(left) > 3 else "")
         print(f"{_plural(len(left), 'unfinished entry', 'unfinished entries')} (interrupted or in progress; "
-              f"`seedkl cache clear` removes them): {', '.join(p.name for p in left[:3])}{' ...' if len(left) > 3 else ''}")
+              f"`seedkl cache clear` removes them): {names}")
 
 
 def _verify(root, rows: list[dict]) -> int:
@@ -94,7 +95,8 @@ def _verify(root, rows: list[dict]) -> int:
         return 0
     if not _DROP.value:
         raise SeedKLError(f"params cache {root}: {_plural(len(bad), 'entry fails', 'entries fail')} verification "
-                          "(listed above); `seedkl cache verify --drop` removes them (each is converted again when used)")
+                          "(listed above); `seedkl cache verify --drop` removes them "
+                          "(each is converted again when used)")
     for r in bad:
         cache.drop(r["path"])
     kept = [r["path"].name for r in bad if r["path"].exists()]

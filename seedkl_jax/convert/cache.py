@@ -115,6 +115,19 @@ def check(entry: Path) -> str | None:
     return _read_checked(entry)[2]
 
 
+def checked_config(entry: Path) -> dict | None:
+    """The config.json of a complete entry when it matches its recorded checksum (no params read), else None."""
+    manifest = checksums.read(entry) if is_complete(entry) else None
+    if manifest is None or "config.json" not in manifest["files"]:
+        return None
+    if checksums.files_problem(entry, {"files": {"config.json": manifest["files"]["config.json"]}}) is not None:
+        return None
+    try:
+        return json.loads((entry / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _read_checked(entry: Path) -> tuple[dict | None, dict | None, str | None]:
     """(params, config, None) when the entry's files and arrays match checksums.json, else (.., problem).
     Files are checked before orbax reads them: a damaged file never reaches tensorstore."""

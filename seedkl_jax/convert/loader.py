@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -169,11 +168,9 @@ def checkpoint_config(model: str, revision: str | None = None, *, dtype: str = "
             raise SeedKLError(problem)
         return cfg
     entry = cache.entry_dir(cache.cache_root(cache_dir), name, revision, dtype, None)
-    if cache.is_complete(entry):
-        try:
-            return model_config(json.loads((entry / CONFIG_FILE).read_text()), name)
-        except (OSError, ValueError):
-            pass  # an unreadable entry: ask the hub
+    config = cache.checked_config(entry)  # None: no entry, or one that fails its checksum -> ask the hub
+    if config is not None:
+        return model_config(config, name)
     return model_config(read_config(hub_snapshot(name, revision, lambda names: [CONFIG_FILE])), name)
 
 
