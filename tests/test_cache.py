@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from test_study import _cfg, lab  # noqa: F401  (lab: the module fixture of a tiny suite)
+from test_study import _cfg, _flagfile, lab  # noqa: F401  (lab: the module fixture of a tiny suite)
 
 from seedkl_jax.cachedir import CacheWarning
 from seedkl_jax.convert import cache, checksums
@@ -265,6 +265,26 @@ def test_a_read_only_cache_runs_without_caching_with_one_warning_line(hf_checkpo
 
     c = _py(CLI, "cache", "clear", f"--cache_dir={root}", prefix=prefix)
     assert c.returncode == 0 and "removed 0 entries" in c.stdout  # nothing to remove: fine
+
+
+def test_seedkl_run_on_a_read_only_empty_cache_exits_0_with_one_warning_line(lab, tmp_path):  # noqa: F811
+    """The issue's case: SEEDKL_CACHE on a read-only mount, empty: was exit 1 with a 29-line traceback."""
+    root = tmp_path / "ro"
+    root.mkdir()
+    prefix = _read_only(root)
+    suite = lab["suite"]
+    flags = _flagfile(lab, tmp_path / "out").read_text().replace(f"--cache_dir={lab['cache']}", f"--cache_dir={root}")
+    flags = flags.replace(f"--sizes={','.join(suite.sizes)}", f"--sizes={suite.sizes[0]}")
+    flags = flags.replace(f"--steps={','.join(map(str, suite.steps))}", f"--steps={suite.steps[0]}")
+    (tmp_path / "ro.flags").write_text(flags)
+    r = _py(CLI, "run", f"--flagfile={tmp_path / 'ro.flags'}", prefix=prefix)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    assert [ln for ln in r.stderr.splitlines() if "warning" in ln.lower()] == [
+        f"seedkl: warning: cache {root} is not writable ({'Read-only file system' if prefix else 'Permission denied'}"
+        "): running without caching (converted params, compiled programs and PoS tags are recomputed; point "
+        "--cache_dir or $SEEDKL_CACHE at a writable folder to keep them)"]
+    assert list(root.iterdir()) == [] and list((tmp_path / "out" / "groups").rglob("*.npz"))
 
 
 def test_clear_on_a_read_only_cache_is_one_line_exit_2(hf_checkpoint, tmp_path):
