@@ -353,3 +353,24 @@ def test_pos_cache_checksum_and_unwritable_cache(tmp_path, monkeypatch):
         warnings.simplefilter("always")
         pos._write_tags(tmp_path, tmp_path / "stanza" / "other.json", {"words": words})
     assert [str(x.message).split(":")[0] for x in w] == [f"cache {tmp_path} is not writable (Read-only file system)"]
+
+
+def test_what_plain_jax_does_with_a_flipped_entry(tmp_path):
+    """The finding behind kernels/xla_cache.py: JAX itself catches a flipped bit only through its codec's
+    checksum (zlib's Adler-32; a zstd frame has none), then warns in two lines and recompiles."""
+    from jax._src import compilation_cache as cc
+
+    if getattr(cc, "zstd", None) is not None or getattr(cc, "zstandard", None) is not None:
+        pytest.skip("JAX compresses its cache with zstd here: no checksum of its own to demonstrate")
+    env = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PLATFORMS": "cpu"}
+    plain = XLA.replace("print(use_compilation_cache(sys.argv[1]))",
+                        "jax.config.update('jax_compilation_cache_dir', sys.argv[1] + '/xla'); print(0)")
+    first = _py(plain, str(tmp_path), env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    entries = sorted((tmp_path / "xla").glob("*-cache"))
+    assert entries and not list((tmp_path / "xla").glob("*.sum"))  # plain JAX: no seals
+    for e in entries:
+        _flip(e, len(e.read_bytes()) // 2)
+    again = _py(plain, str(tmp_path), env=env)
+    assert again.returncode == 0 and again.stdout == first.stdout
+    assert "Error reading persistent compilation cache entry" in again.stderr and "incorrect data check" in again.stderr
