@@ -328,7 +328,7 @@ def test_damaged_entry_is_reconverted(hf_checkpoint, tmp_path):
     ckpt, cache_dir = hf_checkpoint(seed=4), tmp_path / "c"
     first = load(str(ckpt), cache_dir=cache_dir)
     shutil.rmtree(Path(first.cache_entry) / "params")  # e.g. a partial cleanup by hand
-    with pytest.warns(UserWarning, match="unreadable cache entry"):
+    with pytest.warns(UserWarning, match=r"is corrupt \(params/.* is missing\): dropped"):
         again = load(str(ckpt), cache_dir=cache_dir)
     assert again.source == "convert" and again.cache_entry == first.cache_entry
     _assert_same_params(first.params, again.params)

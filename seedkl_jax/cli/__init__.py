@@ -24,7 +24,7 @@ COMMANDS = {
     "run": ("seedkl_jax.cli.run", "run the convergence study on a suite (sizes x steps x seeds)"),
     "analyze": ("seedkl_jax.cli.analyze", "the analysis and report from per-pair KL tables computed anywhere"),
     "convert": ("seedkl_jax.cli.convert", "convert a HF checkpoint (GPT-NeoX, GPT-2, BERT) into the params cache"),
-    "cache": ("seedkl_jax.cli.cache", "list or clear the converted-params cache"),
+    "cache": ("seedkl_jax.cli.cache", "list, verify or clear the converted-params cache"),
 }
 HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT = 0, 1, 2
@@ -58,7 +58,12 @@ def _command_help(module, prog: str) -> str:
 def quiet_process() -> None:
     """Noise the CLI does not want: transformers warns "PyTorch was not found" on import although
     seedkl needs torch only for pytorch_model.bin files (and then says so itself); orbax's threads
-    print "Event loop is closed" tracebacks after a failed save that seedkl reports in one line."""
+    print "Event loop is closed" tracebacks after a failed save that seedkl reports in one line;
+    a cache warning (cachedir.CacheWarning) is one line, not warnings' two."""
+    import warnings
+
+    from seedkl_jax.cachedir import CacheWarning
+
     try:
         has_torch = importlib.util.find_spec("torch") is not None
     except (ImportError, ValueError):
@@ -73,6 +78,11 @@ def quiet_process() -> None:
         previous(kind, value, tb)
 
     sys.excepthook = hook
+    # tensorstore's threads report them as unraisable (not through excepthook); a cache warning is one line
+    unraisable, fmt = sys.unraisablehook, warnings.formatwarning
+    sys.unraisablehook = lambda u: None if str(u.exc_value) == "Event loop is closed" else unraisable(u)
+    warnings.formatwarning = (lambda m, c, *a, **k: f"seedkl: warning: {m}\n" if issubclass(c, CacheWarning)
+                              else fmt(m, c, *a, **k))
 
 
 @contextlib.contextmanager

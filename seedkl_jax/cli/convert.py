@@ -30,4 +30,4 @@ def main(argv: list[str]) -> None:
     what = "already cached" if model.source == "cache" else "converted"
     rev = f"@{model.revision}" if model.revision else ""
     print(f"{model.name}{rev}: {what} ({model.num_params():,} params, {model.dtype}); "
-          f"cache entry: {model.cache_entry}")
+          f"cache entry: {model.cache_entry or 'none (the cache is not writable)'}")

@@ -2,7 +2,8 @@
 
     loader.py   load(model, revision) -> Model: resolve a local dir or hub id, read, convert, cache
     weights.py  the weight files read into numpy (safetensors, shards, pytorch_model.bin) and converted
-    cache.py    the orbax cache of converted params (atomic entries)
+    cache.py    the orbax cache of converted params (atomic entries, verified reads)
+    checksums.py  what an entry's checksums.json records and how a read is checked
 
 What a checkpoint's files, names and config keys mean is hf/'s (the one home of Hugging Face); convert/
 sits above it and below kernels/ and data/, which it does not import.

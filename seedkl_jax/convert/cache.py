@@ -9,9 +9,10 @@ Layout under the cache root (`cache_dir`, else $SEEDKL_CACHE, else ~/.cache/seed
         params/        orbax PyTreeCheckpointer tree (the params pytree, in the entry's dtype)
         config.json    the checkpoint's config.json (dtype forced to float32) -> no conversion on a hit
         entry.json     what the entry is: model, revision, dtype, fingerprint
+        checksums.json crc32 of every file it serves, blake2b of every array (checksums.py)
         <tokenizer files, for hub models, so that an offline hit still has them>
         COMPLETE       marker, written last; holds the entry's name
-    xla/               JAX's persistent compilation cache (kernels/compare.use_compilation_cache, turned on by the
+    xla/               JAX's persistent compilation cache (kernels/xla_cache.use_compilation_cache, turned on by the
                        entry points: cli, api)
 
 `ident` hashes (absolute path or hub id, revision, dtype); `finger` hashes the weight files'
@@ -27,8 +28,16 @@ and replaced. Each `.tmp-*` holds a WRITER file (host, pid): `sweep` (run before
 `seedkl run`) removes those whose writer is dead, and any older than a day. A full disk or an
 unwritable cache while storing is one SeedKLError line, and the partial entry is removed.
 
-`entries` / `clear` list and remove entries (`seedkl cache list|clear`); `drop` removes one (a
-checkpoint found broken after it was cached, e.g. NaN weights).
+Verified reads: `restore` checks the entry's files against checksums.json before orbax reads them
+and the restored arrays after; a mismatch is one CacheWarning line naming the entry, which is dropped
+and counts as a miss (the caller converts the checkpoint again). An entry without checksums (written
+before they existed) is unverified: dropped and converted again, said once per process.
+
+Read-only or unwritable root: `store` warns once (cachedir.warn_unwritable) and stores nothing; the
+run goes on converting in memory. A full disk stays one SeedKLError line (above).
+
+`entries` / `clear` / `check` list, remove and verify entries (`seedkl cache list|clear|verify`);
+`drop` removes one (a checkpoint found broken after it was cached, e.g. NaN weights).
 """
 from __future__ import annotations
 
@@ -47,7 +56,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from seedkl_jax.cachedir import CacheWarning, is_unwritable, warn_unwritable
 from seedkl_jax.cachedir import cache_root  # noqa: F401  (re-exported: cache.cache_root(...) callers)
+from seedkl_jax.convert import checksums
+from seedkl_jax.errors import SeedKLError
 
 MARKER = "COMPLETE"
 WRITER = "WRITER"  # in a .tmp-* folder: {"host", "pid"} of the process writing it
@@ -74,19 +86,69 @@ def is_complete(entry: Path) -> bool:
 
 
 def restore(entry: Path) -> tuple[dict, dict] | None:
-    """(params, config.json dict) of a complete entry, else None. Leaves are numpy arrays.
+    """(params, config.json dict) of a complete entry whose checksums hold, else None. Leaves are numpy arrays.
 
-    A complete entry that no longer reads (files damaged later) is removed and counts as a miss.
+    A complete entry that fails its checksums or no longer reads (files damaged later) is removed with
+    one CacheWarning line and counts as a miss; one without checksums likewise, said once per process.
     """
     if not is_complete(entry):
         return None
+    params, config, problem = _read_checked(entry)
+    if problem is None:
+        return params, config
+    dropped = _drop_checked(entry)
+    what = "dropped" if dropped else "left in place (the cache is not writable)"
+    if problem == UNVERIFIED:  # one text for every such entry: Python's warning registry shows it once
+        warnings.warn(f"params cache {entry.parent.parent}: entries written before cache checksums existed "
+                      "are unverified; each is converted again when used", CacheWarning, stacklevel=2)
+    else:
+        warnings.warn(f"params cache entry {entry.name} is corrupt ({problem}): {what}, converting its "
+                      "checkpoint again", CacheWarning, stacklevel=2)
+    return None
+
+
+UNVERIFIED = "unverified: written before cache checksums existed"
+
+
+def check(entry: Path) -> str | None:
+    """What is wrong with a complete entry (`seedkl cache verify`): None when its checksums hold."""
+    return _read_checked(entry)[2]
+
+
+def checked_config(entry: Path) -> dict | None:
+    """The config.json of a complete entry when it matches its recorded checksum (no params read), else None."""
+    manifest = checksums.read(entry) if is_complete(entry) else None
+    if manifest is None or "config.json" not in manifest["files"]:
+        return None
+    if checksums.files_problem(entry, {"files": {"config.json": manifest["files"]["config.json"]}}) is not None:
+        return None
+    try:
+        return json.loads((entry / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_checked(entry: Path) -> tuple[dict | None, dict | None, str | None]:
+    """(params, config, None) when the entry's files and arrays match checksums.json, else (.., problem).
+    Files are checked before orbax reads them: a damaged file never reaches tensorstore."""
+    manifest = checksums.read(entry)
+    if manifest is None:
+        return None, None, UNVERIFIED
+    problem = checksums.files_problem(entry, manifest)
+    if problem is not None:
+        return None, None, problem
     try:
         params = _checkpointer().restore(entry / "params")
-        return params, json.loads((entry / "config.json").read_text())
+        config = json.loads((entry / "config.json").read_text())
     except Exception as e:  # orbax/tensorstore raise many types; a cache that cannot be read is a miss
-        warnings.warn(f"{entry}: unreadable cache entry ({type(e).__name__}); converting again")
-        shutil.rmtree(entry, ignore_errors=True)
-        return None
+        return None, None, f"unreadable: {type(e).__name__}"
+    return params, config, checksums.arrays_problem(params, manifest)
+
+
+def _drop_checked(entry: Path) -> bool:
+    """Remove a rejected entry; False when the cache is read-only (it stays, and is checked again)."""
+    shutil.rmtree(entry, ignore_errors=True)
+    return not entry.exists()
 
 
 def _checkpointer():
@@ -123,17 +185,17 @@ def store(entry: Path, params: dict, config: dict, info: dict,
     try:
         with disk_errors(f"params cache {root}", "the partial entry was removed; free space, or point "
                                                   "--cache_dir / $SEEDKL_CACHE at a writable folder with room"):
-            entry.parent.mkdir(parents=True, exist_ok=True)
+            if not _start(root, tmp):
+                return None
             sweep(root)
             _check_room(entry.parent, params)
-            tmp.mkdir()
-            (tmp / WRITER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
             with _orbax_quiet():
                 _checkpointer().save(tmp / "params", params)
             (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
             (tmp / "entry.json").write_text(json.dumps(info, indent=2, sort_keys=True))
             for f in extra_files:
                 shutil.copy2(f, tmp / Path(f).name)
+            checksums.write(tmp, params)
             _finish(tmp, entry.name)
             if entry.exists() and not is_complete(entry):
                 shutil.rmtree(entry)  # an invalid leftover at our name: replace it
@@ -146,6 +208,21 @@ def store(entry: Path, params: dict, config: dict, info: dict,
         shutil.rmtree(tmp, ignore_errors=True)
     _remove_stale(entry)
     return entry
+
+
+def _start(root: Path, tmp: Path) -> bool:
+    """Create the entry's .tmp folder with its WRITER file; False (one warning per process) when the
+    cache cannot be written at all (read-only mount, no permission): the caller runs without it."""
+    try:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        (tmp / WRITER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    except OSError as e:
+        if not is_unwritable(e):
+            raise
+        warn_unwritable(root, e)
+        return False
+    return True
 
 
 def _check_room(folder: Path, params: dict) -> None:
@@ -265,7 +342,8 @@ def _size(path: Path) -> int:
 
 
 def entries(root: Path) -> list[dict[str, Any]]:
-    """Every complete entry under root: {path, model, revision, dtype, bytes}, sorted by model."""
+    """Every complete entry under root: {path, model, revision, dtype, bytes, checksums (bool: has
+    checksums.json; without, it is converted again when used)}, sorted by model."""
     rows = []
     for entry in sorted((Path(root) / "models").glob("[!.]*")):
         if not is_complete(entry):
@@ -275,25 +353,42 @@ def entries(root: Path) -> list[dict[str, Any]]:
         except (OSError, ValueError):
             info = {}
         rows.append({"path": entry, "model": info.get("model", "?"), "revision": info.get("revision"),
-                     "dtype": info.get("dtype", "?"), "bytes": _size(entry)})
+                     "dtype": info.get("dtype", "?"), "bytes": _size(entry),
+                     "checksums": (entry / checksums.MANIFEST).is_file()})
     return sorted(rows, key=lambda r: (str(r["model"]), str(r["revision"]), str(r["dtype"])))
 
 
-def _ref(row: dict) -> str:
+def unfinished(root: Path) -> list[Path]:
+    """Folders under root/models that are not complete entries (.tmp-* of writers alive or dead, entries
+    without their marker): what `clear` removes besides the entries, and `sweep` removes when dead."""
+    models = Path(root) / "models"
+    if not models.is_dir():
+        return []
+    return sorted(p for p in models.iterdir() if p.is_dir() and p.name != ".same-files" and not is_complete(p))
+
+
+def entry_ref(row: dict) -> str:
     return f"{row['model']}@{row['revision']}" if row["revision"] else str(row["model"])
 
 
 def clear(root: Path, match: str | None = None) -> tuple[int, int]:
     """Remove the entries whose model id (or "model@revision") contains `match` (all when None),
-    and, clearing all, every folder under root/models (incomplete entries, .tmp-*); -> (entries, bytes)."""
+    and, clearing all, every folder under root/models (incomplete entries, .tmp-*); -> (entries, bytes).
+    A cache that cannot be written is one SeedKLError line (nothing is half-removed silently)."""
     models = Path(root) / "models"
     if match:
-        chosen = [r for r in entries(root) if match in _ref(r)]
+        chosen = [r for r in entries(root) if match in entry_ref(r)]
         targets = [r["path"] for r in chosen]
     else:
         chosen = entries(root)
         targets = sorted(models.iterdir()) if models.is_dir() else []
     freed = sum(_size(t) if t.is_dir() else t.stat().st_size for t in targets)
-    for t in targets:
-        shutil.rmtree(t) if t.is_dir() else t.unlink()
+    try:
+        for t in targets:
+            shutil.rmtree(t) if t.is_dir() else t.unlink()
+    except OSError as e:
+        if not is_unwritable(e):
+            raise
+        raise SeedKLError(f"params cache {root}: cannot remove entries ({e.strerror}); the cache is read-only or "
+                          "not yours: clear it where it is writable, or point --cache_dir elsewhere") from None
     return len(chosen), freed

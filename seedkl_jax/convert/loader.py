@@ -3,7 +3,8 @@
 Why our own reader: transformers >= 5 has no Flax code, and we want float32 numpy params in our
 layout (models/*.py) without building a torch model. The path is
 
-    resolve (hf/hub.py: local dir | hub id[@revision] -> files)  ->  cache hit? restore (orbax)
+    resolve (hf/hub.py: local dir | hub id[@revision] -> files)  ->  cache hit? restore (orbax; checksums
+          verified, a corrupt entry is dropped with one warning and counts as a miss)
     else: config.json (hf/checkpoint.py; model_type picks the family, hf/families.py builds its config)
           ->  weights (weights.py: safetensors | shards | pytorch_model.bin)
           ->  hf/mapping.state_dict_to_params (names/shapes checked, upcast float32)  ->  cache.store
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -54,8 +54,8 @@ class Model:
     revision: str | None
     local_dir: str  # holds config.json (+ tokenizer files: local dir, or the cache entry for hub ids)
     dtype: str = "float32"
-    source: str = "convert"  # "cache" (orbax restore) or "convert" (read + converted this time)
-    cache_entry: str | None = None
+    source: str = "convert"  # "cache" (orbax restore, checksums verified) or "convert" (read + converted this time)
+    cache_entry: str | None = None  # None when nothing was stored (a read-only cache; processes other than 0)
 
     @functools.cached_property
     def hf_config(self) -> Any:
@@ -146,13 +146,13 @@ def load(model: str, revision: str | None = None, *, dtype: str = "float32",
             if same is not None and stored is not None:
                 same.parent.mkdir(exist_ok=True)
                 same.write_text(stored.name)
-        except PermissionError as e:
+        except PermissionError as e:  # past the cache's own check (cache._start): a folder inside turned unwritable
             raise SeedKLError(f"{entry.parent}: cannot write the cache ({e.strerror}); pass cache_dir=... "
                               "or set SEEDKL_CACHE to a writable directory") from e
     # On the device once, here: every compare would otherwise copy the host arrays over again.
     return Model(config=cfg, hf_dict=config, params=jax.device_put(params), name=name, revision=revision,
                  local_dir=str(ckpt if is_local or stored is None else entry), dtype=dtype,
-                 source="convert" if hit is None else "cache", cache_entry=str(entry))
+                 source="convert" if hit is None else "cache", cache_entry=None if stored is None else str(entry))
 
 
 def checkpoint_config(model: str, revision: str | None = None, *, dtype: str = "float32",
@@ -168,11 +168,9 @@ def checkpoint_config(model: str, revision: str | None = None, *, dtype: str = "
             raise SeedKLError(problem)
         return cfg
     entry = cache.entry_dir(cache.cache_root(cache_dir), name, revision, dtype, None)
-    if cache.is_complete(entry):
-        try:
-            return model_config(json.loads((entry / CONFIG_FILE).read_text()), name)
-        except (OSError, ValueError):
-            pass  # an unreadable entry: ask the hub
+    config = cache.checked_config(entry)  # None: no entry, or one that fails its checksum -> ask the hub
+    if config is not None:
+        return model_config(config, name)
     return model_config(read_config(hub_snapshot(name, revision, lambda names: [CONFIG_FILE])), name)
 
 

@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from seedkl_jax.cachedir import cache_root  # one definition of the cache root
+from seedkl_jax.cachedir import cache_root, is_unwritable, warn_unwritable  # one definition of the cache root
 from seedkl_jax.errors import SeedKLError
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,9 @@ def stanza_words(text: str, cache_dir: str | os.PathLike | None = None,
     """Tag `text` with stanza once; later calls with the same text read the JSON cache.
 
     Cache: <cache_dir or $SEEDKL_CACHE or ~/.cache/seedkl>/stanza/<sha256>.json, the key hashing
-    stanza's version, language, processors and the text. Raises StanzaUnavailable.
+    stanza's version, language, processors and the text; the words carry a blake2b checksum (a file
+    that fails it is re-tagged). A cache that cannot be written: tagged each time, one warning.
+    Raises StanzaUnavailable.
     """
     try:
         from importlib.metadata import version
@@ -156,21 +158,52 @@ def stanza_words(text: str, cache_dir: str | os.PathLike | None = None,
     except Exception:  # noqa: BLE001
         sv = "unknown"
     key = hashlib.sha256(f"{sv}\0{lang}\0{STANZA_PROCESSORS}\0{text}".encode()).hexdigest()
-    path = cache_root(cache_dir) / "stanza" / f"{key}.json"
-    if path.exists():
-        try:
-            return [tuple(w) for w in json.loads(path.read_text())["words"]]
-        except (ValueError, KeyError, TypeError):
-            log.warning("stanza cache %s is unreadable; re-tagging", path)
+    root = cache_root(cache_dir)
+    path = root / "stanza" / f"{key}.json"
+    cached = _read_tags(path)
+    if cached is not None:
+        return cached
     nlp = _build_pipeline(lang)
     log.info("tagging %d characters with stanza (cached afterwards in %s)", len(text), path)
     words = document_words(nlp(text))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump({"stanza_version": sv, "lang": lang, "words": words}, f)
-    os.replace(tmp, path)                          # atomic: no half-written cache
+    _write_tags(root, path, {"stanza_version": sv, "lang": lang, "words": words})
     return words
+
+
+def _words_digest(words) -> str:
+    return hashlib.blake2b(json.dumps(words).encode(), digest_size=16).hexdigest()
+
+
+def _read_tags(path: Path) -> list[Word] | None:
+    """The cached words, or None when absent, unreadable or failing their checksum (then: re-tag)."""
+    if not path.exists():
+        return None
+    try:
+        body = json.loads(path.read_text())
+        words = body["words"]
+        if body.get("blake2b") != _words_digest(words):  # a flipped digit would parse as a wrong offset
+            raise ValueError("checksum differs")
+        return [tuple(w) for w in words]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        log.warning("stanza cache %s is unreadable or corrupt (or predates checksums); re-tagging", path)
+        return None
+
+
+def _write_tags(root: Path, path: Path, body: dict) -> None:
+    """Store atomically (no half-written cache) with the words' checksum; a cache that cannot be written
+    is one warning per process (cachedir.warn_unwritable) and the tags are simply not kept."""
+    body = {**body, "blake2b": _words_digest(body["words"])}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    except OSError as e:
+        if not is_unwritable(e):
+            raise
+        warn_unwritable(root, e)
+        return
+    with os.fdopen(fd, "w") as f:
+        json.dump(body, f)
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- tag files

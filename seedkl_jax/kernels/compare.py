@@ -43,34 +43,10 @@ from seedkl_jax.kernels.divergence import KERNELS
 from seedkl_jax.kernels.metrics import check_metrics
 from seedkl_jax.kernels.reference import check_reference
 from seedkl_jax.kernels.windows import MLMSpec, default_window, make_windows, mlm_windows
+from seedkl_jax.kernels.xla_cache import use_compilation_cache  # noqa: F401  (moved there; re-exported)
 from seedkl_jax.models import family as families
 
 PER_SEED = ("surprisal", "entropy", "kl_uniform", "kl_unigram")
-# Persistent XLA compilation cache, under the seedkl cache root (see `use_compilation_cache`).
-XLA_CACHE_SUBDIR = "xla"
-
-
-def use_compilation_cache(cache_dir=None) -> str:
-    """Point JAX's persistent compilation cache at <seedkl cache root>/xla (cache_dir, else
-    $SEEDKL_CACHE, else ~/.cache/seedkl) so a second process reuses the compiled compare steps instead
-    of recompiling them (seconds per model size). A directory the process already set (by this
-    function, `jax.config.update("jax_compilation_cache_dir", ...)` or $JAX_COMPILATION_CACHE_DIR)
-    is kept: JAX reads the setting once per process. Returns the directory in use.
-
-    JAX stores only programs whose compile took ≥ `jax_persistent_cache_min_compile_time_secs`
-    (default 1 s): the compare steps of real models, not tiny test ones.
-    """
-    current = jax.config.jax_compilation_cache_dir
-    if current:
-        return current
-    from seedkl_jax.cachedir import cache_root
-
-    path = cache_root(cache_dir) / XLA_CACHE_SUBDIR
-    path.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    return str(path)
-
-
 def check_seed_params(params_list: Sequence[Any]) -> None:
     """≥ 2 params pytrees of one structure and shape (the seeds of one model size), else a named error."""
     if len(params_list) < 2:

@@ -337,8 +337,10 @@ def _load_group_params(prep: Prepared, size: str, step: int, tok_check, progress
     """Load the S seeds of one group (orbax-cached), then `extra_seeds` (a held-out seed): (model config,
     their params as `seed_params` lays them out for compare: on the device, stacked or not).
 
-    A seed with NaN/inf weights is refused by size/step/seed and path, and its params-cache entry is
-    dropped (a re-downloaded or re-saved checkpoint is then converted afresh)."""
+    A seed with NaN/inf weights restored from the params cache is converted afresh (the entry dropped);
+    NaN/inf weights in a fresh conversion are refused by size/step/seed and path (the checkpoint is
+    broken), and its params-cache entry is dropped (a re-downloaded or re-saved checkpoint is then
+    converted afresh)."""
     from tqdm import tqdm
 
     from seedkl_jax.convert import cache
@@ -363,6 +365,10 @@ def _load_group_params(prep: Prepared, size: str, step: int, tok_check, progress
                 raise SeedKLError(f"{where}: vocab_size {m.config.vocab_size} but the tokenizer has {tok.vocab_size} "
                                   "ids; the checkpoint does not belong to this tokenizer")
             bad = checks.nonfinite_tensors(m.params)
+            if bad and m.source == "cache":  # a cached copy: drop it and judge the checkpoint by a fresh conversion
+                cache.drop(Path(m.cache_entry))
+                m = load(model, revision, dtype=dtype, cache_dir=cache_dir)
+                bad = checks.nonfinite_tensors(m.params)
             if bad:
                 if m.cache_entry:
                     cache.drop(Path(m.cache_entry))
