@@ -1,7 +1,8 @@
 """1 device vs 8 emulated CPU devices: compare() must give the same numbers (≤ 1e-6) on a mesh.
 
 Every run scores only the kept slots of later windows (12 windows, 11 of which keep 4 of 8 slots), so
-this also holds that gather to the mesh's data-axis sharding. On CPU every run uses the default
+this also holds that gather to the mesh's data-axis sharding. The opt-in outputs (top1_agree, js,
+top-k ids and probabilities) are on: ids [P,S,K] shard and stitch like the per-seed arrays. On CPU every run uses the default
 one-pass form: what CPU CI tests is what runs by default.
 
 XLA reads `--xla_force_host_platform_device_count` once, when jax initialises, so each device count
@@ -44,7 +45,8 @@ if len(devices) == 8:
 out = {}
 for name, mesh in meshes.items():
     res = compare_stacked(stacked, cfg, ids, vocab_size=997, reference_logprobs=ref, window=8, overlap=4,
-                          kernel=KernelConfig(vocab_chunk=300, position_block=16), mesh=mesh)  # strided blocks
+                          kernel=KernelConfig(vocab_chunk=300, position_block=16), mesh=mesh,  # strided blocks
+                          metrics=("kl", "top1", "js"), topk=3)
     out.update({f"{name}/{k}": v for k, v in res.items()})
 np.savez(sys.argv[1], n_devices=len(devices), **out)
 """
@@ -65,10 +67,12 @@ def test_one_vs_eight_devices(tmp_path):
     eight = _run(8, tmp_path / "eight.npz")
     assert int(one["n_devices"]) == 1 and int(eight["n_devices"]) == 8
     keys = [k.split("/", 1)[1] for k in one if k.startswith("single/")]
-    assert set(keys) == {"kl", "surprisal", "entropy", "kl_uniform", "kl_unigram"}
+    assert set(keys) == {"kl", "surprisal", "entropy", "kl_uniform", "kl_unigram", "top1_agree", "js", "topk_ids",
+                         "topk_prob"}
+    assert one["single/topk_ids"].shape == (49, 4, 3) and one["single/topk_ids"].dtype == np.int32
     assert one["single/kl"].shape == (49, 4, 4) and one["single/kl"].max() > 0.01
     for variant in ("single", "data8", "data4_seed2"):
         for k in keys:
             a, b = one[f"single/{k}"], eight[f"{variant}/{k}"]
-            assert a.shape == b.shape and np.all(np.isfinite(b))
+            assert a.shape == b.shape and a.dtype == b.dtype and np.all(np.isfinite(b))
             assert np.abs(a - b).max() <= 1e-6 * max(1.0, np.abs(a).max()), (variant, k, np.abs(a - b).max())

@@ -36,10 +36,11 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as PS
 from tqdm.auto import tqdm
 
-from seedkl_jax.config import KernelConfig
+from seedkl_jax.config import METRICS, KernelConfig
 from seedkl_jax.errors import SeedKLError
 from seedkl_jax.kernels.defaults import resolve_kernel  # noqa: F401  (also imported from here)
 from seedkl_jax.kernels.divergence import KERNELS
+from seedkl_jax.kernels.metrics import check_metrics
 from seedkl_jax.kernels.reference import check_reference
 from seedkl_jax.kernels.windows import MLMSpec, default_window, make_windows, mlm_windows
 from seedkl_jax.models import family as families
@@ -117,10 +118,12 @@ def _forward(params, cfg: Any, ids, valid):
     return h, jax.vmap(lambda p: families.unembedding(p, cfg))(params)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "kernel"))
-def _step(stacked, ids, targets, ref, valid=None, slots=None, *, cfg: Any, vocab_size: int, kernel: KernelConfig):
+@functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "kernel", "metrics", "topk"))
+def _step(stacked, ids, targets, ref, valid=None, slots=None, *, cfg: Any, vocab_size: int, kernel: KernelConfig,
+          metrics: tuple[str, ...] = ("kl",), topk: int = 0):
     """ids/targets [Bw,T] (valid [Bw,T]: real tokens, bidirectional models) -> kl [Bw,T',S,S], per-seed
-    [Bw,T',S]: T' = T, or with slots [Bw,T'] (int32 slot indices per window) only those slots.
+    [Bw,T',S] (and the opt-in metrics / top-k, [Bw,T',S,S] / [Bw,T',S,K]): T' = T, or with slots
+    [Bw,T'] (int32 slot indices per window) only those slots.
 
     The forward always sees the whole window (the kept slots' context); the unembedding and the KL run
     only on the slots the kernel is given, so a later window's overlap half costs no kernel time.
@@ -131,7 +134,8 @@ def _step(stacked, ids, targets, ref, valid=None, slots=None, *, cfg: Any, vocab
         targets = jnp.take_along_axis(targets, slots, axis=1)
     return KERNELS[kernel.kernel.value](h, w, targets, vocab_size=vocab_size, reference_logprobs=ref,
                                         vocab_chunk=kernel.vocab_chunk, position_block=kernel.position_block,
-                                        form=kernel.form.value, cache_logits=kernel.cache_logits)
+                                        form=kernel.form.value, cache_logits=kernel.cache_logits,
+                                        metrics=metrics, topk=topk)
 
 
 def _check_mesh(mesh: Mesh | None, S: int) -> tuple[int, str | None]:
@@ -184,7 +188,9 @@ def _check_ids(input_ids, vocab_size: int) -> np.ndarray:
 
 
 def _check_finite(kept: dict[str, np.ndarray], seed_names: Sequence[str]) -> None:
-    """A seed whose own outputs (at kept slots: [n,S,...]) are NaN/inf has a broken checkpoint: name it."""
+    """A seed whose own outputs (at kept slots: [n,S,...]) are NaN/inf has a broken checkpoint: name it.
+    Integer outputs (topk_ids) cannot be NaN and are skipped."""
+    kept = {k: v for k, v in kept.items() if not np.issubdtype(v.dtype, np.integer)}
     broken = [s for s in range(len(seed_names))
               if any(not np.all(np.isfinite(kept[k][:, s])) for k in PER_SEED if k in kept)]
     if broken:
@@ -232,7 +238,7 @@ def compare_stacked(stacked: dict, model_cfg: Any, input_ids, *, kernel: KernelC
                     vocab_size: int | None = None, reference_logprobs=None, window: int | None = None,
                     overlap: int | None = None, mesh: Mesh | None = None, mlm: MLMSpec | None = None,
                     doc_ids=None, seed_names: Sequence[str] | None = None, window_batch: int | None = None,
-                    progress: bool = False) -> dict[str, np.ndarray]:
+                    progress: bool = False, metrics: Sequence[str] = ("kl",), topk: int = 0) -> dict[str, np.ndarray]:
     """Per-position divergences between the S seeds in `stacked`: params stacked on a leading seed
     axis (`stack_params`) or a tuple of S params pytrees (`seed_params` gives what runs fastest here).
 
@@ -247,8 +253,12 @@ def compare_stacked(stacked: dict, model_cfg: Any, input_ids, *, kernel: KernelC
     Masked LMs (model_cfg of a non-causal family) need `mlm` (how to score) and take one text [N] laid
     out as data/text.py's masked-LM text, `doc_ids` [N] its documents (default: one document); outputs
     are then per wordpiece p = 1..N−1 (its own distribution, not the next token's).
+    metrics: pairwise metrics besides the KL (a subset of config.METRICS with "kl"): "top1" adds
+    top1_agree [P,S,S] (1 where seeds i and j have the same most likely id), "js" adds js [P,S,S]
+    (Jensen–Shannon divergence, nats); topk=K > 0 adds topk_ids [P,S,K] (int32) and topk_prob [P,S,K]
+    (each seed's K most likely real ids and their probabilities, descending). All from the same pass.
     Returns float32 numpy: kl [P,S,S] (KL(p_i‖p_j), diagonal exactly 0, never negative),
-    surprisal, entropy, kl_uniform[, kl_unigram] [P,S].
+    surprisal, entropy, kl_uniform[, kl_unigram] [P,S], and the opt-in arrays above (topk_ids int32).
     """
     if isinstance(stacked, tuple):  # checked, and stacked where this backend / mesh wants it
         stacked = seed_params(stacked, mesh)
@@ -261,6 +271,9 @@ def compare_stacked(stacked: dict, model_cfg: Any, input_ids, *, kernel: KernelC
     if not 1 <= vocab_size <= model_cfg.vocab_size:
         raise SeedKLError(f"vocab_size: {vocab_size} must be in [1, {model_cfg.vocab_size}] (the model's vocab rows)")
     ids = _check_ids(input_ids, vocab_size)
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    check_metrics(metrics, topk, vocab_size)
+    metrics = tuple(m for m in METRICS if m in metrics)  # one order, hashable: a static argument of the step
     ref = None if reference_logprobs is None else check_reference(reference_logprobs, vocab_size)
     win = _windows(model_cfg, ids, window, overlap, mlm, doc_ids)
     n_data, seed_axis = _check_mesh(mesh, S)
@@ -278,7 +291,8 @@ def compare_stacked(stacked: dict, model_cfg: Any, input_ids, *, kernel: KernelC
         put_batch = lambda x: _put(x, batch_sh)
     params = jax.tree.map(put_params, stacked)
     ref_dev = None if ref is None else (jnp.asarray(ref) if mesh is None else _put(ref, NamedSharding(mesh, PS())))
-    step = functools.partial(_step, cfg=model_cfg, vocab_size=vocab_size, kernel=kernel)
+    step = functools.partial(_step, cfg=model_cfg, vocab_size=vocab_size, kernel=kernel, metrics=metrics,
+                             topk=int(topk))
     # Dispatch every batch (async), then collect: the device never waits for the host.
     valid = (lambda i: None) if win.valid is None else (lambda i: put_batch(win.valid[i:i + bw]))
     pending = []
@@ -292,10 +306,11 @@ def compare_stacked(stacked: dict, model_cfg: Any, input_ids, *, kernel: KernelC
     for res, keep, dest in tqdm(pending, desc="compare", unit="batch", disable=not progress, leave=False):
         # one transfer of the batch's results (all arrays at once); other processes' shards gathered
         res = jax.device_get(res) if mesh is None else {k: _fetch(v) for k, v in res.items()}
-        kept = {k: np.asarray(v[keep], np.float32) for k, v in res.items()}
+        kept = {k: np.asarray(v[keep], np.int32 if np.issubdtype(v.dtype, np.integer) else np.float32)
+                for k, v in res.items()}  # topk_ids stay integer ids
         _check_finite(kept, seed_names)
         for k, v in kept.items():
-            out.setdefault(k, np.empty((n_out,) + v.shape[1:], np.float32))[dest[keep]] = v
+            out.setdefault(k, np.empty((n_out,) + v.shape[1:], v.dtype))[dest[keep]] = v
     return {k: v.reshape(win.out_shape + v.shape[1:]) for k, v in out.items()}
 
 
@@ -311,13 +326,14 @@ def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_
             window: int | None = None, overlap: int | None = None, vocab_chunk: int | None = None,
             mesh: Mesh | None = None, kernel: KernelConfig | str | None = None, form: str | None = None,
             position_block: int | None = None, cache_logits: bool | None = None,
-            **options) -> dict[str, np.ndarray]:
+            metrics: Sequence[str] = ("kl",), topk: int = 0, **options) -> dict[str, np.ndarray]:
     """`compare_stacked` on loaded models (`seedkl_jax.api.load`): same config, ≥ 2 seeds.
 
     vocab_size defaults to the models' real vocab (`Model.real_vocab_size`: the tokenizer beside the
     checkpoint), else their config's vocab rows. kernel: a `KernelConfig`, or "fused"/"naive" with
     vocab_chunk, form, position_block, cache_logits as loose keywords (the same fields; not both).
-    `options` go to `compare_stacked` (window_batch, mlm, ...); a masked LM's `mlm` defaults to
+    metrics / topk: the opt-in outputs, as in `compare_stacked`. `options` go to `compare_stacked`
+    (window_batch, mlm, ...); a masked LM's `mlm` defaults to
     unmasked scoring with `Model.mlm_token_ids()`. The persistent compilation cache is the caller's choice
     (`use_compilation_cache`; the CLI turns it on).
     """
@@ -352,4 +368,5 @@ def compare(models: Sequence[Any], input_ids, *, reference_logprobs=None, vocab_
         options["mlm"] = MLMSpec("unmasked", *models[0].mlm_token_ids())
     return compare_stacked(tuple(m.params for m in models), cfg, input_ids,  # laid out there by seed_params
                            kernel=kernel, vocab_size=vocab_size, reference_logprobs=reference_logprobs,
-                           window=window, overlap=overlap, mesh=mesh, seed_names=names, **options)
+                           window=window, overlap=overlap, mesh=mesh, seed_names=names, metrics=metrics,
+                           topk=topk, **options)

@@ -59,6 +59,11 @@ compiled outside JAX or loaded at run time.
 `divergence_naive` materialises [S,P,V_r] log-probs and applies the pair term math in one go: the
 benchmark's baseline and a cross-check in tests.
 
+Opt-in outputs (`metrics`, `topk`; kernels/metrics.py has their math): top1_agree [*B,S,S] and
+topk_ids / topk_prob [*B,S,K] ride along in the pass that finds the max (pass 1, or the one pass),
+js [*B,S,S] in the pass that has normalised log-probs (pass 2; the one-pass form adds a second pass
+over the chunks for it, recomputing the logits).
+
 Everything is float32 with `Precision.HIGHEST` matmuls.
 """
 from __future__ import annotations
@@ -78,6 +83,7 @@ from seedkl_jax.kernels.defaults import (
     default_cache_logits,
     default_form,
 )
+from seedkl_jax.kernels.metrics import best_init, best_outputs, best_update, check_metrics, js_finish, js_terms
 
 HIGHEST = jax.lax.Precision.HIGHEST
 # Positions per pair reduction in the XLA one-pass form: small enough that both operands of the
@@ -104,14 +110,15 @@ def _terms(lp, p, q_uni, q_ref, ref, log_vr, form):
     return kl, neg_ent, ku, kg
 
 
-def _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets) -> dict:
-    """Outputs with the position axis last; surprisal by gathering the P target columns of W."""
+def _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets, extra: dict) -> dict:
+    """Outputs with the position axis last (plus `extra`: the opt-in metrics, already [..,P]);
+    surprisal by gathering the P target columns of W."""
     w_t = jnp.take(w, targets, axis=2)  # [S,D,P]
     z_t = jnp.einsum("spd,sdp->sp", h, w_t, precision=HIGHEST, preferred_element_type=jnp.float32)
     out = {"kl": kl, "surprisal": logs - (z_t - m), "entropy": -neg_ent, "kl_uniform": ku}
     if kg is not None:
         out["kl_unigram"] = kg
-    return out
+    return out | extra
 
 
 def _references(reference_logprobs):
@@ -165,47 +172,70 @@ def _chunks(h, w, C: int, vocab_size: int):
     return window, logits
 
 
-def _block(h, targets, w, ref, *, vocab_size: int, n: int, C: int, form: str, cache: bool) -> dict:
+def _logprobs(z, valid, m, logs):
+    """lp, p [S,Pb,C] of one chunk's logits z under the final normaliser m, logs [S,Pb]; 0 at masked ids."""
+    lp = jnp.where(valid, (z - m[..., None]) - logs[..., None], 0.0)
+    return lp, jnp.where(valid, jnp.exp(lp), 0.0)
+
+
+def _block(h, targets, w, ref, *, vocab_size: int, n: int, C: int, form: str, cache: bool,
+           top1: bool = False, js: bool = False, topk: int = 0) -> dict:
     """Both vocab passes for one block of positions: h [S,Pb,D], targets [Pb] -> raw outputs [..,Pb].
 
     cache=True: pass 1 also emits each chunk's logits (scan output, [n,S,Pb,C] = S·Pb·V' floats,
-    V' = n·C) and pass 2 reads them back instead of repeating the matmul.
+    V' = n·C) and pass 2 reads them back instead of repeating the matmul. top1/topk ride along in
+    pass 1 (they need the running max), js in pass 2 (it needs the normaliser).
     """
     S, P, _ = h.shape
     log_vr = math.log(vocab_size)
     window, logits = _chunks(h, w, C, vocab_size)
 
     def lse_step(carry, k):  # online logsumexp: rescale the running sum when the max grows
-        m, s = carry
+        m, s, best = carry
         start, valid = window(k)
         z = logits(start)
         zm = jnp.where(valid, z, -jnp.inf)
         m_new = jnp.maximum(m, zm.max(-1))
         s = s * jnp.exp(m - m_new) + jnp.exp(zm - m_new[..., None]).sum(-1)
-        return (m_new, s), (z if cache else None)  # unmasked: pass 2 masks it exactly as when recomputed
+        best = best_update(best, zm, start, m, m_new)
+        return (m_new, s, best), (z if cache else None)  # unmasked: pass 2 masks it exactly as when recomputed
 
-    init = (jnp.full((S, P), -jnp.inf, jnp.float32), jnp.zeros((S, P), jnp.float32))
-    (m, s), zs = jax.lax.scan(lse_step, init, jnp.arange(n))  # chunk 0 always has a valid column
+    init = (jnp.full((S, P), -jnp.inf, jnp.float32), jnp.zeros((S, P), jnp.float32), best_init(S, P, top1, topk))
+    (m, s, best), zs = jax.lax.scan(lse_step, init, jnp.arange(n))  # chunk 0 always has a valid column
     logs = jnp.log(s)
 
     def acc_step(acc, x):
         k, z = x
         start, valid = window(k)
         z = logits(start) if z is None else z  # the same values either way: one matmul, same operands
-        lp = jnp.where(valid, (z - m[..., None]) - logs[..., None], 0.0)
-        p = jnp.where(valid, jnp.exp(lp), 0.0)
+        lp, p = _logprobs(z, valid, m, logs)
         r = None if ref is None else jnp.where(valid, jax.lax.dynamic_slice_in_dim(ref, start, C, axis=1), 0.0)
         q_ref = None if ref is None else jnp.where(valid, jnp.exp(r), 0.0)
         new = _terms(lp, p, jnp.where(valid, 1.0 / vocab_size, 0.0), q_ref, r, log_vr, form)
+        new += (js_terms(lp, p) if js else None,)
         return tuple(a if b is None else a + b for a, b in zip(acc, new)), None
 
-    zeros = jnp.zeros((S, P), jnp.float32)
-    acc = (jnp.zeros((S, S, P), jnp.float32), zeros, zeros, None if ref is None else jnp.zeros((S, len(ref), P)))
-    (kl, neg_ent, ku, kg), _ = jax.lax.scan(acc_step, acc, (jnp.arange(n), zs))
-    return _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets)
+    zeros, pairs = jnp.zeros((S, P), jnp.float32), jnp.zeros((S, S, P), jnp.float32)
+    acc = (pairs, zeros, zeros, None if ref is None else jnp.zeros((S, len(ref), P)), pairs if js else None)
+    (kl, neg_ent, ku, kg, js_sum), _ = jax.lax.scan(acc_step, acc, (jnp.arange(n), zs))
+    extra = best_outputs(best, m, logs, top1) | ({"js": js_finish(js_sum)} if js else {})
+    return _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets, extra)
 
 
-def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int) -> dict:
+def _js_pass(window, logits, m, logs, n: int):
+    """JS [S,S,Pb] for the one-pass form: a second pass over the n chunks, recomputing each chunk's
+    logits, once the normaliser m, logs [S,Pb] is known."""
+    def step(acc, k):
+        start, valid = window(k)
+        return acc + js_terms(*_logprobs(logits(start), valid, m, logs)), None
+
+    S, P = m.shape
+    js, _ = jax.lax.scan(step, jnp.zeros((S, S, P), jnp.float32), jnp.arange(n))
+    return js_finish(js)
+
+
+def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int, top1: bool = False, js: bool = False,
+                   topk: int = 0) -> dict:
     """One pass over the vocab chunks for one block of positions (form "onepass"; see the module
     docstring): h [S,Pb,D], targets [Pb] -> raw outputs [..,Pb]. Carries, per seed i and position,
     relative to the running max m_i (rescaled by a_i = e^{m_old − m_new} when m_i grows):
@@ -221,15 +251,17 @@ def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int) -> di
     Masking is additive: columns outside the chunk's window get logit −1e30 (finite), so e = 0
     there and e·(z − c) = 0·(−1e30) = 0 without a select per array. The carry starts at
     m = −1e30, s = X = R = 0; the first chunk always has a valid column, so a = 0 exactly once.
+    top1/topk ride along (the argmax reuses m); js takes a second pass (`_js_pass`).
     """
     S, P, _ = h.shape
     window, logits = _chunks(h, w, C, vocab_size)
 
     def step(carry, k):
-        m, c, s, X = carry
+        m, c, s, X, best = carry
         start, valid = window(k)
         z = logits(start) + jnp.where(valid, 0.0, -1e30)
         m_new = jnp.maximum(m, z.max(-1))
+        best = best_update(best, z, start, m, m_new)
         c = jnp.where(k == 0, m_new, c)
         a = jnp.exp(m - m_new)
         e = jnp.exp(z - m_new[..., None])  # [S,Pb,C], 0 at masked ids
@@ -242,12 +274,13 @@ def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int) -> di
         x = [jnp.sum(e[:, None, p0:p0 + PAIR_SUBBLOCK] * zc[None, :, p0:p0 + PAIR_SUBBLOCK], axis=-1)
              for p0 in range(0, P, PAIR_SUBBLOCK)]
         X = a[:, None] * X + jnp.concatenate(x, axis=-1)
-        return (m_new, c, a * s + e.sum(-1), X), None
+        return (m_new, c, a * s + e.sum(-1), X, best), None
 
     zeros = jnp.zeros((S, P), jnp.float32)
     J = S + (0 if ref is None else len(ref))
-    init = (jnp.full((S, P), -1e30, jnp.float32), zeros, zeros, jnp.zeros((S, J, P), jnp.float32))
-    (m, c, s, X), _ = jax.lax.scan(step, init, jnp.arange(n))
+    init = (jnp.full((S, P), -1e30, jnp.float32), zeros, zeros, jnp.zeros((S, J, P), jnp.float32),
+            best_init(S, P, top1, topk))
+    (m, c, s, X, best), _ = jax.lax.scan(step, init, jnp.arange(n))
     X, R = X[:, :S], X[:, S:]  # [S,S,Pb], [S,K,Pb]
     logs = jnp.log(s)
     x_ii = jnp.diagonal(X, 0, 0, 1).T  # [S,Pb]
@@ -257,18 +290,22 @@ def _block_onepass(h, targets, w, ref, *, vocab_size: int, n: int, C: int) -> di
     kl = kl * (1.0 - jnp.eye(S, dtype=kl.dtype))[:, :, None]  # the diagonal is 0 up to rounding: make it exact
     ku = jnp.maximum(neg_ent + math.log(vocab_size), 0.0)
     kg = None if ref is None else jnp.maximum(neg_ent[:, None] - R / s[:, None], 0.0)  # [S,K,Pb]
-    return _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets)
+    extra = best_outputs(best, m, logs, top1) | ({"js": _js_pass(window, logits, m, logs, n)} if js else {})
+    return _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets, extra)
 
 
 def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab_chunk: int | None = None,
-               position_block: int | None = None, form: str | None = None,
-               cache_logits: bool | None = None) -> dict[str, jax.Array]:
+               position_block: int | None = None, form: str | None = None, cache_logits: bool | None = None,
+               metrics: tuple[str, ...] = ("kl",), topk: int = 0) -> dict[str, jax.Array]:
     """The fused, vocab-chunked kernel (traceable; call under jit).
 
     h [S,*B,D], w [S,D,V], targets [*B] int (< vocab_size), reference_logprobs [vocab_size],
     [K,vocab_size] (K references, one pass) or None.
     Returns kl [*B,S,S], surprisal/entropy/kl_uniform[/kl_unigram] [*B,S] (kl_unigram [*B,S,K] for
-    K references), float32.
+    K references), float32; with "top1" in `metrics` top1_agree [*B,S,S] (0/1, argmax_i = argmax_j),
+    with "js" js [*B,S,S] (Jensen–Shannon, nats), with topk=K > 0 topk_ids [*B,S,K] int32 and
+    topk_prob [*B,S,K] (each seed's K most likely real ids, descending). metrics: a subset of
+    config.METRICS including "kl" (kernels/metrics.py).
     Positions run in blocks of `position_block` (Pb) so the per-chunk temporaries [S,Pb,C] stay
     cache-sized. form: "pair" | "einsum" | "onepass" (None: `default_form()`). cache_logits
     (two-pass forms): keep a block's logits Z [n,S,Pb,C] from pass 1 for pass 2 instead of
@@ -278,6 +315,7 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     """
     form = form or default_form()
     h, w, targets, pos_shape = _flatten(h, w, targets, vocab_size, form)
+    top1, js, topk = check_metrics(metrics, topk, vocab_size)
     S, P, D = h.shape
     cache = form not in ONEPASS_FORMS and (default_cache_logits() if cache_logits is None else bool(cache_logits))
     default_c, default_pb = default_blocks(form, cache)
@@ -295,24 +333,25 @@ def divergence(h, w, targets, *, vocab_size: int, reference_logprobs=None, vocab
     # sharded inside every block and all devices work on each block together.
     hb = jnp.moveaxis(h.reshape(S, Pb, nb, D), 2, 0)  # [nb,S,Pb,D]
     tb = targets.reshape(Pb, nb).T                    # [nb,Pb]
+    kw = dict(w=w, ref=ref, vocab_size=vocab_size, n=n, C=C, top1=top1, js=js, topk=topk)
     if form in ONEPASS_FORMS:
-        block = functools.partial(_block_onepass, w=w, ref=ref, vocab_size=vocab_size, n=n, C=C)
+        block = functools.partial(_block_onepass, **kw)
     else:
-        block = functools.partial(_block, w=w, ref=ref, vocab_size=vocab_size, n=n, C=C, form=form,
-                                  cache=cache)
+        block = functools.partial(_block, form=form, cache=cache, **kw)
     raw = jax.lax.map(lambda x: block(*x), (hb, tb))  # leaves [nb,..,Pb]
     raw = jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1).reshape(a.shape[1:-1] + (nb * Pb,))[..., :P], raw)
     return _finish(raw, form, pos_shape, reference_logprobs)
 
 
 def divergence_naive(h, w, targets, *, vocab_size: int, reference_logprobs=None, form: str | None = None,
-                     **_unused) -> dict[str, jax.Array]:
+                     metrics: tuple[str, ...] = ("kl",), topk: int = 0, **_unused) -> dict[str, jax.Array]:
     """Baseline: materialise all logits [S,P,V], slice the real vocab, log_softmax, then the same terms.
 
     Same inputs/outputs as `divergence`; peak memory grows with V (the benchmark shows by how much).
     """
     form = form or default_form()
     h, w, targets, pos_shape = _flatten(h, w, targets, vocab_size, form)
+    top1, js, topk = check_metrics(metrics, topk, vocab_size)
     form = "pair" if form in ONEPASS_FORMS else form  # one pass or two is a chunking matter: no chunks here
     z = jnp.einsum("spd,sdv->spv", h, w, precision=HIGHEST, preferred_element_type=jnp.float32)
     z = z[..., :vocab_size]
@@ -322,21 +361,26 @@ def divergence_naive(h, w, targets, *, vocab_size: int, reference_logprobs=None,
     ref = _references(reference_logprobs)
     q_uni = jnp.full((vocab_size,), 1.0 / vocab_size, jnp.float32)
     q_ref = None if ref is None else jnp.exp(ref)
-    kl, neg_ent, ku, kg = _terms(lp, jnp.exp(lp), q_uni, q_ref, ref, math.log(vocab_size), form)
-    return _finish(_raw(kl, neg_ent, ku, kg, m, logs, h, w, targets), form, pos_shape, reference_logprobs)
+    p = jnp.exp(lp)
+    kl, neg_ent, ku, kg = _terms(lp, p, q_uni, q_ref, ref, math.log(vocab_size), form)
+    S, P = m.shape  # the whole vocab is one chunk: one update of the running argmax / top-k
+    best = best_update(best_init(S, P, top1, topk), z, 0, jnp.full_like(m, -jnp.inf), m)
+    extra = best_outputs(best, m, logs, top1) | ({"js": js_finish(js_terms(lp, p))} if js else {})
+    raw = _raw(kl, neg_ent, ku, kg, m, logs, h, w, targets, extra)
+    return _finish(raw, form, pos_shape, reference_logprobs)
 
 
 KERNELS = {"fused": divergence, "naive": divergence_naive}
 
 
 @functools.partial(jax.jit, static_argnames=("vocab_size", "vocab_chunk", "position_block", "form", "kernel",
-                                             "cache_logits"))
+                                             "cache_logits", "metrics", "topk"))
 def divergence_jit(h, w, targets, reference_logprobs=None, *, vocab_size, vocab_chunk=None,
-                   position_block=None, form=None, kernel="fused", cache_logits=None):
+                   position_block=None, form=None, kernel="fused", cache_logits=None, metrics=("kl",), topk=0):
     """`divergence` / `divergence_naive` under jit (for tests, benchmarks and direct use).
 
     cache_logits applies to the fused kernel only (the naive one holds all logits anyway and ignores it).
     """
     return KERNELS[kernel](h, w, targets, vocab_size=vocab_size, reference_logprobs=reference_logprobs,
                            vocab_chunk=vocab_chunk, position_block=position_block, form=form,
-                           cache_logits=cache_logits)
+                           cache_logits=cache_logits, metrics=metrics, topk=topk)
