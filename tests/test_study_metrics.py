@@ -99,9 +99,10 @@ def test_agreement_and_topk_match_a_float64_oracle(lab, runs):
 
 def test_kl_only_writes_exactly_the_old_files(lab, runs):
     out, full = runs / "old", runs / "all"
-    names = sorted(p.name for p in out.iterdir() if p.is_file())
+    names = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
     assert names == sorted(FINAL_FILES + ["pair_positions.parquet", "timings.json"])
-    assert sorted(p.name for p in full.iterdir() if p.is_file()) == sorted(names + ["topk.parquet"])
+    new = sorted(p.name for p in full.iterdir() if p.is_file() and not p.name.startswith("."))
+    assert new == sorted(names + ["topk.parquet"])
     assert pl.read_parquet(out / "tokens.parquet").columns == TOKENS_COLS
     assert pl.read_parquet(out / "pairs.parquet").columns == ["size", "step", "seed_a", "seed_b", "kl_mean"]
     assert pl.read_parquet(out / "pair_positions.parquet").columns[-1] == "kl"

@@ -348,7 +348,8 @@ def summarize(groups: list[GroupResult], meta: pl.DataFrame, n_boot: int = 1000,
                     for k, v in row.items():
                         out[k].append(v)
                     if replicates is not None and metric in keep:
-                        replicates[(g.size, int(g.step), metric, kind, lab)] = (sign * st["reps"][:, ci]).astype(np.float32)
+                        rep = (sign * st["reps"][:, ci]).astype(np.float32)
+                        replicates[(g.size, int(g.step), metric, kind, lab)] = rep
     return pl.DataFrame(out, schema=SUMMARY_SCHEMA)
 
 

@@ -7,8 +7,8 @@ and report for the same KLs. The caller decides where `dest` is (a run's staging
 file by file by study/store.py) and adds its own report sections (`extra`).
 
 Files in dest: tokens.parquet, pairs.parquet, token_meta.parquet, [pair_positions.parquet],
-[topk.parquet: when the groups hold top-k arrays], summary.parquet, summary.csv, regression.parquet, divergent_tokens.parquet, phases.json,
-findings.json, figures/*.png, report.md (docs/outputs.md).
+[topk.parquet: when the groups hold top-k arrays], summary.parquet, summary.csv, regression.parquet,
+divergent_tokens.parquet, phases.json, findings.json, figures/*.png, report.md (docs/outputs.md).
 """
 from __future__ import annotations
 
