@@ -256,9 +256,10 @@ class TextConfig:
     """What is scored and how it is annotated (data/)."""
 
     text: str | None = setting(
-        None, "Evaluation text: a UTF-8 file whose documents are separated by <|endoftext|>, a folder of *.txt "
-        "files (one document each), or an .npy of token ids used as given. Text is scored as <|endoftext|> + "
-        "documents + <|endoftext|>.", results=True, path=True)
+        None, "Evaluation text: a UTF-8 file whose documents are separated by <|endoftext|>, or a folder of *.txt "
+        "files (one document each) - scored as <|endoftext|> + documents joined by <|endoftext|> + "
+        "<|endoftext|> - or an .npy of integer token ids, scored exactly as given (nothing added; no PoS "
+        "from stanza).", results=True, path=True)
     tokenizer: str | None = setting(None, "tokenizer.json, model folder or hub id; default: the suite's first "
                                     "checkpoint. Every checkpoint must carry the same tokenizer.", results=True)
     counts: str | None = setting(None, "Token frequencies for the frequency bins and the unigram baseline: .npy "
@@ -266,7 +267,9 @@ class TextConfig:
                                  "the text.", results=True, path=True)
     pos: str = setting("stanza", "Part-of-speech tags: stanza (tagged once, cached; if stanza or its model is "
                        "unavailable the study goes on without tags unless --pos=stanza was given explicitly), "
-                       "none, or a JSON file with one [token_str, tag] per token id.")
+                       "none, or a JSON file: a list with one [token_str, tag] (or [token_str, upos, xpos]) "
+                       "per token of the scored text, in order, both end-of-text tokens included (as many "
+                       "entries as the text has token ids; tag UPOS or Penn, null/UNK = none).")
     vocab_size: int | None = setting(
         None, "Normalise next-token distributions over ids < N (the real vocabulary); default: every id the "
         "tokenizer defines (Pythia's NeoX tokenizer: its 50,277 real ids, not the model's 50,304 padded rows).",
@@ -279,7 +282,7 @@ class TextConfig:
             if getattr(self, name) == "":
                 object.__setattr__(self, name, None)
         if not self.pos:
-            raise SeedKLError("--pos='': give stanza, none or a JSON file of [token_str, tag] per token id")
+            raise SeedKLError("--pos='': give stanza, none or a JSON file of [token_str, tag] per token of the text")
         if self.vocab_size is not None and int(self.vocab_size) < 2:
             raise SeedKLError(f"--vocab_size={self.vocab_size}: must be ≥ 2 (or unset: every tokenizer id)")
 

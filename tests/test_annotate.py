@@ -452,3 +452,66 @@ def test_bad_ids_and_offsets():
     ids, offs = _scored(tok, "The team")
     with pytest.raises(SeedKLError, match="offsets: shape"):
         ann.annotate_tokens(ids, "The team", offs[:-1], tok, None, "stanza")
+
+
+# ------------------------------------------------------------------ word boundaries (issue 20)
+
+def test_word_position_on_the_pythia_tokenizer(tmp_path):
+    """A hand-checked sentence: 'Ġ' (a leading space) or a document start begins a word; the pieces after
+    it, punctuation glued to a word and the continuation of a hyphenated word are inside; eos and the
+    newline are no part of a word (null). Same labels from the text's offsets and from the ids alone."""
+    _need_shared()
+    from seedkl_jax.data.text import read_text
+    from seedkl_jax.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(str(NEOX))
+    (tmp_path / "t.txt").write_text("The unbelievably tokenized café, re-used.\nNew line<|endoftext|>Second doc",
+                                    encoding="utf-8")
+    t = read_text(tmp_path / "t.txt", tok)
+    strs = tok.decode_tokens(t.ids)
+    want = [("<|endoftext|>", None), ("The", "begin"), (" unbelie", "begin"), ("v", "inside"), ("ably", "inside"),
+            (" token", "begin"), ("ized", "inside"), (" café", "begin"), (",", "inside"), (" re", "begin"),
+            ("-", "inside"), ("used", "inside"), (".", "inside"), ("\n", None), ("New", "begin"),
+            (" line", "begin"), ("<|endoftext|>", None), ("Second", "begin"), (" doc", "begin"),
+            ("<|endoftext|>", None)]
+    assert list(zip(strs, ann.word_positions(t.ids, strs, tok, t.text, t.offsets))) == want
+    assert ann.word_positions(t.ids, strs, tok) == [w for _, w in want]
+    meta = ann.annotate_tokens(t.ids, t.text, t.offsets, tok, None, "none")
+    assert meta["word_position"].to_list() == [w for _, w in want[1:]]   # row p = prediction of token p
+
+
+def test_word_position_splits_one_characters_byte_tokens():
+    """Byte fragments of one character share its span: only the first can begin a word."""
+    tok = _tiny_bpe()
+    text = "The 日 team"
+    ids, offs = _scored(tok, text)
+    strs = tok.decode_tokens(ids)
+    got = ann.word_positions(ids, strs, tok, text, offs)
+    frag = [k for k, (a, b) in enumerate(offs.tolist()) if text[a:b] == "日"]
+    assert len(frag) >= 2, strs                               # 日 is 3 bytes, unseen in training
+    assert got[frag[0]] == "begin" and {got[k] for k in frag[1:]} == {"inside"}
+
+
+def test_word_position_wordpiece(tmp_path):
+    """WordPiece: '##' pieces are inside, a word after whitespace begins one, punctuation glued to a word is
+    inside (as for BPE) when the text is known; [CLS] is null and each document's first token begins."""
+    from seedkl_jax.data.text import read_text
+    from seedkl_jax.data.tokenizer import load_tokenizer
+
+    (tmp_path / "tok").mkdir()
+    vocab = tmp_path / "tok" / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "##s", "run",
+                                "##ning", "dog", ",", "."]) + "\n")
+    tok = load_tokenizer(str(vocab))
+    (tmp_path / "a.txt").write_text("the cats running, the dog.<|endoftext|>dogs run", encoding="utf-8")
+    t = read_text(tmp_path / "a.txt", tok, masked_lm=True)
+    strs = [tok.backend.id_to_token(int(i)) for i in t.ids]
+    assert strs == ["[CLS]", "the", "cat", "##s", "run", "##ning", ",", "the", "dog", ".", "dog", "##s", "run"]
+    want = [None, "begin", "begin", "inside", "begin", "inside", "inside", "begin", "begin", "inside",
+            "begin", "inside", "begin"]
+    dec = tok.decode_tokens(t.ids)
+    assert ann.word_positions(t.ids, dec, tok, t.text, t.offsets, t.doc_ids) == want
+    # ids alone: '##' still inside; any other piece begins a word (BERT splits at punctuation)
+    assert ann.word_positions(t.ids, dec, tok, docs=t.doc_ids) == [None if w is None else
+                                                                   "inside" if s.startswith("##") else "begin"
+                                                                   for s, w in zip(strs, want)]

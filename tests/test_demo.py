@@ -94,8 +94,9 @@ def test_quick_demo_end_to_end(quick):
     assert r.stdout.strip().splitlines()[-1] == f"report: {out / 'report.md'}"
     for name in ("tokens.parquet", "pairs.parquet", "token_meta.parquet", "summary.parquet", "summary.csv",
                  "phases.json", "report.md", "findings.json", "study.json", "regression.parquet",
-                 "divergent_tokens.parquet"):
+                 "divergent_tokens.parquet", "minimal_pairs.parquet"):
         assert (out / name).is_file(), name
+    assert "## Minimal pairs" in (out / "report.md").read_text()  # the grammar's own pairs (lab/grammar.py)
     assert list((out / "figures").glob("*.png"))
     table = json.loads((out / "findings.json").read_text())
     assert len(table) == 8
@@ -114,6 +115,10 @@ def test_quick_demo_end_to_end(quick):
     summary = pl.read_parquet(out / "summary.parquet")
     steps = sorted(summary["step"].unique().to_list())
     assert steps == D.QUICK_TRAIN.checkpoint_steps()
+    # the ICL score at positions that fit the quick demo's 32-token context and its documents
+    icl = pl.read_parquet(out / "icl.parquet")
+    assert icl.height and set(icl["step"]) == set(steps) and "## In-context learning score" in report
+    assert (out / "figures" / "icl.png").is_file()
 
 
 @pytest.mark.slow

@@ -104,3 +104,28 @@ def test_size_reference_follows_the_given_order():
     sz = flipped.filter(pl.col("term") == "size=14m")
     assert set(sz["reference"]) == {"size=70m"}
     assert sz["coef"].to_list() == pytest.approx([0.02, 0.02], abs=0.006)   # _suite plants +0.02 on its 2nd size (14m)
+
+
+def test_word_position_enters_as_a_factor_with_its_planted_effect():
+    """word_position (issue 20) is one more one-hot factor: its coefficient recovers a planted shift of the
+    'inside' targets against the most frequent level ('begin'), and the other terms still fit."""
+    rng = np.random.default_rng(3)
+    groups, meta = _suite(rng, P=240)
+    word = [("begin", "begin", "inside", None)[i] for i in rng.integers(0, 4, meta.height)]
+    meta = meta.with_columns(pl.Series("word_position", word, dtype=pl.Utf8))
+    shift = np.array([0.03 if w == "inside" else 0.0 for w in word], np.float32)
+    for g in groups:
+        kl = g.arrays["kl"] + shift[:, None, None]
+        kl[:, np.arange(3), np.arange(3)] = 0
+        g.arrays["kl"] = kl
+    _, names, refs, _ = design(meta, ["14m", "70m"])
+    assert refs["word_position"] == "word_position=begin"
+    assert {"word_position=inside", "word_position=none"} <= set(names)
+    reg = regression(groups, meta, n_boot=50)
+    w = reg.filter(pl.col("term") == "word_position=inside")
+    assert w["coef"].to_list() == pytest.approx([0.03, 0.03], abs=0.01)
+    assert set(w["reference"]) == {"word_position=begin"}
+    nw = reg.filter(pl.col("term") == "word_position=none")
+    assert all(abs(c) < 0.015 for c in nw["coef"].to_list())
+    # without the column the design is the paper's (no word-position terms)
+    assert not any(n.startswith("word_position") for n in design(meta.drop("word_position"), ["14m"])[1])

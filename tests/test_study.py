@@ -40,7 +40,8 @@ TOKENS_COLS = ["size", "step", "position", "token_id", "kl_mean", "kl_std", "sur
                "kl_uniform_mean", "kl_unigram_mean"]
 PAIRS_COLS = ["size", "step", "seed_a", "seed_b", "kl_mean"]
 META_COLS = ["size", "position", "token_id", "token_str", "doc_id", "count", "freq_bin", "upos", "xpos",
-             "pos_group", "context_upos", "context_xpos", "paper_pos", "final_surprisal", "final_surprisal_bin"]
+             "pos_group", "context_upos", "context_xpos", "paper_pos", "final_surprisal", "final_surprisal_bin",
+             "word_position"]
 SUMMARY_COLS = ["size", "step", "metric", "category_kind", "category", "n_tokens", "mean_kl", "e_conv", "sd_tokens",
                 "sd_pairs", "ci_low", "ci_high"]
 FINAL_FILES = ["tokens.parquet", "pairs.parquet", "token_meta.parquet", "summary.parquet", "summary.csv",
@@ -144,7 +145,10 @@ def test_outputs_exist_with_the_contract_columns(lab, full):
     assert summary.columns == SUMMARY_COLS
     assert set(summary["metric"]) == {"seeds", "uniform", "unigram", "surprisal", "top1_agree"}  # default --metrics
     assert (out / "topk.parquet").is_file() and tokens.columns[len(TOKENS_COLS):] == ["top1_agree_mean"]
-    assert {"all", "freq_bin", "upos", "pos_group", "context_upos", "final_surprisal_bin"} <= set(summary["category_kind"])
+    assert {"all", "freq_bin", "upos", "pos_group", "context_upos", "final_surprisal_bin",
+            "word_position"} <= set(summary["category_kind"])
+    assert "begin" in set(summary.filter(pl.col("category_kind") == "word_position")["category"]) <= {"begin", "inside"}
+    assert (out / "figures" / "econv_by_word_position.png").is_file() and "Word boundaries" in report.read_text()
     assert pl.read_csv(out / "summary.csv").height == summary.height
     phases = json.loads((out / "phases.json").read_text())
     assert set(phases) >= set(SIZES)
@@ -241,6 +245,7 @@ def test_killed_run_resumes_without_recomputing(lab, full):
         assert a.equals(b), name
     assert (out / "summary.csv").read_bytes() == (full_out / "summary.csv").read_bytes()
     assert (out / "phases.json").read_text() == (full_out / "phases.json").read_text()
+    assert (out / "explorer.html").read_bytes() == (full_out / "explorer.html").read_bytes()
 
 
 def test_cli_prints_report_path(lab, full):

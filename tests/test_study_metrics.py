@@ -100,9 +100,11 @@ def test_agreement_and_topk_match_a_float64_oracle(lab, runs):
 def test_kl_only_writes_exactly_the_old_files(lab, runs):
     out, full = runs / "old", runs / "all"
     names = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
-    assert names == sorted(FINAL_FILES + ["pair_positions.parquet", "timings.json"])
+    assert set(FINAL_FILES + ["pair_positions.parquet", "timings.json"]) <= set(names)
     new = sorted(p.name for p in full.iterdir() if p.is_file() and not p.name.startswith("."))
     assert new == sorted(names + ["topk.parquet"])
+    figures = sorted(p.name for p in (out / "figures").iterdir())
+    assert sorted(p.name for p in (full / "figures").iterdir()) == sorted(figures + ["agreement.png"])
     assert pl.read_parquet(out / "tokens.parquet").columns == TOKENS_COLS
     assert pl.read_parquet(out / "pairs.parquet").columns == ["size", "step", "seed_a", "seed_b", "kl_mean"]
     assert pl.read_parquet(out / "pair_positions.parquet").columns[-1] == "kl"

@@ -56,7 +56,7 @@ PAIRWISE = {"seeds": "kl", "top1_agree": "top1_agree", "js": "js"}  # metric -> 
 AGREEMENT = ("top1_agree", "js")  # the pairwise arrays besides kl (tokens/pairs/pair_positions columns)
 CONVERGENCE_SIGN = {"top1_agree": 1.0}  # e_conv = sign * mean (default -1: a divergence, E[conv] = -mean)
 CATEGORY_KINDS = ("all", "freq_bin", "upos", "xpos", "pos_group", "paper_pos", "context_upos",
-                  "context_xpos", "final_surprisal_bin")
+                  "context_xpos", "final_surprisal_bin", "word_position")
 SUMMARY_SCHEMA = {
     "size": pl.Utf8, "step": pl.Int64, "metric": pl.Utf8, "category_kind": pl.Utf8,
     "category": pl.Utf8, "n_tokens": pl.Int64, "mean_kl": pl.Float64, "e_conv": pl.Float64,
@@ -68,6 +68,7 @@ _XPOS_ORDER = ("NN", "NNS", "NNP", "NNPS", "VB", "VBG", "VBN", "VBD", "VBZ", "VB
 _UPOS_ORDER = ("NOUN", "PROPN", "VERB", "ADJ", "ADV", "ADP", "AUX", "CCONJ", "DET", "PART", "PRON",
                "SCONJ", "NUM", "INTJ", "PUNCT", "SYM", "X")
 _GROUP_ORDER = ("function", "content", "other")
+_WORD_ORDER = ("begin", "inside")  # data/annotate.py's word_position
 
 
 @dataclasses.dataclass
@@ -105,10 +106,11 @@ def number_key(label: str) -> float | None:
 def category_order(kind: str, labels: Iterable[str]) -> list[str]:
     """Display order of a kind's categories: numeric bins by their first number (rarest / lowest
     first), UPOS in UD's order (content classes first), pos_group as function, content, other,
-    paper_pos and xpos in the paper's figure order (other tags after, alphabetically)."""
+    paper_pos and xpos in the paper's figure order (other tags after, alphabetically), word_position as
+    begin, inside."""
     labels = list(dict.fromkeys(str(x) for x in labels))
     fixed = {"pos_group": _GROUP_ORDER, "upos": _UPOS_ORDER, "context_upos": _UPOS_ORDER,
-             "paper_pos": _PAPER_POS_ORDER, "xpos": _XPOS_ORDER, "context_xpos": _XPOS_ORDER}.get(kind)
+             "paper_pos": _PAPER_POS_ORDER, "xpos": _XPOS_ORDER, "context_xpos": _XPOS_ORDER, "word_position": _WORD_ORDER}.get(kind)
     if fixed is not None:
         rank = {k: i for i, k in enumerate(fixed)}
         return sorted(labels, key=lambda s: (rank.get(s, len(fixed)), s))

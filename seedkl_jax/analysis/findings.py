@@ -205,10 +205,12 @@ def _phases(summary, phases: dict, sizes: list[str], phase_steps, contrasts, rep
 
 # ----------------------------------------------------------------------------------------- size
 def _size(summary, sizes: list[str], contrasts, replicates):
-    curves = [(s, _curve(contrasts, summary, s, replicates)) for s in sizes]
-    curves = [(s, c) for s, c in curves if len(c[0]) >= 3]
-    if len(curves) < 2:
-        return [], "needs at least two sizes with >= 3 steps", None
+    every = [(s, _curve(contrasts, summary, s, replicates)) for s in sizes]
+    curves = [(s, c) for s, c in every if len(c[0]) >= 3]
+    if len(curves) < 2:  # a recovered fraction needs a peak and a later trough: >= 3 steps per size
+        have = ", ".join(f"{s}: {len(c[0])}" for s, c in every) or "none"
+        return [], (f"needs at least two sizes with >= 3 steps each (a peak and a later trough per size); "
+                    f"steps per size here: {have}"), None
     if any(c[2] is None for _, c in curves):
         return [], "no bootstrap replicates, so no test", None
     if len({len(c[1]) for _, c in curves}) != 1:

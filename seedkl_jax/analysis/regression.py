@@ -2,10 +2,12 @@
 
 Per step, one ordinary least-squares fit pooling every size, ordered seed pair and target token:
 
-    KL_{size,pair,token} ~ 1 + log10(count of the target) + PoS(target) + PoS(context token) + size
+    KL_{size,pair,token} ~ 1 + log10(count of the target) + PoS(target) + PoS(context token)
+                           [+ word position(target)] + size
 
 with one-hot PoS (Penn `xpos` when the meta has it, else `upos`; untagged tokens form the level
-"untagged") and one-hot size. The paper's design has no reference level (rank-deficient); here every
+"untagged"), one-hot word position when the meta has `word_position` (begin / inside, and "none" for
+eos and whitespace-only targets; not in the paper's design) and one-hot size. The paper's design has no reference level (rank-deficient); here every
 factor drops one *named* reference level (PoS: its most frequent level; size: the smallest), so the
 design is full rank and every coefficient is a contrast with that reference. The log-frequency
 coefficient does not depend on that choice (any full-rank coding of the same factors spans the same
@@ -35,9 +37,9 @@ SCHEMA = {"step": pl.Int64, "term": pl.Utf8, "reference": pl.Utf8, "coef": pl.Fl
           "ci_low": pl.Float64, "ci_high": pl.Float64, "n_rows": pl.Int64}
 
 
-def _one_hot(values: list, prefix: str) -> tuple[np.ndarray, list[str], str]:
+def _one_hot(values: list, prefix: str, missing: str = "untagged") -> tuple[np.ndarray, list[str], str]:
     """[P, L-1] indicator columns for every level but the reference (most frequent, ties by name)."""
-    vals = ["untagged" if v is None else str(v) for v in values]
+    vals = [missing if v is None else str(v) for v in values]
     levels, counts = np.unique(vals, return_counts=True)
     ref = str(sorted(zip(-counts, levels))[0][1])
     keep = [lv for lv in levels if lv != ref]
@@ -56,15 +58,19 @@ def design(meta: pl.DataFrame, sizes: list[str]) -> tuple[np.ndarray, list[str],
     ctx_col = f"context_{pos_col}"
     ctx, c_names, c_ref = _one_hot(meta[ctx_col].to_list() if ctx_col in meta.columns else [None] * P,
                                    "context_pos")
-    token_x = np.concatenate([np.ones((P, 1)), logf[:, None], tgt, ctx], 1)
+    word, w_names, w_ref = np.zeros((P, 0)), [], None
+    if "word_position" in meta.columns and meta["word_position"].drop_nulls().len():
+        word, w_names, w_ref = _one_hot(meta["word_position"].to_list(), "word_position", missing="none")
+    token_x = np.concatenate([np.ones((P, 1)), logf[:, None], tgt, ctx, word], 1)
     blocks = []
     for i in range(len(sizes)):
         sz = np.zeros((P, len(sizes) - 1))
         if i:
             sz[:, i - 1] = 1.0
         blocks.append(np.concatenate([token_x, sz], 1))
-    names = ["intercept", "log10_count"] + t_names + c_names + [f"size={s}" for s in sizes[1:]]
-    refs = {"pos": f"{pos_col}={t_ref}", "context_pos": f"{ctx_col}={c_ref}", "size": f"size={sizes[0]}"}
+    names = ["intercept", "log10_count"] + t_names + c_names + w_names + [f"size={s}" for s in sizes[1:]]
+    refs = {"pos": f"{pos_col}={t_ref}", "context_pos": f"{ctx_col}={c_ref}", "size": f"size={sizes[0]}",
+            "word_position": f"word_position={w_ref}"}
     doc = meta["doc_id"].to_numpy() if "doc_id" in meta.columns else np.zeros(P, np.int64)
     _, doc = np.unique(doc, return_inverse=True)
     return np.concatenate(blocks, 0), names, refs, np.tile(doc, len(sizes))

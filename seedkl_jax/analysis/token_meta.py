@@ -13,6 +13,7 @@ different findings. The base columns (docs/analyze.md):
     context_xpos, context_upos           optional: else the tag of position p-1 of the same document
     token_str                            optional (the divergent-token table)
     final_surprisal                      optional: else from the surprisal (see `final_surprisals`)
+    word_position                        optional: "begin" / "inside" (data/annotate.py), passed through
 
 Final-surprisal bins (`final_surprisals`), first that applies: a held-out seed's surprisal at each
 size's last step (`--surprisal_seed`: a seed not among the compared ones, so the bins do not come
@@ -32,9 +33,10 @@ from seedkl_jax.data.annotate import freq_bin, paper_pos, pos_group, surprisal_b
 from seedkl_jax.data.pos import PENN_TO_UPOS
 
 BASE = ("position", "token_id", "doc_id")
-OPTIONAL = ("size", "count", "xpos", "upos", "context_xpos", "context_upos", "token_str", "final_surprisal")
+OPTIONAL = ("size", "count", "xpos", "upos", "context_xpos", "context_upos", "token_str", "final_surprisal",
+            "word_position")
 ORDER = ("size", "position", "token_id", "token_str", "doc_id", "count", "freq_bin", "upos", "xpos", "pos_group",
-         "context_upos", "context_xpos", "paper_pos", "final_surprisal", "final_surprisal_bin")  # README's
+         "context_upos", "context_xpos", "paper_pos", "final_surprisal", "final_surprisal_bin", "word_position")  # README's
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,8 @@ upos, token_str. SEEDS: size, step, seed, position with any of surprisal, entrop
 kl_unigram. The full schema is in docs/analyze.md. A `seedkl run --save_pair_positions` folder's
 pair_positions.parquet and token_meta.parquet are valid inputs (same findings as the run).
 
-Exit status: 0 done, 2 bad input (one error line naming the file and the column), 1 a bug.
+Exit status: 0 done, 2 bad input (one error line naming the file and the column), 1 a bug, 130 / 143
+interrupted by SIGINT / SIGTERM (one line).
 """
 from __future__ import annotations
 

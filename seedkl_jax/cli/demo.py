@@ -4,10 +4,14 @@
     seedkl demo --quick              # 2 sizes x 3 seeds x 9 checkpoints, < 1 min (CI)
     seedkl demo --warmup=10 --lr=3e-3 --workdir=/tmp/lab1 --out=lab1   # a lab variant
 
-A second run with the same settings reuses the trained suite (and the study's finished groups).
-Trainer flags left unset take the default (or --quick) suite's value; see seedkl_jax/lab/demo.py.
-Some flag names (--seeds, --steps, --out ...) are shared with `seedkl run`; the dispatcher imports
-only one command module, so they never collide (tests run this module in a subprocess).
+What it does, with nothing to download: writes a toy language's corpus (a training sample and a
+held-out evaluation sample with gold part-of-speech tags) under --workdir, trains the sizes x seeds
+on it (checkpoints at log-spaced steps), runs the normal `seedkl run` study on that suite into --out
+(report.md, figures/, tables, findings.json: docs/outputs.md) and prints each finding's verdict.
+
+A second run with the same settings reuses the trained suite (and the study's finished groups);
+interrupted (Ctrl-C), it resumes the same way. Trainer flags left unset take the default (or
+--quick) suite's value. Exit status: 0 done, 2 bad input (one error line), 130/143 interrupted.
 """
 from __future__ import annotations
 
@@ -46,7 +50,6 @@ _TRAIN_SENTENCES = flags.DEFINE_integer("train_sentences", None, "Sentences in t
 _EVAL_SENTENCES = flags.DEFINE_integer("eval_sentences", None, "Sentences in the held-out evaluation sample "
                                        "(default 500, --quick 150).")
 _N_BOOT = flags.DEFINE_integer("n_boot", 1000, "Bootstrap replicates for the summary's 95% intervals.")
-
 
 
 def build_config():

@@ -15,7 +15,8 @@ Resume, and one writer per folder:
 
 The flags are generated from seedkl_jax/config.py's StudyConfig (cli/flags.py); their names are
 fixed: external scripts use them. Exit status: 0 done, 2 bad input or environment (one error line;
-every checkpoint is checked before any compute), 1 a bug.
+every checkpoint is checked before any compute), 1 a bug, 130 / 143 interrupted by SIGINT / SIGTERM
+(one line; rerun the same command to resume).
 """
 from __future__ import annotations
 

@@ -27,6 +27,17 @@ Definitions (the output contract's columns):
                 tag, so at every document start (previous token is eos) and after whitespace-only
                 tokens such as newlines.
   context_xpos  xpos of token p-1, same rule.
+  word_position "begin" when token p starts a word, "inside" when it continues one; None for special
+                tokens (eos, [CLS]/[SEP]/[MASK]/[PAD]) and whitespace-only tokens (newlines), which are
+                no part of a word. A word starts at a document start (after eos/[CLS], or where `docs`
+                changes) or after whitespace. With text + offsets that is read from the text: the
+                character before the token's span (or the span's own first one, for tokenizers that
+                keep the space in it) is whitespace, and the span does not start inside the previous
+                token's (byte fragments of one character share a span). Without text (an ids .npy):
+                from the token strings -- byte-level BPE (GPT-NeoX, GPT-2) keeps the space in the
+                token (" the" = 'Ġthe'), so it begins a word when its string starts with whitespace or
+                the previous token's ends with it. WordPiece "##" pieces are always inside; without
+                text, every other WordPiece token is "begin" (BERT splits words at punctuation too).
 
 `pos` selects the tags: "stanza" (tag the raw text once, cached; needs text + offsets), "none",
 or a JSON file path (seedkl_jax.data.pos.read_pos_file). When stanza is unavailable (not
@@ -43,6 +54,7 @@ import numpy as np
 import polars as pl
 
 from seedkl_jax.data import pos as pos_lib
+from seedkl_jax.data.text import read_npy
 from seedkl_jax.errors import SeedKLError
 
 log = logging.getLogger(__name__)
@@ -66,7 +78,9 @@ META_SCHEMA = {
     "position": pl.Int64, "token_id": pl.Int64, "token_str": pl.String, "doc_id": pl.Int64,
     "count": pl.Int64, "freq_bin": pl.String, "upos": pl.String, "xpos": pl.String,
     "pos_group": pl.String, "context_upos": pl.String, "context_xpos": pl.String, "paper_pos": pl.String,
+    "word_position": pl.String,
 }
+WORD_POSITION_LABELS = ("begin", "inside")
 
 
 # ---------------------------------------------------------------- documents
@@ -84,12 +98,7 @@ def doc_ids(ids: np.ndarray, eos_id: int) -> np.ndarray:
 def load_counts(path: str | os.PathLike, vocab_size: int) -> np.ndarray:
     """Per-id corpus counts from a `.npy` file as int64 [vocab_size]; values < 1 become 0 (the
     shared Pile counts hold denormal garbage for the ids never seen)."""
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise SeedKLError(f"--counts={path}: file not found; give a .npy of one count per token id")
-    except (OSError, ValueError) as e:
-        raise SeedKLError(f"--counts={path}: not a readable .npy ({e}); give a .npy of one count per token id")
+    arr = read_npy(path, "--counts", "a .npy of counts, one non-negative number per token id")
     return _check_counts(arr, vocab_size, f"--counts={path}")
 
 
@@ -160,6 +169,42 @@ def pos_group(upos: str | None) -> str:
     if upos in FUNCTION_UPOS:
         return "function"
     return "content" if upos in CONTENT_UPOS else "other"
+
+
+# ---------------------------------------------------------------- word boundaries
+
+def _subword_prefix(tokenizer) -> str | None:
+    """The WordPiece continuation prefix ("##") of the tokenizer's model, None for other models."""
+    model = getattr(getattr(tokenizer, "backend", None), "model", None)
+    return getattr(model, "continuing_subword_prefix", None) if type(model).__name__ == "WordPiece" else None
+
+
+def word_positions(ids, token_strs, tokenizer, text=None, offsets=None, docs=None) -> list[str | None]:
+    """[N] "begin" / "inside" / None for every token of `ids` (definition in the module docstring)."""
+    ids = np.asarray(ids)
+    special = {int(i) for i in (tokenizer.eos_id, *(getattr(tokenizer, k, None) for k in
+                                                     ("cls_id", "sep_id", "mask_id", "pad_id"))) if i is not None}
+    prefix = _subword_prefix(tokenizer)
+    raw = tokenizer.backend.id_to_token if prefix else None
+    spans = (text is not None and offsets is not None and np.shape(offsets) == (ids.size, 2)
+             and (not ids.size or 0 <= np.min(offsets) and np.max(offsets) <= len(text)))  # else: token strings
+    out: list[str | None] = []
+    for k, i in enumerate(ids.tolist()):
+        s = token_strs[k]
+        if i in special or not s.strip():
+            out.append(None)
+            continue
+        if prefix and (raw(i) or "").startswith(prefix):
+            begin = False
+        elif k == 0 or int(ids[k - 1]) in special or (docs is not None and docs[k] != docs[k - 1]):
+            begin = True
+        elif spans:
+            a, prev_end = int(offsets[k][0]), int(offsets[k - 1][1])
+            begin = a >= prev_end and (a == 0 or text[a - 1].isspace() or text[a:a + 1].isspace())
+        else:
+            begin = bool(prefix) or s[0].isspace() or token_strs[k - 1][-1:].isspace()
+        out.append("begin" if begin else "inside")
+    return out
 
 
 # ---------------------------------------------------------------- PoS dispatch
@@ -255,4 +300,5 @@ def annotate_tokens(ids: np.ndarray, text: str | None, offsets: np.ndarray | Non
         "context_upos": _context(upos, docs),
         "context_xpos": _context(xpos, docs),
         "paper_pos": [paper_pos(x) for x in xpos[p]],
+        "word_position": word_positions(ids, token_strs, tokenizer, text, offsets, docs)[p],
     }, schema=META_SCHEMA)

@@ -132,11 +132,38 @@ def _read_utf8(p: Path) -> str:
         raise SeedKLError(f"--text={p}: not UTF-8 ({e.reason} at byte {e.start}); convert it to UTF-8") from None
 
 
-def _read_ids(p: Path, tokenizer) -> Text:
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npy(path: str | os.PathLike, flag: str, wanted: str) -> np.ndarray:
+    """The array of a file written by numpy.save, never unpickled. Anything else (another format, a
+    pickled or object array, a truncated file, a folder) is one SeedKLError that names the file and
+    `wanted` (e.g. "a .npy of integer token ids"), not numpy's advice to load it "unsafely"."""
+    p = Path(path).expanduser()
     try:
-        ids = np.load(p, allow_pickle=False)
-    except Exception as e:
-        raise SeedKLError(f"--text={p}: cannot read as .npy ({e}); save token ids with numpy.save") from None
+        return np.load(p, allow_pickle=False)
+    except FileNotFoundError:
+        raise SeedKLError(f"{flag}={path}: file not found; give {wanted}") from None
+    except (OSError, ValueError, EOFError) as e:
+        if p.is_dir():
+            why = "is a folder"
+        else:
+            try:
+                with open(p, "rb") as f:
+                    magic = f.read(len(NPY_MAGIC))
+            except OSError as e2:
+                raise SeedKLError(f"{flag}={path}: cannot be read ({e2.strerror or e2}); give {wanted}") from None
+            if magic != NPY_MAGIC:
+                why = "is not a .npy file"
+            elif "Object arrays" in str(e) or "pickled" in str(e):
+                why = "is a .npy of Python objects, not numbers"
+            else:
+                why = "is a damaged or truncated .npy file"
+        raise SeedKLError(f"{flag}={path}: {why}; give {wanted} (numpy.save of a 1-D array)") from None
+
+
+def _read_ids(p: Path, tokenizer) -> Text:
+    ids = read_npy(p, "--text", "a .npy of integer token ids")
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
         raise SeedKLError(f"--text={p}: expected a 1-D integer array of token ids, got {ids.dtype} {ids.shape}")
     if ids.size < 2:

@@ -8,12 +8,15 @@ Steps (each reused when already done, so a second `seedkl demo` is fast):
   1. corpus (lab/grammar.py): the toy language's lexicon -> word-level tokenizer; a training sample
      (seed `corpus_seed`) and a disjoint held-out evaluation sample (seed `eval_seed`) with gold
      UPOS/XPOS per token; token counts over the training sample (the study's frequency bins).
-     Written to `{workdir}/data/`.
+     Written to `{workdir}/data/`, with minimal pairs drawn from the grammar (minimal_pairs.jsonl:
+     a verb's object from its own vs another semantic cluster, subject-verb and determiner-noun
+     agreement) for the report's minimal-pairs section.
   2. suite (lab/trainer.py): sizes x seeds trained together, HF checkpoints at
      `{workdir}/{size}/seed{seed}/step{step}`; a size whose `done.json` matches is reused.
   3. study (study/run.py): the normal `seedkl run` path on those checkpoints (window = the training
      context, overlap = half of it), PoS from the gold-tags file, outputs in `--out`; its params
-     cache goes to `{workdir}/params-cache` and is removed afterwards (it would double the disk use).
+     cache goes to `{workdir}/params-cache` and is removed afterwards (it would double the disk use);
+     the ICL score at positions that fit the context and documents (`icl_positions`).
   4. findings (analysis/findings.py, written by the study to `{out}/findings.json`) are printed with
      the report path. The suite carries the trainer's learning-rate schedule (analysis/lr.py) for
      the report's learning-rate figure.
@@ -137,31 +140,42 @@ def _fingerprint(suite_dir: Path, sizes: list[str]) -> str:
 def demo(cfg: DemoConfig = DemoConfig()) -> Path:
     """Train (or reuse) the suite, run the study, write findings.json; returns report.md's path."""
     from seedkl_jax.analysis.lr import from_train_config
-    from seedkl_jax.config import (AnalysisConfig, OutputConfig, ScoringConfig, StudyConfig, SuiteConfig,
-                                   TextConfig)
+    from seedkl_jax.config import (AnalysisConfig, MeasureConfig, OutputConfig, ScoringConfig, StudyConfig,
+                                   SuiteConfig, TextConfig, results_values)
     from seedkl_jax.study.run import run_study
 
     cfg = cfg.resolved()
     out = Path(cfg.out).expanduser().resolve()
     data = prepare_data(cfg)
+    # Minimal pairs from the grammar (the report's minimal-pairs section), beside the data but not part of
+    # it: training never sees them, and the same settings always write the same file (same sha256).
+    pairs = G.write_minimal_pairs(G.Grammar(cfg.grammar), cfg.eval_seed, data.directory / "minimal_pairs.jsonl")
     suite: TrainedSuite = train_suite(cfg.train, data.train_ids, data.directory, data.vocab_size,
                                       cfg.workdir, progress=cfg.progress)
     # A retrained suite keeps its paths, so the study could not tell its old groups are stale:
     # redo the study whenever the checkpoints differ from the ones it last read.
     fp = _fingerprint(Path(cfg.workdir), suite.sizes)
-    stamp = out / "demo.json"
-    stale = stamp.exists() and json.loads(stamp.read_text()).get("suite_fingerprint") != fp
     ctx = cfg.train.context
-    report = run_study(StudyConfig(
+    study = StudyConfig(
         suite=SuiteConfig(preset="", sizes=suite.sizes, steps=suite.steps, seeds=suite.seeds,
                           model_template=suite.model_template, revision_template="",
-                          lr_schedule=from_train_config(cfg.train, suite.sizes)),
+                          lr_schedule=from_train_config(cfg.train, suite.sizes),
+                          seed_factors=str(suite.workdir / "seed_factors.json") if cfg.train.split_seeds else None),
         text=TextConfig(text=str(data.directory / "eval.txt"), tokenizer=str(data.tokenizer),
                         counts=str(data.directory / "counts.npy"), pos=str(data.directory / "eval_pos.json")),
         scoring=ScoringConfig(window=ctx, overlap=ctx // 2),
+        measure=MeasureConfig(minimal_pairs=str(pairs), icl_positions=icl_positions(ctx)),
         analysis=AnalysisConfig(n_boot=cfg.n_boot),
-        output=OutputConfig(out=str(out), overwrite=cfg.overwrite or stale, cache_dir=cfg.cache_dir)),
-        progress=cfg.progress)
+        output=OutputConfig(out=str(out), overwrite=cfg.overwrite, cache_dir=cfg.cache_dir))
+    # --out is the demo's own: redo its study when the checkpoints or the study's settings (e.g. after an
+    # upgrade that measures more) differ from the ones it last ran with, instead of refusing the folder.
+    study_key = hashlib.sha256(json.dumps(results_values(study), sort_keys=True, default=str).encode()).hexdigest()
+    stamp = out / "demo.json"
+    last = json.loads(stamp.read_text()) if stamp.exists() else {}
+    stale = stamp.exists() and (last.get("suite_fingerprint") != fp or last.get("study_key") != study_key)
+    if stale:
+        study = dataclasses.replace(study, output=dataclasses.replace(study.output, overwrite=True))
+    report = run_study(study, progress=cfg.progress)
     if cfg.cache_dir == str(Path(cfg.workdir) / "params-cache"):
         # Our own cache would double the suite's disk use; a rerun reuses the study's groups instead,
         # and converting these tiny checkpoints again (if --out is deleted) takes seconds.
@@ -170,7 +184,7 @@ def demo(cfg: DemoConfig = DemoConfig()) -> Path:
     # the study's findings.json: its comparisons use the bootstrap replicates (paired differences)
     table = json.loads((out / "findings.json").read_text())
     _write_json(stamp, {
-        "suite_fingerprint": fp, "workdir": cfg.workdir, "sizes": suite.sizes,
+        "suite_fingerprint": fp, "study_key": study_key, "workdir": cfg.workdir, "sizes": suite.sizes,
         "num_params": {s: c.num_params() for s, c in suite.configs.items()},
         "final_train_loss": suite.final_loss, "steps": suite.steps, "seeds": suite.seeds,
         "train": dataclasses.asdict(cfg.train), "grammar": dataclasses.asdict(cfg.grammar),
@@ -181,6 +195,15 @@ def demo(cfg: DemoConfig = DemoConfig()) -> Path:
         print("\n".join(f"{f['verdict']:<{width}}  {f['finding']}" for f in table))
     print(f"report: {report}")
     return Path(report)
+
+
+def icl_positions(context: int) -> tuple[int, int, int]:
+    """The ICL score's (long_start, short_start, target) for the demo: the paper's 100/450/501 need
+    documents of 502 tokens and a 401-token context; the demo's documents are ~30-100 words (3-12
+    sentences) and its context 64 (--quick: 32), so the long context spans ~5/8 of it, the short one 1/4
+    (64: 8, 32, 48 - about two thirds of the held-out documents are long enough)."""
+    short_start = context // 2
+    return context // 8, short_start, max(3 * context // 4, short_start + 1)
 
 
 def _write_json(path: Path, obj) -> None:

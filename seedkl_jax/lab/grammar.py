@@ -235,6 +235,56 @@ def generate_corpus(seed: int, n_sentences: int, config: GrammarConfig = Grammar
     return documents_text(docs), docs
 
 
+# -- minimal pairs -----------------------------------------------------------------------------
+PAIR_TASKS = {  # UID -> (BLiMP-style field, linguistics_term)
+    "verb_object_cluster": ("semantics", "selection"),
+    "subject_verb_agreement": ("morphology", "subject_verb_agreement"),
+    "determiner_noun_agreement": ("morphology", "determiner_noun_agreement"),
+}
+
+
+def minimal_pairs(grammar: Grammar, seed: int, n_per_task: int = 50) -> list[dict]:
+    """BLiMP-format pairs (sentence_good, sentence_bad, UID, field, linguistics_term, pairID) that differ
+    in one word, drawn from the language's own regularities (deterministic in `seed`):
+      verb_object_cluster        "the N1 Ved the N2 ." with N2 from the verb's cluster vs from another
+                                 cluster (the language's 80 % preference, not a hard rule);
+      subject_verb_agreement     "the N(s) V(s) the N2 ." with the verb agreeing vs not;
+      determiner_noun_agreement  "a/this/every N Ved the N2 ." with the singular noun vs its plural."""
+    g, c = grammar, grammar.config
+    rng = np.random.default_rng([seed, 20])  # its own stream: never the training or evaluation sample
+    own = lambda k: g.nouns[int(g._cluster_nouns[k][_sample(rng, g._cluster_cdf[k])])]  # noqa: E731
+    out = []
+    for task in PAIR_TASKS:
+        for _ in range(n_per_task):
+            subj = g.nouns[g._draw(rng, "noun")]
+            vi = g._draw(rng, "verb")
+            v, k = g.verbs[vi], vi % c.clusters
+            obj = own(k)
+            if task == "verb_object_cluster":
+                other = own(int((k + 1 + rng.integers(c.clusters - 1)) % c.clusters))
+                good, bad = (f"the {subj} {v}ed the {n} ." for n in (obj, other))
+            elif task == "subject_verb_agreement":
+                plural = bool(rng.random() < 0.5)
+                forms = (v, v + "s") if plural else (v + "s", v)
+                good, bad = (f"the {subj + 's' if plural else subj} {f} the {obj} ." for f in forms)
+            else:
+                det = _pick(rng, [d for d in _DET_SG if d[0] != "the"], "DET")[0]
+                good, bad = (f"{det} {n} {v}ed the {obj} ." for n in (subj, subj + "s"))
+            field, term = PAIR_TASKS[task]
+            out.append({"sentence_good": good, "sentence_bad": bad, "UID": task, "field": field,
+                        "linguistics_term": term, "pairID": str(len(out))})
+    return out
+
+
+def write_minimal_pairs(grammar: Grammar, seed: int, path: str | os.PathLike, n_per_task: int = 50) -> Path:
+    """`minimal_pairs(...)` as JSONL at `path` (the study's --minimal_pairs), written atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(json.dumps(p) + "\n" for p in minimal_pairs(grammar, seed, n_per_task)), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def build_tokenizer(grammar: Grammar):
     """Word-level `tokenizers.Tokenizer` over the whole lexicon: `<|endoftext|>` = 0, `[UNK]` = 1."""
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers

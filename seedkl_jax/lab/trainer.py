@@ -2,7 +2,9 @@
 
 Why: PolyPythias live on the hub; the demo needs a suite it can make offline in minutes, and a
 researcher needs a lab where warm-up, learning rate, size and data can be varied. As in PolyPythias,
-the seed sets both the initialisation and the data order. All S seeds of one size train TOGETHER:
+the seed sets both the initialisation and the data order, unless `split_seeds` gives a seed its own
+(init seed, data-order seed), as PolyPythias' decoupled 160m runs do (init fixed, data order varied, or
+the reverse; analysis/pair_types.py). All S seeds of one size train TOGETHER:
 one jitted step is `jax.vmap` of the single-seed AdamW step over stacked params [S, ...], per-seed
 optimizer states and per-seed batch indices [S, B] — one compile, one dispatch per step.
 
@@ -25,7 +27,8 @@ in HF form (config.json + model.safetensors + tokenizer files) at
 `--model_template={workdir}/{size}/seed{seed}/step{step} --revision_template=`. Each checkpoint dir
 is written under a temporary name and renamed; a size is complete when `{workdir}/{size}/done.json`
 records the exact settings, so a rerun with the same settings reuses it and a killed run retrains
-only the unfinished sizes.
+only the unfinished sizes. With `split_seeds`, `{workdir}/seed_factors.json` (seed -> {"init", "data"})
+is the study's `--seed_factors` file for the suite.
 """
 from __future__ import annotations
 
@@ -73,6 +76,15 @@ class TrainConfig:
     ckpt_every: int = 0  # regular checkpoints besides the log-spaced ones (0 = none)
     init_std: float = 0.02
     vocab_multiple: int = 8
+    # seed -> (init seed, data-order seed); a seed not listed uses itself for both. None keeps the key of
+    # done.json as before the option existed (_size_key), so suites trained then are reused.
+    split_seeds: dict | None = dataclasses.field(default=None, hash=False)
+
+    def init_seed(self, seed: int) -> int:
+        return int((self.split_seeds or {}).get(seed, (seed, seed))[0])
+
+    def data_seed(self, seed: int) -> int:
+        return int((self.split_seeds or {}).get(seed, (seed, seed))[1])
 
     def validate(self) -> None:
         checks = [(self.steps >= 1, "steps", "must be >= 1"), (self.batch >= 1, "batch", "must be >= 1"),
@@ -87,6 +99,15 @@ class TrainConfig:
         for ok, name, what in checks:
             if not ok:
                 raise SeedKLError(f"train --{name}={getattr(self, name)}: {what}; fix the flag")
+        split = self.split_seeds or {}
+        odd = [s for s, v in split.items() if s not in self.seeds or len(tuple(v)) != 2]
+        if odd:
+            raise SeedKLError(f"train split_seeds: entry for {odd[0]!r} is not one of the seeds {list(self.seeds)} "
+                              "mapped to (init seed, data seed); fix the mapping")
+        runs = {(self.init_seed(s), self.data_seed(s)): s for s in self.seeds}
+        if len(runs) < len(self.seeds):
+            raise SeedKLError(f"train split_seeds: two seeds get the same (init, data) seeds, so they would train "
+                              f"the same model ({split}); give each seed its own pair")
 
     def checkpoint_steps(self) -> list[int]:
         steps = {0, self.steps} | {2**k for k in range(self.steps.bit_length()) if 2**k <= self.steps}
@@ -194,8 +215,8 @@ def train_seeds(model_cfg: NeoXConfig, cfg: TrainConfig, chunks: np.ndarray, see
     tx = make_optimizer(cfg)
     step = make_step(model_cfg, tx)
     chunks_dev = jnp.asarray(chunks)
-    orders = np.stack([data_order(s, len(chunks), cfg.steps, cfg.batch) for s in seeds])  # [S,steps,B]
-    inits = [init_params(model_cfg, jax.random.PRNGKey(s), std=cfg.init_std) for s in seeds]
+    orders = np.stack([data_order(cfg.data_seed(s), len(chunks), cfg.steps, cfg.batch) for s in seeds])  # [S,steps,B]
+    inits = [init_params(model_cfg, jax.random.PRNGKey(cfg.init_seed(s)), std=cfg.init_std) for s in seeds]
     if not vmapped:
         single = jax.jit(step, donate_argnums=(0, 1))
         finals = []
@@ -249,6 +270,10 @@ def _write_json_atomic(path: Path, obj) -> None:
 def _size_key(model_cfg: NeoXConfig, cfg: TrainConfig, data_hash: str) -> dict:
     """Everything that determines a size's checkpoints (what done.json must match to reuse them)."""
     train = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "widths"}
+    if cfg.split_seeds is None:  # keys written before split_seeds existed stay valid
+        train.pop("split_seeds")
+    else:
+        train["split_seeds"] = {str(s): [cfg.init_seed(s), cfg.data_seed(s)] for s in cfg.seeds}
     return {"model": config_dict(model_cfg), "train": json.loads(json.dumps(train)),
             "checkpoint_steps": cfg.checkpoint_steps(), "data_sha256": data_hash}
 
@@ -315,4 +340,7 @@ def train_suite(cfg: TrainConfig, ids: np.ndarray, tokenizer_dir: str | os.PathL
         "sizes": sizes, "steps": suite.steps, "seeds": suite.seeds,
         "model_template": suite.model_template, "revision_template": "",
         "num_params": {s: configs[s].num_params() for s in sizes}, "final_loss": final_loss})
+    if cfg.split_seeds is not None:  # the study's --seed_factors=FILE for this suite
+        _write_json_atomic(workdir / "seed_factors.json", {
+            str(s): {"init": cfg.init_seed(s), "data": cfg.data_seed(s)} for s in cfg.seeds})
     return suite

@@ -14,6 +14,7 @@ Files (each skipped when its data is absent), in the paper's figure order (FIGUR
   econv_by_{freq_bin, final_surprisal_bin, paper_pos}.png   per category, band +-1 SD over pairs
   econv_by_xpos_{nouns, verbs, other}.png                   the paper's Penn-tag sub-figures
   econv_by_{pos_group, upos}.png                            our UPOS views
+  econv_by_word_position.png                                target starts (begin) / continues (inside) a word
   ce_by_{freq_bin, final_surprisal_bin, paper_pos}.png      cross-entropy (mean surprisal), +-1 SD over seeds
   regression.png, lr.png        report/appendix_figures.py
   agreement.png                 top-1 agreement and JS between seeds (--metrics), report/agreement.py
@@ -45,7 +46,7 @@ PHASE_COLORS = {"uniform": "#bdbdbd", "convergence": "#a1d99b", "divergence": "#
                 "reconvergence": "#9ecae1", "late": "#fdd0a2"}
 CATEGORY_FIGURES = (("freq_bin", "frequency bin (corpus count)"),
                     ("final_surprisal_bin", "final surprisal (nats)"), ("paper_pos", "PoS (paper's groups)"))
-OUR_CATEGORY_FIGURES = (("pos_group", "word class"), ("upos", "UPOS"))
+OUR_CATEGORY_FIGURES = (("pos_group", "word class"), ("upos", "UPOS"), ("word_position", "word position"))
 CE_FIGURES = CATEGORY_FIGURES
 LINE = "#54278f"  # E[conv] line and bands: purple, distinct from every phase shade
 

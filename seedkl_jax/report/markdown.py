@@ -45,6 +45,8 @@ _FIG_SECTIONS = {
     "lr": "Learning rate over training with the paper's (dashed) and detected (dotted) phase boundaries.",
     "econv_by_pos_group": "E[conv] of function words, content words and other tokens (UPOS); bands ±1 SD over seed pairs.",
     "econv_by_upos": "E[conv] by UPOS tag; bands ±1 SD over seed pairs.",
+    "econv_by_word_position": "E[conv] of targets that start a word (after whitespace or at a document start) and "
+                              "of those that continue one; bands ±1 SD over seed pairs.",
     "agreement": agreement.CAPTION,
 }
 # (title, figure stems, table kind or None) in the paper's order
@@ -60,6 +62,7 @@ PAPER_SECTIONS = (
     ("Regression (appendix)", ("regression",), "regression"),
     ("Learning rate", ("lr",), None),
     ("Our additional views: UPOS word classes and tags", ("econv_by_pos_group", "econv_by_upos"), "pos_group"),
+    ("Word boundaries: the target starts or continues a word", ("econv_by_word_position",), "word_position"),
     ("Agreement between seeds: top-1 agreement and Jensen-Shannon divergence", ("agreement",), "agreement"),
 )
 _KIND_TITLES = (("upos", "UPOS"), ("xpos", "Penn tag"), ("context_upos", "UPOS of the previous token"),
@@ -245,6 +248,8 @@ def write_report(out_dir, summary: pl.DataFrame, phases: dict, figures, findings
              f"Sizes: {', '.join(sizes) or '–'}. Steps: {', '.join(map(str, steps)) or '–'}. "
              f"Tokens scored: {n_tok}. E[conv] = −mean KL between seeds (nats; higher = more alike). "
              "The sections follow the paper's figures in order; the findings with verdicts come after them.\n",
+             "Every token of the text, shaded by divergence at each size and step: [explorer.html](explorer.html) "
+             "(opens offline in a browser).\n" if (out_dir / "explorer.html").is_file() else "",
              f"*{BANDS}" + (PHASE_LINES.format(whose="paper's" if _whose(phase_steps).startswith("paper")
                                                else "suite's reference", steps="/".join(map(str, phase_steps)))
                             if phase_steps else NO_PHASE_LINES) + "*\n"]

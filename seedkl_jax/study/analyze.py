@@ -3,7 +3,8 @@
 The tables (schema: analysis/tables.py, docs/analyze.md) become the study's groups and token meta,
 and then go through the same writer as `seedkl run` (report/outputs.write_outputs), so the same KLs
 give the same tables, verdicts, figures and report wherever they were computed. Outputs are staged
-in `out` and moved in file by file under `out`'s lock, as a run's are (study/store.py).
+in `out` and published as one set under `out`'s lock, as a run's are (study/publish.py: manifest.json,
+an interrupted swap finished by the next writer).
 """
 from __future__ import annotations
 
@@ -29,12 +30,13 @@ def analyze(pairs, meta, seed_metrics=None, *, out, sizes: Sequence[str] | None 
     from seedkl_jax.disk import disk_errors
     from seedkl_jax.report.choices import choice_effects
     from seedkl_jax.report.outputs import write_outputs
-    from seedkl_jax.study import lock, store
+    from seedkl_jax.study import lock, publish, store
 
     if int(n_boot) < 1:
         raise SeedKLError(f"--n_boot={n_boot}: must be >= 1; use ~1000 for a 95% interval")
     phase_steps = check_phase_steps(phase_steps)
     t, tmeta, source = prepare(pairs, meta, seed_metrics, sizes=sizes, compat=compat, surprisal_seed=surprisal_seed)
+    fresh = not Path(out).expanduser().exists()  # created here: removed again if nothing gets written
     out = store.check_writable(Path(out))
     if (out / store.SETTINGS_FILE).exists():
         raise SeedKLError(f"--out={out}: holds a `seedkl run` study ({store.SETTINGS_FILE}); analyze into "
@@ -51,13 +53,15 @@ def analyze(pairs, meta, seed_metrics=None, *, out, sizes: Sequence[str] | None 
     extra = [("Analysis settings", settings),
              ("What this run replicates" if compat == "paper" else "How much each corrected choice moves the results",
               choice_effects(t.groups, tmeta, compat, None, None))]
-    with lock.hold(out, wait=wait):
+    digest = {"pairs": _name(pairs), "meta": _name(meta), "seed_metrics": _name(seed_metrics), "sizes": t.sizes,
+              "compat": compat, "n_boot": int(n_boot), "phase_steps": phase_steps, "surprisal_seed": surprisal_seed}
+    with lock.hold(out, wait=wait, new=fresh):
         stage = store.new_staging(out)
         try:
             with disk_errors(f"--out={out}", "its previous outputs are intact; free space or choose another --out"):
                 report = write_outputs(stage, t.groups, tmeta, n_boot=n_boot, phase_steps=phase_steps, sizes=t.sizes,
                                        final_source=source, extra=extra)
-                store.publish(stage, out)
+                publish.publish(stage, out, settings=digest)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
     return out / Path(report).relative_to(stage)

@@ -5,7 +5,10 @@ Why: two runs into one folder would both compute everything and then replace eac
 when its holder dies for any reason (kill -9 included): a stale lock file never blocks a later run.
 The file stays (deleting a lock file races with the next locker) and holds the holder's pid and host
 for the message a second run prints. On a filesystem without locks (some FUSE mounts) the run goes
-on with a warning.
+on with a warning. The one exception: a folder created for this run (`hold(..., new=True)`) whose run
+fails before writing anything is removed with its lock file, so a failed first attempt (a typo in a
+flag, a missing checkpoint) leaves no empty --out behind; a folder that existed before, or that holds
+anything besides the lock file, is never removed.
 """
 from __future__ import annotations
 
@@ -42,11 +45,12 @@ def _holder(fd: int, patience_s: float = 2.0) -> str:
 
 
 @contextlib.contextmanager
-def hold(out: Path, *, wait: bool = False) -> Iterator[Path]:
+def hold(out: Path, *, wait: bool = False, new: bool = False) -> Iterator[Path]:
     """Hold the lock of the existing folder `out` inside the block (yields the lock file's path).
 
     Busy: SeedKLError "another seedkl run (pid N) is writing to --out=...", or with `wait` block
-    until the other run ends (saying so once on stderr).
+    until the other run ends (saying so once on stderr). new: `out` was created for this run; if
+    the block raises (an interrupt too) while `out` holds only the lock file, both are removed.
     """
     path = Path(out) / LOCK_FILE
     try:
@@ -72,6 +76,22 @@ def hold(out: Path, *, wait: bool = False) -> Iterator[Path]:
         me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, me, 0)
-        yield path
+        try:
+            yield path
+        except BaseException:
+            if new:
+                _remove_if_untouched(Path(out))
+            raise
     finally:
         os.close(fd)  # releases the lock
+
+
+def _remove_if_untouched(out: Path) -> None:
+    """Remove `out` and its lock file if nothing else is in it (called while holding the lock)."""
+    try:
+        if [p.name for p in out.iterdir()] != [LOCK_FILE]:
+            return
+        (out / LOCK_FILE).unlink()
+        out.rmdir()
+    except OSError:
+        pass  # a file appeared meanwhile, or no permission: the folder stays as it is

@@ -1,6 +1,6 @@
 """Step 7 of a study (study/run.py): every final file of `--out` from the persisted groups — tables,
-phases, findings, figures, report.md — staged in this run's staging folder and moved in file by file,
-so each final file appears complete or keeps its previous version.
+phases, findings, figures, report.md — staged in this run's staging folder and moved in as one set
+(study/publish.py: a reader sees the old set or the new one; a kill in the swap is finished by the next run).
 
 The files themselves come from report/outputs.write_outputs, the writer `seedkl analyze` uses too:
 this module only reads the groups back, builds the token meta (analysis/token_meta.py: with
@@ -16,14 +16,15 @@ import numpy as np
 from seedkl_jax.config import Compat
 from seedkl_jax.data.text import Text
 from seedkl_jax.errors import SeedKLError
-from seedkl_jax.study import store
+from seedkl_jax.study import publish, store
 from seedkl_jax.study.suite import Suite
 
 
-def write(cfg, suite: Suite, text: Text, meta, out: Path, probes=None) -> Path:
+def write(cfg, suite: Suite, text: Text, meta, out: Path, probes=None, tok=None) -> Path:
     """All final files from the persisted groups (cfg: the study's StudyConfig), staged in this run's
-    staging folder and moved in file by file; returns report.md's path. probes: study/probes.Probes
-    (their arrays are in the groups; they write their own files and report sections)."""
+    staging folder and published as one set (study/publish.py); returns report.md's path. probes:
+    study/probes.Probes (their arrays are in the groups; they write their own files and report sections);
+    tok: the study's tokenizer, which names the top-k ids in explorer.html (None: they show as ids)."""
     from seedkl_jax.analysis.aggregate import GroupResult
     from seedkl_jax.analysis.token_meta import final_surprisals, held_out_key, token_meta
     from seedkl_jax.report.outputs import write_outputs
@@ -52,10 +53,19 @@ def write(cfg, suite: Suite, text: Text, meta, out: Path, probes=None) -> Path:
         probe_sections = probe_mod.write(probes, groups, stage, suite)
     report = write_outputs(stage, groups, tmeta, n_boot=cfg.analysis.n_boot, phase_steps=suite.phase_steps,
                            lr_schedule=suite.lr_schedule, final_source=source,
-                           pair_positions=cfg.output.save_pair_positions,
-                           extra=probe_sections + _extra_sections(cfg, suite, text, n_docs, groups, tmeta))
-    store.publish(stage, out)  # each final file appears complete (one rename) or keeps its previous version
+                           pair_positions=cfg.output.save_pair_positions, seed_factors=suite.seed_factors,
+                           extra=probe_sections + _extra_sections(cfg, suite, text, n_docs, groups, tmeta),
+                           vocab=_topk_vocab(groups, tok))
+    publish.publish(stage, out, settings=store.read_settings(out))  # the old set or the new one, never a mix
     return out / Path(report).relative_to(stage)
+
+
+def _topk_vocab(groups, tok) -> dict[int, str] | None:
+    """id -> string of every id in the groups' top-k lists (explorer.html names them)."""
+    ids = sorted({int(i) for g in groups if "topk_ids" in g.arrays for i in np.unique(g.arrays["topk_ids"])})
+    if tok is None or not ids:
+        return None
+    return dict(zip(ids, tok.decode_tokens(ids)))
 
 
 def _extra_sections(cfg, suite: Suite, text: Text, n_docs: int, groups=(), token_meta=None

@@ -32,13 +32,17 @@ class Probes:
 
 
 def _modules() -> tuple:
-    """The probe modules, in report order (filled in as each probe lands)."""
-    return (None, None)
+    """The probe modules, in report order."""
+    from seedkl_jax.study import icl, minimal_pairs
+
+    return (icl, minimal_pairs)
 
 
 def prepare(cfg, tok, text) -> Probes:
     """Every probe's inputs, read and checked before any compute."""
-    return Probes()
+    from seedkl_jax.study import icl, minimal_pairs
+
+    return Probes(icl=icl.prepare(cfg, tok, text), pairs=minimal_pairs.prepare(cfg, tok, text))
 
 
 def keys(probes: Probes, model_cfg=None) -> tuple[str, ...]:

@@ -21,7 +21,8 @@ bad input fails before any compute, nothing is left half-written and a crash cos
      `groups/<size>/step<step>.npz` atomically;
   7. read all groups back from disk (so a resumed run and an uninterrupted one write identical files)
      and write tokens/pairs/token_meta/summary/phases/findings/figures/report into this run's staging
-     folder, then move them in. A full disk or unwritable folder is one error line (seedkl_jax/disk.py).
+     folder, then publish them as one set (study/publish.py, manifest.json last). A full disk or
+     unwritable folder is one error line (seedkl_jax/disk.py).
 """
 from __future__ import annotations
 
@@ -80,10 +81,12 @@ def run_study(cfg: StudyConfig, *, progress: bool = True,
 
     on_group(size, step) is called after each group is persisted (e.g. to report progress).
     """
+    fresh = not Path(cfg.output.out).expanduser().exists()  # created here: removed if the run fails before a write
     out = open_out(cfg)
-    from seedkl_jax.study import lock
+    from seedkl_jax.study import lock, publish
 
-    with lock.hold(out, wait=cfg.output.wait):
+    with lock.hold(out, wait=cfg.output.wait, new=fresh):
+        publish.recover(out)  # outputs whose swap a kill interrupted: one complete set again, before anything else
         prep = prepare(cfg)
         claim(prep)
         compute_groups(prep, progress=progress, on_group=on_group)
@@ -179,7 +182,8 @@ def write_outputs(prep: Prepared) -> Path:
     try:
         with disk_errors(f"--out={prep.out}", "its previous outputs are intact; free space or "
                                               "choose another --out, then rerun to finish"):
-            report = outputs.write(prep.cfg, prep.suite, prep.text, prep.meta, prep.out, probes=prep.probes)
+            report = outputs.write(prep.cfg, prep.suite, prep.text, prep.meta, prep.out, probes=prep.probes,
+                                   tok=prep.tok)
     finally:
         shutil.rmtree(store.staging_dir(prep.out), ignore_errors=True)
     prep.timings.update(outputs_s=time.perf_counter() - t0, total_s=time.perf_counter() - prep.t_start)
@@ -199,6 +203,8 @@ def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok) -> dict[str, Any]
     metadata; `cfg` has the model's window/overlap filled in), nested as in the config tree, with the
     settings that name inputs replaced by what those inputs are (below); under "annotation", choices
     that may change between runs (the final files are rebuilt from the groups every run)."""
+    from seedkl_jax.study import icl
+
     recorded = {  # a setting that names an input: record the input itself, so that an edited file or
         # another spelling of the same suite (preset + overrides vs templates) is judged by content
         "suite": suite.to_dict(),  # every suite.* setting at once: the resolved checkpoints
@@ -208,6 +214,10 @@ def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok) -> dict[str, Any]
                            "vocab_sha256": checks.vocab_fingerprint(tok)},
         "text.counts": None if not cfg.text.counts else {"source": os.path.abspath(cfg.text.counts),
                                                          "sha256": _file_sha(cfg.text.counts)},
+        "measure.icl_text": icl.record(cfg, tok),
+        "measure.minimal_pairs": None if cfg.measure.minimal_pairs is None else {  # a missing file: probes say so
+            "source": os.path.abspath(cfg.measure.minimal_pairs), "sha256": _file_sha(cfg.measure.minimal_pairs)
+            if Path(cfg.measure.minimal_pairs).expanduser().is_file() else None},
     }
     results: dict[str, Any] = {}
     for path, value in config.results_values(cfg).items():

@@ -9,8 +9,11 @@ or absent, so a rerun can trust whatever it finds. Layout:
                                   step's also kl_unigram_other, analysis/compat.py; per --metrics and
                                   --save_topk top1_agree, js [P,S,S], topk_ids, topk_prob [P,S,K])
   tokens.parquet, ... report.md   final outputs, rewritten from the group files at the end of every run
-  .staging-<pid>/                 the final outputs of the run with that pid, while they are written;
-                                  moved in file by file once all exist (a killed run's is removed by the next)
+  manifest.json                   the final outputs that belong together (size, sha256), written last
+  .staging-<pid>/                 the final outputs of the run with that pid, while they are written
+                                  (a killed run's is removed by the next)
+  .publish/, .publish.json        while the staged set replaces the old one: the swap and its journal;
+                                  an interrupted swap is finished by the next writer (study/publish.py)
 
 A full disk or another filesystem failure while writing is one SeedKLError line (seedkl_jax/disk.py);
 the file being written keeps its previous version.
@@ -81,12 +84,16 @@ def write_text_atomic(path: Path, text: str) -> Path:
 def check_writable(out: Path) -> Path:
     """Create `out` and prove a file can be written there; SeedKLError otherwise (before any compute)."""
     out = Path(out).expanduser()
+    existed = out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out, prefix=".write-test.")
         os.close(fd)
         os.remove(tmp)
     except OSError as e:
+        if not existed:  # created just now and unusable: leave nothing behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
         raise SeedKLError(f"--out={out}: not writable ({e.strerror or e}); choose a folder you can write to") from None
     return out.resolve()
 
@@ -104,26 +111,6 @@ def new_staging(out: Path) -> Path:
     stage = staging_dir(out)
     (stage / "figures").mkdir(parents=True)
     return stage
-
-
-def publish(stage: Path, out: Path) -> list[Path]:
-    """Move every staged file into `out` (one rename each: a file appears complete or keeps its
-    previous version), drop figures the new outputs no longer have, remove `stage`; the new paths."""
-    produced = [p for p in sorted(stage.rglob("*")) if p.is_file()]
-    for p in produced:
-        with open(p, "rb+") as f:
-            os.fsync(f.fileno())
-    moved = []
-    for p in produced:
-        dest = out / p.relative_to(stage)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(p, dest)
-        moved.append(dest)
-    for old in (out / "figures").glob("*.png"):  # figures of sizes no longer in the study
-        if old not in moved:
-            old.unlink()
-    shutil.rmtree(stage, ignore_errors=True)
-    return moved
 
 
 def group_path(out: Path, size: str, step: int) -> Path:

@@ -16,8 +16,10 @@ are all listed as unverifiable, which also stops the run (point the templates at
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import string
+from pathlib import Path
 from typing import Any, Iterator
 
 from seedkl_jax.analysis.lr import PYTHIA as PYTHIA_LR
@@ -43,6 +45,12 @@ MISTRAL_SMALL = ("alias-gpt2-small-x21", "battlestar-gpt2-small-x49", "caprica-g
                  "darkmatter-gpt2-small-x343", "expanse-gpt2-small-x777")
 MISTRAL_MEDIUM = ("arwen-gpt2-medium-x21", "beren-gpt2-medium-x49", "celebrimbor-gpt2-medium-x81",
                   "durin-gpt2-medium-x343", "eowyn-gpt2-medium-x777")
+# PolyPythias' decoupled 160m runs (model cards of EleutherAI/pythia-160m-data-seed{1-3} / -weight-seed{1-3}):
+# data-seedK varies only the data order (weight init fixed), weight-seedK only the init (data order fixed),
+# pythia-160m is the original run (seed 1234) both share the fixed part with. Factor value 0 = the original's.
+DECOUPLED_160M = {"pythia-160m": {"init": 0, "data": 0},
+                  **{f"pythia-160m-data-seed{k}": {"init": 0, "data": k} for k in (1, 2, 3)},
+                  **{f"pythia-160m-weight-seed{k}": {"init": k, "data": 0} for k in (1, 2, 3)}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +62,8 @@ class Suite:
     phase_steps: the suite's reference phase boundaries on its own step axis (convergence, divergence,
     reconvergence start) -- PolyPythia's are the paper's 16/256/2000; None (MultiBERTs, Mistral, local
     suites unless given) = no phase lines and no phase verdict (report/plotting.py, analysis/findings.py).
+    seed_factors: seed -> {factor: value} (e.g. init and data-order seeds; analysis/pair_types.py), None =
+    the seeds are not decomposed; analysis only, like phase_steps.
     """
 
     sizes: tuple[str, ...]
@@ -63,6 +73,7 @@ class Suite:
     revision_template: str = ""
     lr_schedule: Any = dataclasses.field(default=None, compare=False)  # analysis.lr.LRSchedule (figure only)
     phase_steps: tuple[int, ...] | None = dataclasses.field(default=None, compare=False)  # analysis only
+    seed_factors: dict | None = dataclasses.field(default=None, compare=False)  # analysis only
 
     def __post_init__(self):
         # Accept lists from callers; keep tuples so the suite is hashable and compares by value.
@@ -147,6 +158,11 @@ PRESETS: dict[str, Suite] = {
         lr_schedule=PYTHIA_LR,
         phase_steps=PAPER_PHASE_STEPS,
     ),
+    # The decoupled 160m runs: the seed is the run's name, its factor table says what each one varies.
+    "polypythia-160m-decoupled": Suite(
+        sizes=("160m",), steps=POLYPYTHIA_STEPS, seeds=tuple(DECOUPLED_160M),
+        model_template="EleutherAI/{seed}", revision_template="step{step}",
+        lr_schedule=PYTHIA_LR, phase_steps=PAPER_PHASE_STEPS, seed_factors=DECOUPLED_160M),
     # MultiBERTs: BERT-base uncased, one repo per (seed, step); steps are thousands (step_{N}k), 0..2000.
     # No phase_steps: its first non-zero checkpoint is 20k, so the early phases are never observed (the
     # paper's MultiBERTs figure has no phase lines and dashes the segment up to 20k). Mistral: none either,
@@ -192,7 +208,54 @@ def resolve_suite(cfg: Any) -> Suite:
     else:
         suite = Suite(sizes=cfg.sizes, steps=cfg.steps, seeds=cfg.seeds, model_template=cfg.model_template,
                       revision_template=cfg.revision_template or "")
-    return suite.override(lr_schedule=cfg.lr_schedule)
+    suite = suite.override(lr_schedule=cfg.lr_schedule)
+    path = getattr(cfg, "seed_factors", None)
+    table = read_seed_factors(path) if path else suite.seed_factors
+    return dataclasses.replace(suite, seed_factors=check_seed_factors(table, suite.seeds, path))
+
+
+def read_seed_factors(path) -> dict:
+    """--seed_factors=FILE: a JSON object seed -> {factor: value}; keys are seeds as --seeds writes them."""
+    fix = 'give a JSON object seed -> {factor: value}, e.g. {"1": {"init": 1, "data": 0}, "2": {"init": 1, "data": 2}}'
+    try:
+        raw = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SeedKLError(f"--seed_factors={path}: file not found; {fix}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SeedKLError(f"--seed_factors={path}: not readable JSON ({e}); {fix}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise SeedKLError(f"--seed_factors={path}: not a non-empty JSON object; {fix}")
+    table = {}
+    for seed, factors in raw.items():
+        if (not isinstance(factors, dict) or not factors
+                or any(isinstance(v, bool) or not isinstance(v, (int, str)) for v in factors.values())):
+            raise SeedKLError(f"--seed_factors={path}: seed {seed!r} has no {{factor: value}} object of integers "
+                              f"or names; {fix}")
+        try:
+            table[seed_value(seed, "seed_factors")] = dict(factors)
+        except SeedKLError:
+            raise SeedKLError(f"--seed_factors={path}: {seed!r} is not a seed (an integer or a name of letters, "
+                              f"digits, '.', '_', '-'); {fix}") from None
+    return table
+
+
+def check_seed_factors(table: dict | None, seeds, path=None) -> dict | None:
+    """The table restricted to `seeds` (in their order); one SeedKLError when a seed is missing or the seeds
+    name different factors."""
+    if table is None:
+        return None
+    where = f"--seed_factors={path}" if path else "the preset's seed factors"
+    missing = [s for s in seeds if s not in table]
+    if missing:
+        raise SeedKLError(f"{where}: no factors for seed(s) {missing}; give every compared seed "
+                          f"({', '.join(map(str, seeds))}) its factors, or compare only seeds the table has")
+    names = {s: list(table[s]) for s in seeds}
+    first = names[seeds[0]]
+    odd = next((s for s in seeds if sorted(names[s]) != sorted(first)), None)
+    if odd is not None:
+        raise SeedKLError(f"{where}: seed {odd} has factors {names[odd]} but seed {seeds[0]} has {first}; "
+                          "give every seed the same factor names")
+    return {s: {k: table[s][k] for k in first} for s in seeds}
 
 
 def parse_list(flag: str, value: str | list | tuple | None, kind=str) -> tuple | None:
