@@ -192,7 +192,7 @@ def test_analyze_on_a_runs_own_tables_gives_the_runs_findings(lab, full, tmp_pat
 
     out, _ = full
     pp = pl.read_parquet(out / "pair_positions.parquet")
-    assert pp.columns == list(PAIRS_SCHEMA)
+    assert pp.columns == list(PAIRS_SCHEMA) + ["top1_agree"]  # the default --metrics=kl,top1: read back too
     suite, P = lab["suite"], len(lab["ids"]) - 1
     rows = []
     for size, step in suite.groups():  # the run's per-seed metrics, as another engine would give them

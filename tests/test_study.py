@@ -143,7 +143,8 @@ def test_outputs_exist_with_the_contract_columns(lab, full):
     assert meta.columns == META_COLS and meta.height == len(SIZES) * P
     summary = pl.read_parquet(out / "summary.parquet")
     assert summary.columns == SUMMARY_COLS
-    assert set(summary["metric"]) == {"seeds", "uniform", "unigram", "surprisal"}
+    assert set(summary["metric"]) == {"seeds", "uniform", "unigram", "surprisal", "top1_agree"}  # default --metrics
+    assert (out / "topk.parquet").is_file() and tokens.columns[len(TOKENS_COLS):] == ["top1_agree_mean"]
     assert {"all", "freq_bin", "upos", "pos_group", "context_upos", "final_surprisal_bin",
             "word_position"} <= set(summary["category_kind"])
     assert "begin" in set(summary.filter(pl.col("category_kind") == "word_position")["category"]) <= {"begin", "inside"}
@@ -238,7 +239,8 @@ def test_killed_run_resumes_without_recomputing(lab, full):
     run_study(_cfg(lab, out, save_pair_positions=True), progress=False)
     after = done[0].stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), "first group was recomputed"
-    for name in ["tokens.parquet", "pairs.parquet", "token_meta.parquet", "summary.parquet", "pair_positions.parquet"]:
+    for name in ["tokens.parquet", "pairs.parquet", "token_meta.parquet", "summary.parquet", "pair_positions.parquet",
+                 "topk.parquet"]:
         a, b = pl.read_parquet(full_out / name), pl.read_parquet(out / name)
         assert a.equals(b), name
     assert (out / "summary.csv").read_bytes() == (full_out / "summary.csv").read_bytes()

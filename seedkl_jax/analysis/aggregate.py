@@ -8,6 +8,9 @@ Why this file exists: the kernel gives, for one (size, step) group of S seeds, p
     entropy     [P,S]
     kl_uniform  [P,S]    KL(p_s || uniform)
     kl_unigram  [P,S]    KL(p_s || unigram)   (only with a reference distribution)
+    top1_agree  [P,S,S]  1 where seeds i and j have the same argmax, else 0 (--metrics with top1)
+    js          [P,S,S]  Jensen-Shannon divergence of p_i and p_j in nats (--metrics with js)
+    topk_ids, topk_prob  [P,S,K]  each seed's K most likely ids (--save_topk; analysis/topk.py)
 
 A researcher wants tables they can open in polars: one row per token (tokens.parquet), one per seed
 pair (pairs.parquet), and one per (size, step, metric, category) with uncertainty (summary.parquet).
@@ -26,6 +29,10 @@ Definitions (nats throughout):
     main-curve variant), over the S seeds for the per-seed metrics.
   * ci_low / ci_high = 95% bootstrap interval of e_conv resampling seeds and documents
     (analysis.bootstrap: the scheme, and why pairs are not resampled as independent units).
+  * The agreement metrics "top1_agree" and "js" are aggregated exactly like "seeds" (units: the
+    S(S-1) ordered pairs, the same bootstrap): mean_kl holds the metric's mean (the top-1 agreement
+    rate = 1 - churn; the mean JS in nats) and e_conv is oriented like E[conv], higher = more alike:
+    e_conv = +agreement for top1_agree, -mean JS for js (CONVERGENCE_SIGN; ci_* are of e_conv).
 
 Categories come from the token meta frame (one row per predicted position; README's token_meta
 columns). `final_surprisal_bin` depends on size: when the meta frame has a `size` column, each group
@@ -43,8 +50,11 @@ import polars as pl
 from seedkl_jax.analysis import bootstrap as bs
 from seedkl_jax.errors import SeedKLError
 
-METRICS = ("seeds", "uniform", "unigram", "surprisal")
+METRICS = ("seeds", "uniform", "unigram", "surprisal", "top1_agree", "js")
 PER_SEED = {"uniform": "kl_uniform", "unigram": "kl_unigram", "surprisal": "surprisal"}
+PAIRWISE = {"seeds": "kl", "top1_agree": "top1_agree", "js": "js"}  # metric -> its [P,S,S] array
+AGREEMENT = ("top1_agree", "js")  # the pairwise arrays besides kl (tokens/pairs/pair_positions columns)
+CONVERGENCE_SIGN = {"top1_agree": 1.0}  # e_conv = sign * mean (default -1: a divergence, E[conv] = -mean)
 CATEGORY_KINDS = ("all", "freq_bin", "upos", "xpos", "pos_group", "paper_pos", "context_upos",
                   "context_xpos", "final_surprisal_bin", "word_position")
 SUMMARY_SCHEMA = {
@@ -134,10 +144,14 @@ def _check_group(group: GroupResult) -> tuple[int, int]:
     if S < 2:
         raise SeedKLError(f"group {group.size}@{group.step}: needs at least 2 seeds to measure KL between "
                           "seeds; add seeds to the suite")
-    for k in ("surprisal", "entropy", "kl_uniform", "kl_unigram"):
-        if k in a and np.shape(a[k]) != (P, S):
+    want = {**{k: (P, S) for k in ("surprisal", "entropy", "kl_uniform", "kl_unigram")},
+            **{k: (P, S, S) for k in AGREEMENT}}
+    if "topk_ids" in a:
+        want.update(topk_ids=(P, S, np.shape(a["topk_ids"])[-1]), topk_prob=(P, S, np.shape(a["topk_ids"])[-1]))
+    for k, shape in want.items():
+        if k in a and np.shape(a[k]) != shape:
             raise SeedKLError(f"group {group.size}@{group.step}: {k} has shape {np.shape(a[k])}, expected "
-                              f"{(P, S)}; pass compare() output unchanged")
+                              f"{shape}; pass compare() output unchanged")
     return P, S
 
 
@@ -163,7 +177,8 @@ def _col(meta: pl.DataFrame, name: str, dtype) -> pl.Series:
 # ----------------------------------------------------------------------------------------- rows
 def token_rows(group: GroupResult, meta: pl.DataFrame) -> pl.DataFrame:
     """Rows of tokens.parquet for one group: per position kl_mean/kl_std over ordered pairs i != j and
-    seed means of surprisal, entropy, kl_uniform, kl_unigram (null when the kernel gave none)."""
+    seed means of surprisal, entropy, kl_uniform, kl_unigram (null when the kernel gave none), and
+    top1_agree_mean / js_mean over ordered pairs when the group has them (no column otherwise)."""
     P, S = _check_group(group)
     m = _meta_for(meta, group.size, P)
     kl = np.asarray(group.arrays["kl"], dtype=np.float64)
@@ -181,6 +196,8 @@ def token_rows(group: GroupResult, meta: pl.DataFrame) -> pl.DataFrame:
         v = group.arrays.get(k)
         cols[f"{k}_mean"] = (pl.Series(np.asarray(v, np.float64).mean(1), dtype=pl.Float32) if v is not None
                              else pl.Series([None] * P, dtype=pl.Float32))
+    for k in (k for k in AGREEMENT if k in group.arrays):
+        cols[f"{k}_mean"] = pl.Series(bs.ordered_pairs(group.arrays[k]).mean(1), dtype=pl.Float32)
     return pl.DataFrame(cols)
 
 
@@ -192,7 +209,8 @@ def _seed_column(seeds) -> tuple[np.ndarray, type]:
 
 
 def pair_rows(group: GroupResult) -> pl.DataFrame:
-    """Rows of pairs.parquet: per ordered seed pair (seed_a, seed_b), a != b, the mean KL(a||b) over positions."""
+    """Rows of pairs.parquet: per ordered seed pair (seed_a, seed_b), a != b, the mean KL(a||b) over positions
+    (and top1_agree_mean / js_mean when the group has them)."""
     P, S = _check_group(group)
     kl = np.asarray(group.arrays["kl"], dtype=np.float64)
     ia, ib = np.nonzero(~np.eye(S, dtype=bool))
@@ -203,13 +221,16 @@ def pair_rows(group: GroupResult) -> pl.DataFrame:
         "seed_a": pl.Series(seeds[ia], dtype=dtype),
         "seed_b": pl.Series(seeds[ib], dtype=dtype),
         "kl_mean": pl.Series(kl.mean(0)[ia, ib], dtype=pl.Float64),
+        **{f"{k}_mean": pl.Series(np.asarray(group.arrays[k], np.float64).mean(0)[ia, ib], dtype=pl.Float64)
+           for k in AGREEMENT if k in group.arrays},
     })
 
 
 def pair_position_rows(group: GroupResult, positions: np.ndarray | None = None) -> pl.DataFrame:
     """Rows of pair_positions.parquet, `seedkl analyze`'s PAIRS schema (analysis/tables.py): size, step,
     seed_a, seed_b, position, kl = KL(p_a || p_b) for every ordered pair a != b at every position
-    ([P*S*(S-1)] rows; positions [P], default 1..P)."""
+    ([P*S*(S-1)] rows; positions [P], default 1..P); beside kl, top1_agree (Int8 0/1) and js (Float32)
+    when the group has them."""
     P, S = _check_group(group)
     kl = np.asarray(group.arrays["kl"])                                           # [P,S,S]
     a, b = np.nonzero(~np.eye(S, dtype=bool))
@@ -222,15 +243,18 @@ def pair_position_rows(group: GroupResult, positions: np.ndarray | None = None) 
         "seed_a": pl.Series(np.tile(seeds[a], P), dtype=dtype), "seed_b": pl.Series(np.tile(seeds[b], P), dtype=dtype),
         "position": pl.Series(np.repeat(pos, len(a)), dtype=pl.Int64),
         "kl": kl[:, a, b].reshape(-1),
+        **{k: pl.Series(np.asarray(group.arrays[k])[:, a, b].reshape(-1), dtype=pl.Int8 if k == "top1_agree"
+                        else pl.Float32) for k in AGREEMENT if k in group.arrays},
     })
 
 
 # ----------------------------------------------------------------------------------------- summary
 def _units(group: GroupResult, metric: str) -> np.ndarray | None:
-    """Per-token values of the units [P, U] (float64): ordered pairs for "seeds", seeds otherwise;
-    None when the metric is absent."""
-    if metric == "seeds":
-        return bs.ordered_pairs(group.arrays["kl"])
+    """Per-token values of the units [P, U] (float64): ordered pairs for the PAIRWISE metrics, seeds
+    otherwise; None when the metric is absent."""
+    if metric in PAIRWISE:
+        v = group.arrays.get(PAIRWISE[metric])
+        return None if v is None else bs.ordered_pairs(v)
     v = group.arrays.get(PER_SEED[metric])
     return None if v is None else np.asarray(v, dtype=np.float64)
 
@@ -311,20 +335,23 @@ def summarize(groups: list[GroupResult], meta: pl.DataFrame, n_boot: int = 1000,
             vals = _units(g, metric)
             if vals is None:
                 continue
+            sign = CONVERGENCE_SIGN.get(metric, -1.0)
             for kind, (codes, labels) in lay["kinds"].items():
-                st = category_stats(vals, lay["doc"], lay["D"], codes, len(labels), dr, metric == "seeds")
+                st = category_stats(vals, lay["doc"], lay["D"], codes, len(labels), dr, metric in PAIRWISE)
                 lo, hi = bs.percentile_ci(st["reps"])
+                lo, hi = (lo, hi) if sign > 0 else (-hi, -lo)            # the interval of e_conv
                 for ci, lab in enumerate(labels):
                     if st["n"][ci] == 0:
                         continue
                     row = {"size": g.size, "step": int(g.step), "metric": metric, "category_kind": kind,
                            "category": lab, "n_tokens": int(st["n"][ci]), "mean_kl": float(st["mean"][ci]),
-                           "e_conv": -float(st["mean"][ci]), "sd_tokens": _num(st["sd_tokens"][ci]),
-                           "sd_pairs": _num(st["sd_pairs"][ci]), "ci_low": _num(-hi[ci]), "ci_high": _num(-lo[ci])}
+                           "e_conv": sign * float(st["mean"][ci]), "sd_tokens": _num(st["sd_tokens"][ci]),
+                           "sd_pairs": _num(st["sd_pairs"][ci]), "ci_low": _num(lo[ci]), "ci_high": _num(hi[ci])}
                     for k, v in row.items():
                         out[k].append(v)
                     if replicates is not None and metric in keep:
-                        replicates[(g.size, int(g.step), metric, kind, lab)] = -st["reps"][:, ci].astype(np.float32)
+                        rep = (sign * st["reps"][:, ci]).astype(np.float32)
+                        replicates[(g.size, int(g.step), metric, kind, lab)] = rep
     return pl.DataFrame(out, schema=SUMMARY_SCHEMA)
 
 

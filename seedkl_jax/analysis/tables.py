@@ -6,7 +6,9 @@ paper's released arrays after a conversion), with nothing else needed. Input sch
   PAIRS (required)  size (text), step (integer), seed_a, seed_b (integer or text, both alike),
                     position (integer), kl (float, nats, KL(p_a ‖ p_b)); every ordered pair a ≠ b of
                     each (size, step) at every position of META, once. Every (size, step) compares
-                    the same seeds.
+                    the same seeds. Optional, beside kl (as `seedkl run --save_pair_positions` writes
+                    them): top1_agree (0/1 integers or booleans: the two seeds' argmax agree) and js
+                    (float, nats); a (size, step) has each for all its rows or none (nulls = none).
   META (required)   position (integer), token_id (integer), doc_id (integer or text); optional: size
                     (text; else the rows are shared by every size), count (corpus count of the target),
                     xpos (Penn tag), upos, token_str, context_xpos / context_upos (else the tag of
@@ -36,6 +38,7 @@ from seedkl_jax.errors import SeedKLError
 
 PAIRS_SCHEMA = {"size": "text", "step": "integer", "seed_a": "seed", "seed_b": "seed", "position": "integer",
                 "kl": "float"}
+PAIRS_OPTIONAL = {"top1_agree": "flag", "js": "float"}  # the agreement metrics (analysis/aggregate.AGREEMENT)
 META_SCHEMA = {"position": "integer", "token_id": "integer", "doc_id": "id"}
 META_OPTIONAL = {"size": "text", "count": "number", "xpos": "text", "upos": "text", "token_str": "text",
                  "context_xpos": "text", "context_upos": "text", "final_surprisal": "float"}
@@ -48,6 +51,7 @@ _KINDS = {
     "number": (lambda d: d.is_numeric(), "numbers"),
     "seed": (lambda d: d.is_integer() or d in (pl.Utf8, pl.String), "integers or text"),
     "id": (lambda d: d.is_integer() or d in (pl.Utf8, pl.String), "integers or text"),
+    "flag": (lambda d: d.is_integer() or d == pl.Boolean, "0/1 integers or booleans"),
 }
 
 
@@ -145,8 +149,10 @@ def _where(part: pl.DataFrame, i: int) -> str:
     return f"seed_a={r['seed_a']!r}, seed_b={r['seed_b']!r}, position={r['position']}"
 
 
-def _group_kl(part: pl.DataFrame, label: str, size: str, step: int, seeds: list, positions: np.ndarray) -> np.ndarray:
-    """kl [P,S,S] of one (size, step) from its rows; every ordered pair at every position exactly once."""
+def _group_kl(part: pl.DataFrame, label: str, size: str, step: int, seeds: list, positions: np.ndarray
+              ) -> dict[str, np.ndarray]:
+    """{"kl": [P,S,S]} of one (size, step) from its rows, every ordered pair at every position exactly once
+    (+ top1_agree / js [P,S,S] when PAIRS has them)."""
     P, S = len(positions), len(seeds)
     at = f"{label}: size {size!r} step {step}"
     p = np.searchsorted(positions, part["position"].to_numpy())
@@ -174,7 +180,29 @@ def _group_kl(part: pl.DataFrame, label: str, size: str, step: int, seeds: list,
     vals = part["kl"].to_numpy()
     kl = np.zeros((P, S, S), np.float32 if vals.dtype == np.float32 else np.float64)
     kl.reshape(-1)[flat] = vals
-    return kl
+    return {"kl": kl, **_group_agreement(part, at, flat, P, S)}
+
+
+def _group_agreement(part: pl.DataFrame, at: str, flat: np.ndarray, P: int, S: int) -> dict[str, np.ndarray]:
+    """PAIRS_OPTIONAL's [P,S,S] arrays of one (size, step), as the kernel gives them (float32; top1_agree's
+    diagonal 1, js's 0): each column all present in the group, or absent (all null)."""
+    out = {}
+    for col in (c for c in PAIRS_OPTIONAL if c in part.columns):
+        n_null = part[col].null_count()
+        if n_null == part.height:
+            continue
+        if n_null:
+            raise SeedKLError(f"{at}: column {col!r} has {n_null} null value(s) among {part.height} rows; give it "
+                              "for every row of the (size, step) or for none")
+        vals = part[col].cast(pl.Float32).to_numpy()
+        if col == "top1_agree" and not np.isin(vals, (0.0, 1.0)).all():
+            raise SeedKLError(f"{at}: column 'top1_agree' holds values other than 0/1; give 1 where the two "
+                              "seeds' most likely next tokens agree, else 0")
+        arr = np.full((P, S, S), 0.0, np.float32)
+        arr[:, np.arange(S), np.arange(S)] = 1.0 if col == "top1_agree" else 0.0
+        arr.reshape(-1)[flat] = vals
+        out[col] = arr
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- SEEDS
@@ -250,7 +278,7 @@ def load_tables(pairs, meta, seeds=None, *, sizes: Sequence[str] | None = None, 
     """Read and validate PAIRS, META and SEEDS (paths or frames; module docstring) into groups."""
     pairs, p_label = read(pairs, "--pairs")
     meta, m_label = read(meta, "--meta")
-    check_columns(pairs, p_label, PAIRS_SCHEMA)
+    check_columns(pairs, p_label, PAIRS_SCHEMA, PAIRS_OPTIONAL)
     check_columns(meta, m_label, META_SCHEMA, META_OPTIONAL)
     pairs, meta = _as_text(pairs, ["size"]), _as_text(meta, ["size", "doc_id"])
     seeds_df, s_label = (None, "") if seeds is None else read(seeds, "--seed_metrics")
@@ -275,7 +303,7 @@ def load_tables(pairs, meta, seeds=None, *, sizes: Sequence[str] | None = None, 
                 raise SeedKLError(f"{p_label}: size {size!r} step {step} compares seeds {sorted(got, key=str)} but "
                                   f"the table has {sorted(compared, key=str)}; every (size, step) must compare the "
                                   "same seeds")
-            arrays = {"kl": _group_kl(part, p_label, size, step, compared, positions[size])}
+            arrays = _group_kl(part, p_label, size, step, compared, positions[size])
             arrays.update(_seed_arrays(seeds_df, s_label, size, step, compared, positions[size]))
             groups.append(GroupResult(size=size, step=step, seeds=list(compared), arrays=arrays))
             last[size] = step

@@ -17,6 +17,7 @@ Files (each skipped when its data is absent), in the paper's figure order (FIGUR
   econv_by_word_position.png                                target starts (begin) / continues (inside) a word
   ce_by_{freq_bin, final_surprisal_bin, paper_pos}.png      cross-entropy (mean surprisal), +-1 SD over seeds
   regression.png, lr.png        report/appendix_figures.py
+  agreement.png                 top-1 agreement and JS between seeds (--metrics), report/agreement.py
 Phase marks are suite-aware (`phase_steps`, a suite preset's reference boundaries: PolyPythia's are
 the paper's 16/256/2000): with them every step-axis panel carries those the steps reach (dashed), the
 detected boundaries (dotted), the detected phases shaded and the phase fit; without them (MultiBERTs,
@@ -37,6 +38,7 @@ from matplotlib.patches import Patch
 
 from seedkl_jax.analysis.aggregate import category_order, size_order
 from seedkl_jax.data.annotate import PAPER_XPOS_PANELS
+from seedkl_jax.report import agreement
 from seedkl_jax.report.appendix_figures import lr_figure, regression_figure
 from seedkl_jax.report.plotting import detected_lines, gap_segment, phase_lines, save, step_axis
 
@@ -270,4 +272,5 @@ def make_figures(summary: pl.DataFrame, phases: dict, fig_dir, *, regression=Non
         out.append(lr_figure(lr_schedule, sizes, steps, phases, fig_dir / "lr.png", phase_steps=ps))
     for kind, what in OUR_CATEGORY_FIGURES if sizes else ():
         out.append(cat(kind, what, f"econv_by_{kind}.png"))
+    out.append(agreement.figure(summary, fig_dir / "agreement.png", order(summary["size"].to_list()), ps))
     return [p for p in out if p is not None]

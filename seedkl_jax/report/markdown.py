@@ -14,6 +14,7 @@ import polars as pl
 from seedkl_jax.analysis.aggregate import category_order, size_order
 from seedkl_jax.analysis.findings import findings as compute_findings
 from seedkl_jax.analysis.phases import BOUNDARY_NAMES, PAPER_BOUNDARIES
+from seedkl_jax.report import agreement
 from seedkl_jax.report.mdtable import table as _table
 
 BANDS = ("Bands: ±1 SD over tokens = sample SD (ddof=1) over the category's tokens of the token's mean KL over "
@@ -46,6 +47,7 @@ _FIG_SECTIONS = {
     "econv_by_upos": "E[conv] by UPOS tag; bands ±1 SD over seed pairs.",
     "econv_by_word_position": "E[conv] of targets that start a word (after whitespace or at a document start) and "
                               "of those that continue one; bands ±1 SD over seed pairs.",
+    "agreement": agreement.CAPTION,
 }
 # (title, figure stems, table kind or None) in the paper's order
 PAPER_SECTIONS = (
@@ -61,6 +63,7 @@ PAPER_SECTIONS = (
     ("Learning rate", ("lr",), None),
     ("Our additional views: UPOS word classes and tags", ("econv_by_pos_group", "econv_by_upos"), "pos_group"),
     ("Word boundaries: the target starts or continues a word", ("econv_by_word_position",), "word_position"),
+    ("Agreement between seeds: top-1 agreement and Jensen-Shannon divergence", ("agreement",), "agreement"),
 )
 _KIND_TITLES = (("upos", "UPOS"), ("xpos", "Penn tag"), ("context_upos", "UPOS of the previous token"),
                 ("context_xpos", "Penn tag of the previous token"))
@@ -70,6 +73,8 @@ METHODS = """\
 - **E[conv]** = −(mean KL over the category's tokens and ordered seed pairs); higher means the seeds agree more.
   Baselines ("uniform", "unigram") use each seed's KL to that distribution; "surprisal" rows hold the mean
   surprisal (cross-entropy) of the target.
+- **Top-1 agreement / JS** (`--metrics`): how often two seeds' most likely next tokens coincide (1 − churn), and
+  the Jensen-Shannon divergence between their predictions; averaged and bootstrapped over ordered pairs as E[conv].
 - **Bands**: ±1 SD over tokens (`sd_tokens`) or over seed pairs (`sd_pairs`), sample SDs (ddof=1): spread, not error bars.
 - **95% CI**: percentile bootstrap resampling seeds (pairs among the drawn seeds) and, independently, documents;
   every group uses the same draws, so comparisons use the CI of the paired difference (`seedkl_jax/analysis/bootstrap.py`).
@@ -194,6 +199,8 @@ def _section_table(kind, summary, sizes, regression) -> str | None:
         return _baseline_table(summary, sizes)
     if kind == "regression":
         return _regression_table(regression)
+    if kind == "agreement":
+        return agreement.section(summary, sizes)
     return _category_table(summary, sizes, kind)
 
 

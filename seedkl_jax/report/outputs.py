@@ -7,8 +7,9 @@ and report for the same KLs. The caller decides where `dest` is (a run's staging
 file by file by study/store.py) and adds its own report sections (`extra`).
 
 Files in dest: tokens.parquet, pairs.parquet, token_meta.parquet, [pair_positions.parquet],
-summary.parquet, summary.csv, regression.parquet, divergent_tokens.parquet, [pair_types.parquet],
-phases.json, findings.json, figures/*.png, explorer.html, report.md (docs/outputs.md).
+[topk.parquet], summary.parquet, summary.csv, regression.parquet, divergent_tokens.parquet,
+[pair_types.parquet], phases.json, findings.json, figures/*.png, explorer.html, report.md
+(docs/outputs.md; [...]: only when asked for and the groups hold what it needs).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from seedkl_jax.analysis.aggregate import GroupResult, pair_position_rows, pair_
 from seedkl_jax.analysis.divergent import divergent_tokens
 from seedkl_jax.analysis.pipeline import analyze_groups
 from seedkl_jax.analysis.regression import regression
+from seedkl_jax.analysis.topk import topk_rows
 from seedkl_jax.report.explorer import write_explorer
 from seedkl_jax.report.figures import make_figures
 from seedkl_jax.report.markdown import write_report
@@ -51,15 +53,18 @@ def write_outputs(dest, groups: list[GroupResult], token_meta: pl.DataFrame, *, 
     reg = regression(groups, token_meta, n_boot=n_boot, seed=0, sizes=a.sizes)
     div = divergent_tokens(groups, token_meta, n_boot=n_boot, seed=0)
     tables = {
-        "tokens.parquet": pl.concat([token_rows(g, token_meta) for g in groups], how="vertical"),
-        "pairs.parquet": pl.concat([pair_rows(g) for g in groups], how="vertical"),
+        "tokens.parquet": pl.concat([token_rows(g, token_meta) for g in groups], how="diagonal"),
+        "pairs.parquet": pl.concat([pair_rows(g) for g in groups], how="diagonal"),
         "token_meta.parquet": token_meta,
         "summary.parquet": a.summary, "regression.parquet": reg, "divergent_tokens.parquet": div,
     }
+    pos = {s: token_meta.filter(pl.col("size") == s)["position"].sort().to_numpy() for s in a.sizes}
     if pair_positions:
-        pos = {s: token_meta.filter(pl.col("size") == s)["position"].sort().to_numpy() for s in a.sizes}
         tables["pair_positions.parquet"] = pl.concat([pair_position_rows(g, pos[g.size]) for g in groups],
-                                                     how="vertical")
+                                                     how="diagonal")  # agreement columns: where measured
+    topk = [t for t in (topk_rows(g, pos[g.size]) for g in groups) if t is not None]
+    if topk:  # --save_topk: numbered like tokens.parquet's positions (analysis/topk.py)
+        tables["topk.parquet"] = pl.concat(topk, how="vertical")
     for name, df in tables.items():
         df.write_parquet(dest / name)
     a.summary.write_csv(dest / "summary.csv")

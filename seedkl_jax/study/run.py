@@ -256,6 +256,7 @@ def _compute_groups(prep: Prepared, groups: list[tuple[str, int]], *, write: boo
     first = min(suite.steps) if reference_other is not None else None
     held_key = None if cfg.analysis.surprisal_seed is None else held_out_key(cfg.analysis.surprisal_seed)
     probe_keys = probes.keys(prep.probes) if prep.probes is not None else ()
+    probe_keys += _measured_keys(cfg.measure)  # not probes, but alike: a group saved without them is recomputed
     need = lambda step: ((OTHER_KL,) if step == first else ()) + probe_keys + (  # noqa: E731
         (held_key,) if held_key and step == max(suite.steps) else ())
     done = np.array([write and store.load_group(out, *g, suite.seeds, n_pos, need(g[1])) is not None
@@ -283,6 +284,7 @@ def _compute_groups(prep: Prepared, groups: list[tuple[str, int]], *, write: boo
             arrays = {k: np.asarray(v) for k, v in compare_stacked(
                 stacked, model_cfg, text.ids, kernel=prep.kernel, vocab_size=tok.vocab_size, reference_logprobs=refs,
                 window=cfg.scoring.window, overlap=cfg.scoring.overlap, mesh=cfg.mesh, mlm=mlm, doc_ids=text.doc_ids,
+                metrics=cfg.measure.metrics, topk=cfg.measure.save_topk,
                 seed_names=[f"{size} step {step} seed {s}" for s in suite.seeds + extra(step)],
             ).items()}
             if extra(step):  # the held-out seed: keep its surprisal, drop it from every compared array
@@ -326,9 +328,17 @@ def _compared(stacked, S: int):
     return jax.tree.map(lambda x: x[:S], stacked)
 
 
+def _measured_keys(measure) -> tuple[str, ...]:
+    """The group arrays --metrics and --save_topk add to compare()'s (the agreed kernel names)."""
+    return ((("top1_agree",) if "top1" in measure.metrics else ()) + (("js",) if "js" in measure.metrics else ())
+            + (("topk_ids", "topk_prob") if measure.save_topk > 0 else ()))
+
+
 def _split_held_out(arrays: dict, S: int, key: str) -> dict:
-    """compare() arrays of S compared seeds + 1 held-out one -> the S seeds' arrays + key: its [P] surprisal."""
-    out = {k: (v[:, :S, :S] if k == "kl" else v[:, :S]) for k, v in arrays.items()}
+    """compare() arrays of S compared seeds + 1 held-out one -> the S seeds' arrays + key: its [P] surprisal.
+    Pairwise [P,S+1,S+1] arrays (kl, top1_agree, js) lose the held-out row and column; every other array
+    ([P,S+1] per seed, [P,S+1,K] top-k) its seed."""
+    out = {k: (v[:, :S, :S] if k in ("kl", "top1_agree", "js") else v[:, :S]) for k, v in arrays.items()}
     out[key] = arrays["surprisal"][:, S]
     return out
 

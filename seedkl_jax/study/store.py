@@ -6,7 +6,8 @@ or absent, so a rerun can trust whatever it finds. Layout:
   .seedkl.lock                    held by the one run writing here (study/lock.py)
   study.json                      the settings the results depend on; a rerun with other settings is refused
   groups/<size>/step<step>.npz    one finished (size, step) group: compare() arrays + seeds (the first
-                                  step's also kl_unigram_other, analysis/compat.py)
+                                  step's also kl_unigram_other, analysis/compat.py; per --metrics and
+                                  --save_topk top1_agree, js [P,S,S], topk_ids, topk_prob [P,S,K])
   tokens.parquet, ... report.md   final outputs, rewritten from the group files at the end of every run
   manifest.json                   the final outputs that belong together (size, sha256), written last
   .staging-<pid>/                 the final outputs of the run with that pid, while they are written
