@@ -209,3 +209,21 @@ def table(rows: list[dict], columns: list[str] | None = None) -> str:
     line = lambda vals: "| " + " | ".join(v.rjust(w) for v, w in zip(vals, widths)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(columns), sep, *(line(r) for r in cells)])
+
+
+def interleaved_best(runs: list, repeats: int) -> list[float]:
+    """Best wall time of each run (a callable returning JAX arrays), timed in alternation so load drift
+    on a shared machine hits all alike."""
+    import time
+
+    import jax
+
+    for run in runs:
+        jax.block_until_ready(run())  # warm-up
+    best = [float("inf")] * len(runs)
+    for _ in range(repeats):
+        for i, run in enumerate(runs):
+            t0 = time.perf_counter()
+            jax.block_until_ready(run())
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best

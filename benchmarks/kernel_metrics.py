@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from absl import app, flags
@@ -36,20 +35,6 @@ def configs(k: int) -> list[tuple[str, tuple[str, ...], int]]:
     """(label, metrics, topk) in the order they are printed; the first is the baseline."""
     return [("kl", ("kl",), 0), ("kl+top1", ("kl", "top1"), 0), (f"kl+top1+top{k}", ("kl", "top1"), k),
             ("kl+top1+js", ("kl", "top1", "js"), 0)]
-
-
-def _timed(runs: list, repeats: int) -> list[float]:
-    import jax
-
-    for run in runs:
-        jax.block_until_ready(run())  # warm-up
-    best = [float("inf")] * len(runs)
-    for _ in range(repeats):
-        for i, run in enumerate(runs):
-            t0 = time.perf_counter()
-            jax.block_until_ready(run())
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
 
 
 def main(argv):
@@ -80,7 +65,7 @@ def main(argv):
                                                 topk=k).compile()
                 runs.append(lambda c=compiled: c(h, w, t, None))
                 temps.append(compiled.memory_analysis().temp_size_in_bytes)
-            times = _timed(runs, _REPEATS.value)
+            times = common.interleaved_best(runs, _REPEATS.value)
             for (label, _, _), secs, temp in zip(configs(_TOPK.value), times, temps):
                 print(f"{size:<6}{D:>5}{form:>9}{label:>18}{secs:>9.3f}{secs / times[0]:>7.2f}"
                       f"{(secs - times[0]) / P * 1e6:>12.1f}{temp / 2 ** 20:>9.1f}", flush=True)

@@ -35,7 +35,8 @@ from pathlib import Path
 
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+import common  # noqa: E402
 
 _SEEDS = flags.DEFINE_integer("seeds", 5, "S: seeds in one step")
 _TOKENS = flags.DEFINE_integer("tokens", 2048, "T: tokens in the window")
@@ -208,21 +209,6 @@ def main(argv):
         _cache(vocab, kernel_run)
 
 
-def _interleaved(runs: list, repeats: int) -> list[float]:
-    """Best wall time of each run, timed in alternation so load drift on a shared machine hits all alike."""
-    import jax
-
-    for run in runs:
-        jax.block_until_ready(run())  # warm-up
-    best = [float("inf")] * len(runs)
-    for _ in range(repeats):
-        for i, run in enumerate(runs):
-            t0 = time.perf_counter()
-            jax.block_until_ready(run())
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
-
-
 def _sweep(h, w, t, vocab, kernel_run):
     from seedkl_jax.kernels.defaults import default_blocks, default_cache_logits, default_form
 
@@ -235,7 +221,7 @@ def _sweep(h, w, t, vocab, kernel_run):
     sweep += [(c0, int(b)) for b in _BLOCKS.value]
     sweep = list(dict.fromkeys(sweep + [(c0, pb0)]))  # defaults always in
     runs = [kernel_run(vocab_chunk=C, position_block=Pb) for C, Pb in sweep] + [kernel_run(kernel="naive")]
-    times = _interleaved([r for r, _ in runs], _REPEATS.value)
+    times = common.interleaved_best([r for r, _ in runs], _REPEATS.value)
     for (C, Pb), (_, temp), secs in zip(sweep, runs, times):
         print(f"{C:>6}{Pb:>6}{secs:>9.2f}{temp / MB:>13.1f}")
     print(f"{'naive':>12}{times[-1]:>9.2f}{runs[-1][1] / MB:>13.1f}")
@@ -263,7 +249,7 @@ def _forms(h, w, t, Vr, kernel_run):
           "rel = |err| / max(1, |exact|))")
     print(f"{'form':<9}{'time s':>8}{'logits':>10}{'KL max rel err':>16}{'KL max |err|':>14}"
           f"{'entropy max rel err':>21}{'max KL':>9}")
-    times = dict(zip(kl_forms, _interleaved([kernel_run(form=f)[0] for f in kl_forms], _REPEATS.value)))
+    times = dict(zip(kl_forms, common.interleaved_best([kernel_run(form=f)[0] for f in kl_forms], _REPEATS.value)))
     for label, hs, ws in _logit_cases(h[:, :P], w):
         want_kl, want_h = _oracle(hs, ws, Vr)
         for form in kl_forms:
@@ -283,7 +269,7 @@ def _cache(vocab, kernel_run):
           f"{'temp MB recompute':>19}{'temp MB cached':>16}")
     configs = [(f, int(b)) for f in _CACHE_FORMS.value for b in _CACHE_BLOCKS.value]
     runs = [kernel_run(form=f, position_block=Pb, cache_logits=c) for f, Pb in configs for c in (False, True)]
-    times = _interleaved([r for r, _ in runs], _REPEATS.value)
+    times = common.interleaved_best([r for r, _ in runs], _REPEATS.value)
     for i, (form, Pb) in enumerate(configs):
         (t0, t1), (m0, m1) = times[2 * i:2 * i + 2], (runs[2 * i][1], runs[2 * i + 1][1])
         print(f"{form:<8}{Pb:>6}{t0 * 1e3:>14.2f}{t1 * 1e3:>11.2f}{t1 / t0:>17.2f}x{m0 / MB:>19.1f}{m1 / MB:>16.1f}",
