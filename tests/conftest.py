@@ -140,6 +140,35 @@ def hf_checkpoint(tmp_path_factory):
     return make
 
 
+def lock_holder(out: Path, seconds: float):
+    """A child process holding `out`'s seedkl lock for `seconds` (returned once it holds it: Popen)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path\n"
+                              "from seedkl_jax.study import lock\n"
+                              "with lock.hold(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(float(sys.argv[2]))",
+                              str(out), str(seconds)], cwd=Path(__file__).resolve().parents[1],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+def link_suite(root: Path, make, sizes: dict, steps, seeds, *, base: int, size_stride: int = 100,
+               **config) -> str:
+    """A local suite of tiny GPT-NeoX checkpoints: root/suite/{size}/seed{seed}/step{step}, each a symlink to
+    `make(base + size_stride*i + 10*j + seed, **sizes[size], **config)` (make: the hf_checkpoint fixture), so
+    every checkpoint has its own random init. Returns the suite's model template."""
+    for i, size in enumerate(sizes):
+        for j, step in enumerate(steps):
+            for seed in seeds:
+                ckpt = make(base + size_stride * i + 10 * j + seed, **sizes[size], **config)
+                link = root / "suite" / size / f"seed{seed}" / f"step{step}"
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(ckpt, target_is_directory=True)
+    return str(root / "suite" / "{size}" / "seed{seed}" / "step{step}")
+
+
 @functools.lru_cache(maxsize=2)
 def _torch_model(ckpt: str):
     import torch

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_tokenizer
+from conftest import link_suite, tiny_tokenizer
 from seedkl_jax import distributed
 from seedkl_jax.errors import SeedKLError
 
@@ -98,14 +98,8 @@ def test_share_is_a_round_robin_partition():
 def lab(tmp_path_factory, hf_checkpoint):
     root = tmp_path_factory.mktemp("dist")
     tok = tiny_tokenizer(root / "tokenizer.json")
-    for i, size in enumerate(SIZES):
-        for j, step in enumerate(STEPS):
-            for seed in SEEDS:
-                ckpt = hf_checkpoint(5000 + 100 * i + 10 * j + seed, tokenizer=tok, vocab_size=48,
-                                     max_position_embeddings=64, initializer_range=0.5, **SIZES[size])
-                link = root / "suite" / size / f"seed{seed}" / f"step{step}"
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(ckpt, target_is_directory=True)
+    link_suite(root, hf_checkpoint, SIZES, STEPS, SEEDS, base=5000, tokenizer=tok, vocab_size=48,
+               max_position_embeddings=64, initializer_range=0.5)
     text = root / "eval.txt"
     text.write_text("<|endoftext|>".join(TEXT), encoding="utf-8")
     flags = ["--preset=", f"--model_template={root}/suite/{{size}}/seed{{seed}}/step{{step}}",

@@ -15,6 +15,7 @@ from seedkl_jax.errors import SeedKLError
 from seedkl_jax.study import icl, store
 from seedkl_jax.study.run import StudyConfig, run_study
 from seedkl_jax.study.suite import Suite
+from conftest import link_suite
 from test_text import WORDS, tiny_tokenizer_file
 
 torch = pytest.importorskip("torch")
@@ -37,18 +38,11 @@ def _docs(n_words, seed: int) -> list[str]:
 def lab(tmp_path_factory, hf_checkpoint):
     root = tmp_path_factory.mktemp("icl")
     tok_file = tiny_tokenizer_file(root / "tok")
-    for i, size in enumerate(SIZES):
-        for j, step in enumerate(STEPS):
-            for seed in SEEDS:
-                ckpt = hf_checkpoint(2000 + 100 * i + 10 * j + seed, tokenizer=tok_file, vocab_size=48,
-                                     max_position_embeddings=CONTEXT, initializer_range=0.5, **SIZES[size])
-                link = root / "suite" / size / f"seed{seed}" / f"step{step}"
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(ckpt, target_is_directory=True)
+    template = link_suite(root, hf_checkpoint, SIZES, STEPS, SEEDS, base=2000, tokenizer=tok_file, vocab_size=48,
+                          max_position_embeddings=CONTEXT, initializer_range=0.5)
     text = root / "eval.txt"
     text.write_text("<|endoftext|>".join(_docs(DOC_WORDS, 0)), encoding="utf-8")
-    suite = Suite(sizes=tuple(SIZES), steps=STEPS, seeds=SEEDS,
-                  model_template=str(root / "suite" / "{size}" / "seed{seed}" / "step{step}"))
+    suite = Suite(sizes=tuple(SIZES), steps=STEPS, seeds=SEEDS, model_template=template)
     from seedkl_jax.data.tokenizer import load_tokenizer
 
     return dict(root=root, suite=suite, text=text, cache=str(root / "cache"), tok=load_tokenizer(str(tok_file)))

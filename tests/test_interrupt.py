@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from conftest import lock_holder
 from seedkl_jax.study import publish, store
 from seedkl_jax.study.run import run_study
 from test_study import STEPS, _cfg, _flagfile, full, lab  # noqa: F401  (module fixtures)
@@ -64,12 +65,8 @@ def test_an_interrupt_while_waiting_for_the_lock_is_one_line(tmp_path):
     """SIGINT while `seedkl analyze` reads its inputs (here: it waits on a held lock): exit 130, one line."""
     out = tmp_path / "held"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path\n"
-                               "from seedkl_jax.study import lock\n"
-                               "with lock.hold(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(120)",
-                               str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    holder = lock_holder(out, 120)
     try:
-        assert holder.stdout.readline().strip() == "held"
         pairs, meta = tmp_path / "p.parquet", tmp_path / "m.parquet"
         pl.DataFrame({"size": ["a"] * 2, "step": [0, 0], "seed_a": [1, 2], "seed_b": [2, 1], "position": [0, 0],
                       "kl": [0.1, 0.2]}).write_parquet(pairs)

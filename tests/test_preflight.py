@@ -22,6 +22,7 @@ from seedkl_jax.convert import cache
 from seedkl_jax.errors import SeedKLError
 from seedkl_jax.study import lock
 from seedkl_jax.study.run import run_study
+from conftest import lock_holder
 from test_study import SEEDS, _cfg, _flagfile, lab  # noqa: F401  (lab: the module fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,11 +188,7 @@ def test_a_locked_out_is_refused_and_a_dead_holders_lock_is_not(lab, tmp_path):
             run_study(_cfg(lab, out), progress=False)
     _nothing_written(out)
     # a holder killed with SIGKILL leaves the lock file, never the lock
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path\n"
-                               "from seedkl_jax.study import lock\n"
-                               "with lock.hold(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(600)",
-                               str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
+    holder = lock_holder(out, 600)
     with pytest.raises(SeedKLError, match=rf"pid {holder.pid}\)"):
         with lock.hold(out):
             pass
@@ -205,11 +202,7 @@ def test_a_locked_out_is_refused_and_a_dead_holders_lock_is_not(lab, tmp_path):
 def test_wait_queues_behind_the_holder(tmp_path, capfd):
     out = tmp_path / "out"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path\n"
-                               "from seedkl_jax.study import lock\n"
-                               "with lock.hold(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(3)",
-                               str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
+    holder = lock_holder(out, 3)
     t0 = time.perf_counter()
     with lock.hold(out, wait=True):
         assert time.perf_counter() - t0 > 1.5  # got the lock only once the holder let go (after ~3 s)

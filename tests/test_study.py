@@ -20,6 +20,7 @@ from seedkl_jax.errors import SeedKLError
 from seedkl_jax.study import store
 from seedkl_jax.study.run import StudyConfig, run_study
 from seedkl_jax.study.suite import Suite
+from conftest import link_suite
 from test_text import NEOX_TOKENIZER, tiny_tokenizer_file
 
 torch = pytest.importorskip("torch")
@@ -60,14 +61,9 @@ def lab(tmp_path_factory, hf_checkpoint):
     from seedkl_jax.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(str(tok_file))
-    for i, size in enumerate(SIZES):
-        for j, step in enumerate(STEPS):
-            for seed in SEEDS:  # every checkpoint its own random init; the suite layout by symlinks
-                ckpt = hf_checkpoint(1000 * i + 10 * j + seed, tokenizer=tok_file, vocab_size=rows,
-                                     max_position_embeddings=256, initializer_range=0.5, **SIZES[size])
-                link = root / "suite" / size / f"seed{seed}" / f"step{step}"
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(ckpt, target_is_directory=True)
+    # every checkpoint its own random init; the suite layout by symlinks
+    template = link_suite(root, hf_checkpoint, SIZES, STEPS, SEEDS, base=0, size_stride=1000,
+                          tokenizer=tok_file, vocab_size=rows, max_position_embeddings=256, initializer_range=0.5)
     text = root / "eval.txt"
     text.write_text("<|endoftext|>".join(TEXT) + "\n", encoding="utf-8")
     from seedkl_jax.data.text import read_text
@@ -81,7 +77,7 @@ def lab(tmp_path_factory, hf_checkpoint):
     (root / "tags.json").write_text(json.dumps(tags), encoding="utf-8")
     counts = None  # frequencies counted over the text (the Pile counts file has 50,277 ids, see report)
     suite = Suite(sizes=tuple(SIZES), steps=STEPS, seeds=SEEDS,
-                  model_template=str(root / "suite" / "{size}" / "seed{seed}" / "step{step}"))
+                  model_template=template)
     return dict(root=root, suite=suite, text=str(text), tags=str(root / "tags.json"), counts=counts,
                 cache=str(root / "cache"), tok=tok, ids=ids, rows=rows)
 
@@ -101,18 +97,23 @@ def full(lab):
     return out, report
 
 
-def _oracle_kl_mean(lab, size: str, step: int) -> np.ndarray:
-    """Independent float64 per-position mean KL over ordered seed pairs from the HF torch models."""
+def oracle_logp(lab, size: str, step: int, seeds=SEEDS) -> np.ndarray:
+    """Independent float64 log-probs [S,P,V] over the real vocab from the HF torch models of `seeds`."""
     V = lab["tok"].vocab_size
     ids = torch.tensor(np.asarray(lab["ids"], np.int64))[None]
     logp = []
-    for seed in SEEDS:
+    for seed in seeds:
         path, _ = lab["suite"].checkpoint(size, step, seed)
         model = transformers.GPTNeoXForCausalLM.from_pretrained(path, dtype=torch.float64).eval()
         with torch.no_grad():
             z = model(ids).logits[0, :-1, :V].double()        # [P, V_real]: predicts tokens 1..N-1
         logp.append(torch.log_softmax(z, -1).numpy())
-    logp = np.stack(logp)                                       # [S, P, V]
+    return np.stack(logp)
+
+
+def _oracle_kl_mean(lab, size: str, step: int) -> np.ndarray:
+    """Independent float64 per-position mean KL over ordered seed pairs from the HF torch models."""
+    logp = oracle_logp(lab, size, step)                         # [S, P, V]
     p = np.exp(logp)
     kl = np.einsum("ipv,ipv->ip", p, logp)[:, None] - np.einsum("ipv,jpv->ijp", p, logp)  # [S,S,P]
     S = len(SEEDS)

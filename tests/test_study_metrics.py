@@ -13,7 +13,7 @@ import pytest
 
 from seedkl_jax.study import store
 from seedkl_jax.study.run import run_study
-from test_study import FINAL_FILES, STEPS, TOKENS_COLS, _cfg, lab  # noqa: F401 (lab: the fixture)
+from test_study import FINAL_FILES, STEPS, TOKENS_COLS, _cfg, lab, oracle_logp  # noqa: F401 (lab: the fixture)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -42,19 +42,6 @@ def runs(lab):
     return root
 
 
-def _oracle_logp(lab, size: str, step: int) -> np.ndarray:
-    """[S,P,V] float64 log-probs over the real vocab from the HF torch models of the compared seeds."""
-    V = lab["tok"].vocab_size
-    ids = torch.tensor(np.asarray(lab["ids"], np.int64))[None]
-    out = []
-    for seed in SEEDS:
-        path, _ = lab["suite"].checkpoint(size, step, seed)
-        model = transformers.GPTNeoXForCausalLM.from_pretrained(path, dtype=torch.float64).eval()
-        with torch.no_grad():
-            out.append(torch.log_softmax(model(ids).logits[0, :-1, :V].double(), -1).numpy())
-    return np.stack(out)
-
-
 def test_agreement_and_topk_match_a_float64_oracle(lab, runs):
     out = runs / "all"
     tokens = pl.read_parquet(out / "tokens.parquet")
@@ -63,7 +50,7 @@ def test_agreement_and_topk_match_a_float64_oracle(lab, runs):
     P = len(lab["ids"]) - 1
     assert topk.height == len(STEPS) * len(SEEDS) * P * K and set(topk["seed"]) == set(SEEDS)
     for step in (0, max(STEPS)):   # the last step's groups held seed 3 too: split off every array
-        logp = _oracle_logp(lab, "s1", step)
+        logp = oracle_logp(lab, "s1", step, SEEDS)
         p = np.exp(logp)
         arg = logp.argmax(-1)                                                  # [S,P]
         t = tokens.filter(pl.col("step") == step).sort("position")
