@@ -82,6 +82,7 @@ def test_an_interrupt_while_waiting_for_the_lock_is_one_line(tmp_path):
         child.send_signal(signal.SIGINT)
         rest = child.communicate(timeout=120)[1]
         assert child.returncode == 130, err + rest
+        assert holder.poll() is None  # it ended while the lock was still held, not once the other run let go
         assert "Traceback" not in rest
         assert rest.strip().splitlines() == ["seedkl analyze: interrupted (SIGINT); rerun the same command to resume"]
     finally:

@@ -44,6 +44,18 @@ def _holder(fd: int, patience_s: float = 2.0) -> str:
             time.sleep(0.05)
 
 
+def _wait_for(fd: int, poll_s: float = 0.2) -> None:
+    """Take the lock once its holder lets go. Polled, not one blocking flock: the kernel may deliver a
+    Ctrl-C to any of the process's threads (JAX and tensorstore start some), and then nothing interrupts
+    a blocking flock in the main thread, so the interrupt would wait for the other run to end."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(poll_s)
+
+
 @contextlib.contextmanager
 def hold(out: Path, *, wait: bool = False, new: bool = False) -> Iterator[Path]:
     """Hold the lock of the existing folder `out` inside the block (yields the lock file's path).
@@ -67,7 +79,7 @@ def hold(out: Path, *, wait: bool = False, new: bool = False) -> Iterator[Path]:
                 raise SeedKLError(f"--out={out}: another seedkl run ({holder}) is writing to it; wait "
                                   "for it to end, pass --wait to queue behind it, or use another --out") from None
             print(f"seedkl: waiting for the other run ({holder}) writing to {out}", file=sys.stderr, flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _wait_for(fd)
         except OSError as e:
             if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                 raise
