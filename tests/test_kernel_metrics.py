@@ -205,3 +205,19 @@ def test_metrics_on_kept_slots_and_windows(form):
     np.testing.assert_array_equal(compact["top1_agree"], full["top1_agree"])
     for k in ("js", "topk_prob", "kl"):
         np.testing.assert_allclose(compact[k], full[k], rtol=1e-5, atol=1e-6)
+
+
+def test_last_only_scores_each_texts_last_prediction():
+    """last_only (the ICL probe's targets): the same numbers as scoring every position, at each row's last
+    prediction only, the position axis dropped; one text [N] gives scalars per seed pair."""
+    cfg, params = tiny_suite()
+    stacked = stack_params(params)
+    rows = np.random.RandomState(4).randint(0, VR, (3, 12))
+    kw = dict(vocab_size=VR, window=11, overlap=0, metrics=ALL, topk=2)
+    full = compare_stacked(stacked, cfg, rows, **kw)
+    last = compare_stacked(stacked, cfg, rows, last_only=True, **kw)
+    assert set(last) == set(full) and last["kl"].shape == (3, 3, 3) and last["surprisal"].shape == (3, 3)
+    for k in full:
+        np.testing.assert_allclose(last[k], full[k][:, -1], rtol=1e-5, atol=1e-6, err_msg=k)
+    one = compare_stacked(stacked, cfg, rows[0], last_only=True, **kw)
+    np.testing.assert_allclose(one["kl"], last["kl"][0], rtol=1e-5, atol=1e-6)

@@ -214,7 +214,8 @@ def compare_stacked(stacked: dict, model_cfg: Any, input_ids, *, kernel: KernelC
                     vocab_size: int | None = None, reference_logprobs=None, window: int | None = None,
                     overlap: int | None = None, mesh: Mesh | None = None, mlm: MLMSpec | None = None,
                     doc_ids=None, seed_names: Sequence[str] | None = None, window_batch: int | None = None,
-                    progress: bool = False, metrics: Sequence[str] = ("kl",), topk: int = 0) -> dict[str, np.ndarray]:
+                    progress: bool = False, metrics: Sequence[str] = ("kl",), topk: int = 0,
+                    last_only: bool = False) -> dict[str, np.ndarray]:
     """Per-position divergences between the S seeds in `stacked`: params stacked on a leading seed
     axis (`stack_params`) or a tuple of S params pytrees (`seed_params` gives what runs fastest here).
 
@@ -225,6 +226,9 @@ def compare_stacked(stacked: dict, model_cfg: Any, input_ids, *, kernel: KernelC
     reference_logprobs [vocab_size]: adds kl_unigram (renormalised; must be finite, see
     `reference.unigram_logprobs`); [K, vocab_size]: K references in the same pass, kl_unigram [P,S,K].
     window_batch: windows per jitted step (default: the mesh's data-axis size).
+    last_only: score only each text's last prediction (causal models; a probe's target): the models still
+    see every token, the unembedding and the kernel run on one slot per text, and the outputs lose their
+    position axis (kl [B,S,S] for input_ids [B,N]).
     window/overlap: default the model's context / half of it (kernels/windows.default_window).
     Masked LMs (model_cfg of a non-causal family) need `mlm` (how to score) and take one text [N] laid
     out as data/text.py's masked-LM text, `doc_ids` [N] its documents (default: one document); outputs
@@ -252,6 +256,10 @@ def compare_stacked(stacked: dict, model_cfg: Any, input_ids, *, kernel: KernelC
     metrics = tuple(m for m in METRICS if m in metrics)  # one order, hashable: a static argument of the step
     ref = None if reference_logprobs is None else check_reference(reference_logprobs, vocab_size)
     win = _windows(model_cfg, ids, window, overlap, mlm, doc_ids)
+    if last_only:
+        if not families.family_of(model_cfg).causal:
+            raise SeedKLError(f"last_only: {model_cfg.model_type} is a masked LM; it scores every wordpiece")
+        win = win.last_only()
     n_data, seed_axis = _check_mesh(mesh, S)
     bw = n_data if window_batch is None else int(window_batch)
     if bw < 1 or bw % n_data:

@@ -66,6 +66,15 @@ class Windows:
                                    starts=pad(self.starts, -1),
                                    valid=None if self.valid is None else pad(self.valid, 0))
 
+    def last_only(self) -> Windows:
+        """Keep only each text's last prediction (a probe's target, e.g. the ICL score's): the windows still
+        feed the whole text as context, but one slot per text is scored, so out_shape drops the position
+        axis ((B, N−1) -> (B,), (N−1,) -> ())."""
+        n = self.out_shape[-1]
+        mask = self.mask & (self.dest % n == n - 1)
+        return dataclasses.replace(self, mask=mask, dest=np.where(mask, self.dest // n, -1),
+                                   out_shape=self.out_shape[:-1], keep_max=1)
+
     def stitch(self, values: np.ndarray) -> np.ndarray:
         """values [W,T,...] per slot -> out_shape + [...] in text order (kept slots only)."""
         values = np.asarray(values)

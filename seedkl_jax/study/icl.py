@@ -101,9 +101,9 @@ def score(prepared: IclInputs, params, model_cfg, *, vocab_size: int, seed_names
     for ctx, rows in (("short", docs.short), ("long", docs.long)):
         n_in = rows.shape[1] - 1  # the context the model sees; the row's last id is the scored target
         r = compare_stacked(params, model_cfg, rows, vocab_size=vocab_size, window=n_in, overlap=0, mesh=mesh,
-                            seed_names=[str(s) for s in seed_names])
-        out[f"icl_loss_{ctx}"] = np.asarray(r["surprisal"][:, -1], np.float32)  # [N_doc,S]
-        out[f"icl_kl_{ctx}"] = np.asarray(r["kl"][:, -1], np.float32)           # [N_doc,S,S]
+                            seed_names=[str(s) for s in seed_names], last_only=True)  # only the target is scored
+        out[f"icl_loss_{ctx}"] = np.asarray(r["surprisal"], np.float32)  # [N_doc,S]
+        out[f"icl_kl_{ctx}"] = np.asarray(r["kl"], np.float32)           # [N_doc,S,S]
     return out
 
 
