@@ -181,3 +181,21 @@ def test_masked_lms_get_a_section_and_no_arrays(lab):
     assert icl.keys(prepared) == () and icl.score(prepared, None, None, vocab_size=36, seed_names=SEEDS) == {}
     [(title, md)] = icl.write(prepared, [], "unused", lab["suite"])
     assert title == "In-context learning score" and "defined for causal LMs" in md
+
+
+def test_a_resumed_run_writes_the_same_icl_files(lab, full, tmp_path):
+    """A kill loses at most the group being computed: a copy of the finished run with one group file gone
+    (as a kill before that group was saved leaves it) resumes to the same icl.parquet and ICL section."""
+    import shutil
+
+    out = tmp_path / "resumed"
+    shutil.copytree(full, out)
+    lost = store.group_path(out, list(SIZES)[-1], STEPS[-1])
+    lost.unlink()
+    kept = store.group_path(out, list(SIZES)[0], STEPS[0]).stat().st_mtime_ns
+    (out / "icl.parquet").unlink()
+    run_study(_cfg(lab, out, icl_positions=POSITIONS), progress=False)
+    assert lost.is_file() and store.group_path(out, list(SIZES)[0], STEPS[0]).stat().st_mtime_ns == kept
+    assert pl.read_parquet(out / "icl.parquet").equals(pl.read_parquet(full / "icl.parquet"))
+    section = lambda d: (d / "report.md").read_text().split("## In-context learning score", 1)[1].split("\n## ", 1)[0]
+    assert section(out) == section(full)

@@ -236,6 +236,14 @@ def test_study_writes_minimal_pairs_table_figure_and_section(lab, tmp_path):
     assert len(settings["sha256"]) == 64
     with np.load(out / "groups" / "tiny" / "step8.npz") as z:
         assert z["mp_logp_good"].shape == (len(PAIRS), 2)
+    # a kill loses at most the group being computed: without its file, a rerun recomputes just it and
+    # writes the same table and section
+    before = df
+    (out / "groups" / "tiny" / "step8.npz").unlink()
+    report = run_study(_cfg(lab, out, minimal_pairs=lab["pairs"]), progress=False)
+    assert pl.read_parquet(out / "minimal_pairs.parquet").equals(before)
+    section = lambda t: t.split("## Minimal pairs", 1)[1].split("\n## ", 1)[0]
+    assert section(Path(report).read_text()) == section(text)
 
 
 def test_a_bad_pairs_file_fails_before_any_compute(lab, tmp_path):
