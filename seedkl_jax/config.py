@@ -222,6 +222,11 @@ class SuiteConfig:
         "alias-gpt2-small-x21,battlestar-gpt2-small-x49.", results=True)
     lr_schedule: Any = setting(None, "analysis.lr.LRSchedule drawn in the figures (the preset's by default).",
                                cli=False)
+    # a resolved Suite given from Python keeps its analysis-only parts through `of` (not flags)
+    phase_steps: tuple[int, ...] | None = setting(None, "Reference phase boundaries (Suite.phase_steps); None: the "
+                                                  "preset's.", cli=False)
+    factor_table: Any = setting(None, "seed -> {factor: value} (Suite.seed_factors); --seed_factors replaces it; "
+                                "None: the preset's.", cli=False)
     seed_factors: str | None = setting(
         None, "JSON file: seed -> {factor: value} (e.g. {\"1\": {\"init\": 1, \"data\": 0}}); every ordered seed "
         "pair gets the type of the factors that differ (init, data, init+data) and E[conv] is reported per pair "
@@ -248,7 +253,8 @@ class SuiteConfig:
             return suite
         return cls(preset="", model_template=suite.model_template, revision_template=suite.revision_template,
                    sizes=suite.sizes, steps=suite.steps, seeds=suite.seeds,
-                   lr_schedule=getattr(suite, "lr_schedule", None))
+                   lr_schedule=getattr(suite, "lr_schedule", None), phase_steps=getattr(suite, "phase_steps", None),
+                   factor_table=getattr(suite, "seed_factors", None))
 
 
 @dataclasses.dataclass(frozen=True)

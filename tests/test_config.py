@@ -52,7 +52,7 @@ def test_flags_are_the_config_fields():
         assert flag.default == (list(default) if isinstance(default, tuple) else default), path
     # every field has help; only Python-only fields are not flags
     assert {p for p, f in config.fields().items() if not f.metadata["cli"]} == {
-        "suite.lr_schedule", "text.pos_required", "dtype", "mesh"}
+        "suite.lr_schedule", "suite.phase_steps", "suite.factor_table", "text.pos_required", "dtype", "mesh"}
     assert all(f.metadata["help"].strip() for f in config.fields().values())
 
 
@@ -137,6 +137,11 @@ def test_a_resolved_suite_is_accepted():
     cfg = StudyConfig(suite=suite, text=TextConfig(text="t"))
     assert isinstance(cfg.suite, SuiteConfig) and cfg.suite.preset == ""
     assert resolve_suite(cfg.suite) == suite and resolve_suite(cfg.suite).lr_schedule is suite.lr_schedule
+    # its analysis-only parts (not part of Suite equality) survive too: the paper's phase lines, seed factors
+    assert resolve_suite(cfg.suite).phase_steps == suite.phase_steps == (16, 256, 2000)
+    decoupled = PRESETS["polypythia-160m-decoupled"].override(steps=(0, 1))
+    again = resolve_suite(StudyConfig(suite=decoupled, text=TextConfig(text="t")).suite)
+    assert again.seed_factors == decoupled.seed_factors and again.seed_factors
     by_flags = StudyConfig.from_flat(sizes="70m", steps="0,1", text="t")
     assert resolve_suite(by_flags.suite) == suite
 

@@ -208,9 +208,9 @@ def resolve_suite(cfg: Any) -> Suite:
     else:
         suite = Suite(sizes=cfg.sizes, steps=cfg.steps, seeds=cfg.seeds, model_template=cfg.model_template,
                       revision_template=cfg.revision_template or "")
-    suite = suite.override(lr_schedule=cfg.lr_schedule)
+    suite = suite.override(lr_schedule=cfg.lr_schedule, phase_steps=getattr(cfg, "phase_steps", None))
     path = getattr(cfg, "seed_factors", None)
-    table = read_seed_factors(path) if path else suite.seed_factors
+    table = read_seed_factors(path) if path else (getattr(cfg, "factor_table", None) or suite.seed_factors)
     return dataclasses.replace(suite, seed_factors=check_seed_factors(table, suite.seeds, path))
 
 
