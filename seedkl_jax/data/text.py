@@ -58,6 +58,11 @@ class Text:
         return hashlib.sha256(np.ascontiguousarray(self.ids, dtype=np.int64).tobytes()).hexdigest()
 
 
+def text_record(text: Text) -> dict:
+    """What study.json records for a text input: where it came from and its ids by content."""
+    return {"source": os.path.abspath(text.source), "n_tokens": int(len(text.ids)), "sha256": text.fingerprint()}
+
+
 def read_text(path: str | os.PathLike, tokenizer, *, masked_lm: bool = False) -> Text:
     """Read `--text` (FILE, DIR or .npy; see module docstring) with `tokenizer` (data.tokenizer.Tokenizer).
     masked_lm: the layout a masked LM scores (module docstring); needs a WordPiece tokenizer ([CLS])."""

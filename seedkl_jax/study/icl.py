@@ -12,12 +12,12 @@ score is defined for causal LMs and nothing is computed.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
 
 from seedkl_jax.analysis import icl as stats
+from seedkl_jax.data.text import text_record
 from seedkl_jax.errors import SeedKLError
 
 KEYS = stats.KEYS
@@ -32,6 +32,7 @@ class IclInputs:
     docs: stats.Documents | None
     n_boot: int
     note: str | None = None  # set when nothing is scored (masked LM, no document long enough)
+    text_record: dict | None = None  # a separate --icl_text by content (study.json), None: the study's text
 
 
 def prepare(cfg, tok, text) -> IclInputs | None:
@@ -43,14 +44,15 @@ def prepare(cfg, tok, text) -> IclInputs | None:
     positions = tuple(int(p) for p in m.icl_positions)
     source = str(text.source if m.icl_text is None else m.icl_text)
     n_boot = int(cfg.analysis.n_boot)
+    icl_text = text if m.icl_text is None else read(m.icl_text, tok)
+    recorded = None if m.icl_text is None else text_record(icl_text)
     if cfg.scoring.mlm_scoring is not None:
         return IclInputs(source, positions, None, n_boot, note=(
             "Not computed: the ICL score is a next-token loss, defined for causal LMs; this suite is a masked "
-            "LM (pass --icl_text=none to drop this section)."))
-    icl_text = text if m.icl_text is None else read(m.icl_text, tok)
+            "LM (pass --icl_text=none to drop this section)."), text_record=recorded)
     docs = stats.documents(icl_text.ids, icl_text.eos_id, positions)
     if not len(docs.doc_id):  # nothing to score, so no context to check: the section says why
-        return IclInputs(source, positions, docs, n_boot, note=(
+        return IclInputs(source, positions, docs, n_boot, text_record=recorded, note=(
             f"No ICL score: none of the {docs.n_total} documents has the {positions[2] + 1} ids that "
             f"--icl_positions={','.join(map(str, positions))} needs (longest: {docs.longest}); give "
             "--icl_text with longer documents or smaller --icl_positions."))
@@ -60,7 +62,7 @@ def prepare(cfg, tok, text) -> IclInputs | None:
         raise SeedKLError(f"{flag}={source}: the ICL score's rows hold token id {top}, outside the {tok.vocab_size} "
                           "ids the study normalises over (--vocab_size); widen --vocab_size or give another text")
     _check_context(cfg, positions)
-    return IclInputs(source, positions, docs, n_boot)
+    return IclInputs(source, positions, docs, n_boot, text_record=recorded)
 
 
 def read(path: str, tok):
@@ -73,14 +75,10 @@ def read(path: str, tok):
         raise SeedKLError(str(e).replace("--text=", "--icl_text=", 1)) from None
 
 
-def record(cfg, tok) -> dict | str | None:
+def record(cfg, prepared: IclInputs | None) -> dict | str | None:
     """What study.json records for --icl_text: the text by content (as text.text), 'none', or None
     (= the study's text, recorded there)."""
-    m = cfg.measure
-    if m.icl_text is None or not m.icl:
-        return m.icl_text
-    t = read(m.icl_text, tok)
-    return {"source": os.path.abspath(t.source), "n_tokens": int(len(t.ids)), "sha256": t.fingerprint()}
+    return prepared.text_record if prepared is not None and prepared.text_record else cfg.measure.icl_text
 
 
 def keys(prepared: IclInputs, model_cfg=None) -> tuple[str, ...]:

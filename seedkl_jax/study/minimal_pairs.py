@@ -10,6 +10,7 @@ At the end: minimal_pairs.parquet, per task accuracy, seed agreement and the two
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,13 @@ def prepare(cfg, tok, text=None) -> PairsInputs | None:
     pairs = read_minimal_pairs(path, tok, max_tokens=None if window is None else int(window) - special)
     pad = tok.pad_id if tok.pad_id is not None else tok.eos_id
     return PairsInputs(pairs, paper, masked, int(tok.eos_id), tok.cls_id, tok.sep_id, tok.mask_id, int(pad))
+
+
+def record(cfg, prepared: PairsInputs | None) -> dict | None:
+    """What study.json records for --minimal_pairs: the file by content (its sha256, read once)."""
+    if prepared is None:
+        return None
+    return {"source": os.path.abspath(cfg.measure.minimal_pairs), "sha256": prepared.pairs.sha256}
 
 
 def keys(prepared: PairsInputs, model_cfg=None) -> tuple[str, ...]:

@@ -45,6 +45,14 @@ def prepare(cfg, tok, text) -> Probes:
     return Probes(icl=icl.prepare(cfg, tok, text), pairs=minimal_pairs.prepare(cfg, tok, text))
 
 
+def records(probes: Probes, cfg) -> dict[str, Any]:
+    """What study.json records for the probes' input files, by dotted setting path: their content as read."""
+    from seedkl_jax.study import icl, minimal_pairs
+
+    return {"measure.icl_text": icl.record(cfg, probes.icl),
+            "measure.minimal_pairs": minimal_pairs.record(cfg, probes.pairs)}
+
+
 def keys(probes: Probes, model_cfg=None) -> tuple[str, ...]:
     """The group array keys every active probe adds."""
     return tuple(k for mod, prep in probes.active() for k in mod.keys(prep, model_cfg))

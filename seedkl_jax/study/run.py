@@ -137,7 +137,10 @@ def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
     from seedkl_jax.data.annotate import annotate_tokens, counts_from_ids, load_counts
 
     counts = None if not cfg.text.counts else load_counts(cfg.text.counts, tok.vocab_size)  # checks the length
-    settings = _settings(cfg, suite, text, tok)
+    from seedkl_jax.study import probes
+
+    probe_inputs = probes.prepare(cfg, tok, text)  # read and checked once; study.json records them by content
+    settings = _settings(cfg, suite, text, tok, probe_inputs)
     store.claim(out, settings, cfg.output.overwrite, write=False)  # refuse a foreign --out before slow annotation
     meta = annotate_tokens(text.ids, text.text, text.offsets, tok, counts, cfg.text.pos, cache_dir=cache_dir,
                            required=cfg.text.pos_required, docs=text.doc_ids)
@@ -146,12 +149,10 @@ def prepare(cfg: StudyConfig, *, check_out: bool = True) -> Prepared:
     compat = cfg.analysis.compat
     reference, other = (np.asarray(unigram_reference(c, counts, tok.vocab_size))
                         for c in (compat, config.Compat(other_choice(compat))))
-    from seedkl_jax.study import probes
-
     return Prepared(cfg=cfg, suite=suite, kernel=kernel, out=out, tok=tok, tok_source=tok_source, text=text,
                     meta=meta, reference=reference, reference_other=other, settings=settings,
                     timings={"setup_s": time.perf_counter() - t_start}, t_start=t_start,
-                    probes=probes.prepare(cfg, tok, text))
+                    probes=probe_inputs)
 
 
 def claim(prep: Prepared, groups: list[tuple[str, int]] | None = None) -> None:
@@ -198,27 +199,26 @@ def _file_sha(path: str) -> str:
     return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
 
 
-def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok) -> dict[str, Any]:
+def _settings(cfg: StudyConfig, suite: Suite, text: Text, tok, probe_inputs=None) -> dict[str, Any]:
     """What study.json records: under "results", every `results=True` setting of `cfg` (config.py's
     metadata; `cfg` has the model's window/overlap filled in), nested as in the config tree, with the
     settings that name inputs replaced by what those inputs are (below); under "annotation", choices
-    that may change between runs (the final files are rebuilt from the groups every run)."""
-    from seedkl_jax.study import icl
+    that may change between runs (the final files are rebuilt from the groups every run). probe_inputs:
+    study/probes.prepare's, whose input files are recorded by content (None: the settings as given)."""
+    from seedkl_jax.data.text import text_record
+    from seedkl_jax.study import probes
 
     recorded = {  # a setting that names an input: record the input itself, so that an edited file or
         # another spelling of the same suite (preset + overrides vs templates) is judged by content
         "suite": suite.to_dict(),  # every suite.* setting at once: the resolved checkpoints
-        "text.text": {"source": os.path.abspath(text.source), "n_tokens": int(len(text.ids)),
-                      "sha256": text.fingerprint()},
+        "text.text": text_record(text),
         "text.tokenizer": {"vocab_size": int(tok.vocab_size), "eos_id": int(tok.eos_id),  # after --vocab_size
                            "vocab_sha256": checks.vocab_fingerprint(tok)},
         "text.counts": None if not cfg.text.counts else {"source": os.path.abspath(cfg.text.counts),
                                                          "sha256": _file_sha(cfg.text.counts)},
-        "measure.icl_text": icl.record(cfg, tok),
-        "measure.minimal_pairs": None if cfg.measure.minimal_pairs is None else {  # a missing file: probes say so
-            "source": os.path.abspath(cfg.measure.minimal_pairs), "sha256": _file_sha(cfg.measure.minimal_pairs)
-            if Path(cfg.measure.minimal_pairs).expanduser().is_file() else None},
     }
+    if probe_inputs is not None:
+        recorded.update(probes.records(probe_inputs, cfg))
     results: dict[str, Any] = {}
     for path, value in config.results_values(cfg).items():
         key = next((k for k in recorded if path == k or path.startswith(k + ".")), path)
