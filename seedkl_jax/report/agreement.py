@@ -19,7 +19,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from seedkl_jax.report.mdtable import table
-from seedkl_jax.report.plotting import phase_lines, save, step_axis
+from seedkl_jax.report.plotting import phase_lines, save, step_axis, summary_rows
 
 LABELS = {"top1_agree": "top-1 agreement (fraction of seed pairs)", "js": "Jensen-Shannon divergence (nats)"}
 CAPTION = ("Agreement between seeds over training: top-1 agreement = how often two seeds' most likely next "
@@ -27,13 +27,9 @@ CAPTION = ("Agreement between seeds over training: top-1 agreement = how often t
            "Mean over tokens and ordered seed pairs; bands 95% seed/document bootstrap CI.")
 
 
-def _rows(summary: pl.DataFrame, metric: str) -> pl.DataFrame:
-    return summary.filter((pl.col("metric") == metric) & (pl.col("category_kind") == "all")).sort("step")
-
-
 def measured(summary: pl.DataFrame) -> list[str]:
     """The agreement metrics the summary has rows for, in LABELS' order."""
-    return [m for m in LABELS if _rows(summary, m).height]
+    return [m for m in LABELS if summary_rows(summary, m, "all").height]
 
 
 def _mean_ci(r: pl.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -54,7 +50,7 @@ def figure(summary: pl.DataFrame, path, sizes: list[str], phase_steps=None) -> P
     for j, (ax, metric) in enumerate(zip(axes, metrics)):
         allst = []
         for i, size in enumerate(sizes):
-            r = _rows(summary, metric).filter(pl.col("size") == size)
+            r = summary_rows(summary, metric, "all", size)
             if not r.height:
                 continue
             st = r["step"].to_numpy()
@@ -80,7 +76,7 @@ def section(summary: pl.DataFrame, sizes: list[str]) -> str | None:
         return None
     cells: dict[tuple, str] = {}
     for metric in metrics:
-        r = _rows(summary, metric)
+        r = summary_rows(summary, metric, "all")
         for size in sizes:
             rs = r.filter(pl.col("size") == size)
             y, lo, hi = _mean_ci(rs, metric)

@@ -40,7 +40,7 @@ from seedkl_jax.analysis.aggregate import category_order, size_order
 from seedkl_jax.data.annotate import PAPER_XPOS_PANELS
 from seedkl_jax.report import agreement
 from seedkl_jax.report.appendix_figures import lr_figure, regression_figure
-from seedkl_jax.report.plotting import detected_lines, gap_segment, phase_lines, save, step_axis
+from seedkl_jax.report.plotting import detected_lines, gap_segment, phase_lines, save, step_axis, summary_rows
 
 PHASE_COLORS = {"uniform": "#bdbdbd", "convergence": "#a1d99b", "divergence": "#fc9272",
                 "reconvergence": "#9ecae1", "late": "#fdd0a2"}
@@ -67,13 +67,6 @@ def _grid(n: int, w=4.4, h=3.3, sharey=True):
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
-
-
-def _rows(summary, metric, kind, size=None) -> pl.DataFrame:
-    r = summary.filter((pl.col("metric") == metric) & (pl.col("category_kind") == kind))
-    if size is not None:
-        r = r.filter(pl.col("size") == size)
-    return r.sort("step")
 
 
 def _band(ax, r: pl.DataFrame, lo, hi, **kw) -> None:
@@ -116,7 +109,7 @@ def _phase_marks(ax, p: dict | None, steps, phase_steps, label=False) -> None:
 def _econv_panels(summary, phases, sizes, path, band="sd_tokens", phase_steps=None) -> Path:
     fig, axes = _grid(len(sizes))
     for i, (ax, size) in enumerate(zip(axes, sizes)):
-        r = _rows(summary, "seeds", "all", size)
+        r = summary_rows(summary, "seeds", "all", size)
         st, y, sd = r["step"].to_numpy(), r["e_conv"].to_numpy(), r[band].to_numpy()
         p = phases.get(size) if phase_steps else None
         _shade(ax, p)
@@ -150,7 +143,7 @@ def _econv_sizes(summary, sizes, path, phase_steps=None) -> Path:
     ax = fig.subplots()
     allst = []
     for i, size in enumerate(sizes):
-        r = _rows(summary, "seeds", "all", size)
+        r = summary_rows(summary, "seeds", "all", size)
         st, y, sd = r["step"].to_numpy(), r["e_conv"].to_numpy(), r["sd_pairs"].to_numpy()
         allst += list(st)
         _sd_band(ax, st, y, sd, color=f"C{i}", alpha=0.15)
@@ -165,14 +158,14 @@ def _econv_sizes(summary, sizes, path, phase_steps=None) -> Path:
 
 
 def _baselines(summary, sizes, path) -> Path | None:
-    metrics = [m for m in ("uniform", "unigram") if _rows(summary, m, "all").height]
+    metrics = [m for m in ("uniform", "unigram") if summary_rows(summary, m, "all").height]
     if not metrics:
         return None
     fig, axes = _grid(len(metrics), w=5.0, h=3.6, sharey=False)
     for ax, m in zip(axes, metrics):
         allst = []
         for i, size in enumerate(sizes):
-            r = _rows(summary, m, "all", size)
+            r = summary_rows(summary, m, "all", size)
             if not r.height:
                 continue
             allst += r["step"].to_list()
@@ -191,7 +184,7 @@ def _baselines(summary, sizes, path) -> Path | None:
 def _by_category(summary, sizes, phases, kind, what, path, metric="seeds", only=None, phase_steps=None
                  ) -> Path | None:
     """One panel per size, one line per category (only: a subset, in the given order), band +-1 sd_pairs."""
-    allrows = _rows(summary, metric, kind)
+    allrows = summary_rows(summary, metric, kind)
     if only is not None:
         allrows = allrows.filter(pl.col("category").is_in(list(only)))
     if not allrows.height:

@@ -1,4 +1,5 @@
-"""What every figure module shares: the atomic PNG write, the symlog step axis and the phase lines.
+"""What every figure module shares: the atomic PNG write, the symlog step axis, the phase lines and
+the summary rows of one curve.
 
 Why a module of its own: report/figures.py and report/appendix_figures.py both draw on the same step
 axis with the same lines; with the helpers here neither imports the other's privates (no import cycle).
@@ -19,6 +20,16 @@ from matplotlib.figure import Figure
 from seedkl_jax.analysis.phases import PAPER_BOUNDARIES
 
 DPI = 150
+
+
+def summary_rows(summary, metric: str, kind: str, size: str | None = None):
+    """summary.parquet's rows of one metric and category kind (optionally one size), by step."""
+    import polars as pl
+
+    r = summary.filter((pl.col("metric") == metric) & (pl.col("category_kind") == kind))
+    if size is not None:
+        r = r.filter(pl.col("size") == size)
+    return r.sort("step")
 
 
 def save(fig: Figure, path: Path) -> Path:
