@@ -259,11 +259,17 @@ def _units(group: GroupResult, metric: str) -> np.ndarray | None:
     return None if v is None else np.asarray(v, dtype=np.float64)
 
 
+def doc_index(meta: pl.DataFrame) -> tuple[np.ndarray, int]:
+    """Each row's document as an index 0..D-1 (null doc ids: one document of their own; no doc_id
+    column: one document), and D: the numbering every bootstrap over documents uses."""
+    doc = meta["doc_id"] if "doc_id" in meta.columns else pl.Series([0] * meta.height)
+    _, idx = np.unique(doc.fill_null(-1).to_numpy(), return_inverse=True)
+    return idx.astype(np.int64), int(idx.max()) + 1 if len(idx) else 1
+
+
 def _size_layout(meta: pl.DataFrame) -> dict:
     """Per size meta preprocessing shared by all its steps: document index and category codes."""
-    doc = meta["doc_id"] if "doc_id" in meta.columns else pl.Series([0] * meta.height)
-    doc = doc.fill_null(-1).to_numpy()
-    _, doc_idx = np.unique(doc, return_inverse=True)
+    doc_idx, D = doc_index(meta)
     kinds = {"all": (np.zeros(meta.height, np.int64), ["all"])}
     for kind in CATEGORY_KINDS[1:]:
         if kind not in meta.columns:
@@ -274,7 +280,7 @@ def _size_layout(meta: pl.DataFrame) -> dict:
             continue
         code = {lab: i for i, lab in enumerate(labels)}
         kinds[kind] = (np.array([-1 if v is None else code[v] for v in s.to_list()], np.int64), labels)
-    return {"doc": doc_idx.astype(np.int64), "D": int(doc_idx.max()) + 1 if len(doc_idx) else 1, "kinds": kinds}
+    return {"doc": doc_idx, "D": D, "kinds": kinds}
 
 
 def category_stats(vals: np.ndarray, doc: np.ndarray, D: int, codes: np.ndarray, C: int, draws: bs.Draws,

@@ -44,7 +44,7 @@ import numpy as np
 import polars as pl
 
 from seedkl_jax.analysis import bootstrap as bs
-from seedkl_jax.analysis.aggregate import GroupResult, category_order
+from seedkl_jax.analysis.aggregate import GroupResult, category_order, doc_index  # the summary's document numbering
 from seedkl_jax.data.annotate import CONTENT_UPOS, FUNCTION_UPOS, paper_pos
 
 FUNCTION_PAPER_POS = ("IN", "DT", "MD", "PRP")
@@ -159,13 +159,6 @@ def _group_stats(vals, doc, D, code, K: int, sets: dict, n_m: int | None):
     return e, e_reps, sd, sd_reps
 
 
-def _doc_index(meta: pl.DataFrame) -> tuple[np.ndarray, int]:
-    """Document index as analysis.aggregate numbers it (so the draws are the summary's)."""
-    doc = meta["doc_id"] if "doc_id" in meta.columns else pl.Series([0] * meta.height)
-    _, idx = np.unique(doc.fill_null(-1).to_numpy(), return_inverse=True)
-    return idx.astype(np.int64), int(idx.max()) + 1 if len(idx) else 1
-
-
 def _stack(per_step: list, i: int):
     first = per_step[0][i]
     if first is None:
@@ -187,7 +180,7 @@ def contrasts(groups: list[GroupResult], meta: pl.DataFrame, n_boot: int = 1000,
         m = (meta.filter(pl.col("size") == size) if "size" in meta.columns else meta).sort("position")
         if m.height != P:
             continue                                   # summarize raises the precise error for this
-        doc, D = _doc_index(m)
+        doc, D = doc_index(m)
         joint = bs.draws(D, S, n_boot, seed)
         docs, seeds = bs.split_draws(joint)
         sets = {"joint": joint, "docs": docs, "seeds": seeds}

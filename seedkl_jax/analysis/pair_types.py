@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from seedkl_jax.analysis import bootstrap as bs
-from seedkl_jax.analysis.aggregate import GroupResult, _check_group, _meta_for, _num
+from seedkl_jax.analysis.aggregate import GroupResult, _check_group, _meta_for, _num, doc_index
 from seedkl_jax.errors import SeedKLError
 
 SCHEMA = {"size": pl.Utf8, "step": pl.Int64, "pair_type": pl.Utf8, "n_pairs": pl.Int64, "n_tokens": pl.Int64,
@@ -70,15 +70,12 @@ def pair_type_rows(groups: list[GroupResult], meta: pl.DataFrame, factors: dict,
                    seed: int = 0) -> pl.DataFrame:
     """pair_types.parquet (module docstring) for every group; meta: the token meta (doc_id, per size)."""
     out = {k: [] for k in SCHEMA}
-    docs: dict[str, np.ndarray] = {}
+    docs: dict[str, tuple[np.ndarray, int]] = {}
     for g in groups:
         P, S = _check_group(g)
         if g.size not in docs:
-            m = _meta_for(meta, g.size, P)
-            d = m["doc_id"].fill_null(-1).to_numpy() if "doc_id" in m.columns else np.zeros(P, np.int64)
-            docs[g.size] = np.unique(d, return_inverse=True)[1].astype(np.int64)
-        doc = docs[g.size]
-        D = int(doc.max()) + 1
+            docs[g.size] = doc_index(_meta_for(meta, g.size, P))  # the summary's document numbering
+        doc, D = docs[g.size]
         vals = bs.ordered_pairs(g.arrays["kl"])                                    # [P, U]
         counts, sums = bs.category_sums(vals, doc, D, np.zeros(P, np.int64), 1)    # [D,1], [D,1,U]
         dr = bs.draws(D, S, n_boot, seed)
