@@ -142,6 +142,7 @@ def demo(cfg: DemoConfig = DemoConfig()) -> Path:
     from seedkl_jax.analysis.lr import from_train_config
     from seedkl_jax.config import (AnalysisConfig, MeasureConfig, OutputConfig, ScoringConfig, StudyConfig,
                                    SuiteConfig, TextConfig, results_values)
+    from seedkl_jax.study.publish import settings_digest
     from seedkl_jax.study.run import run_study
 
     cfg = cfg.resolved()
@@ -169,7 +170,7 @@ def demo(cfg: DemoConfig = DemoConfig()) -> Path:
         output=OutputConfig(out=str(out), overwrite=cfg.overwrite, cache_dir=cfg.cache_dir))
     # --out is the demo's own: redo its study when the checkpoints or the study's settings (e.g. after an
     # upgrade that measures more) differ from the ones it last ran with, instead of refusing the folder.
-    study_key = hashlib.sha256(json.dumps(results_values(study), sort_keys=True, default=str).encode()).hexdigest()
+    study_key = settings_digest(results_values(study))
     stamp = out / "demo.json"
     last = json.loads(stamp.read_text()) if stamp.exists() else {}
     stale = stamp.exists() and (last.get("suite_fingerprint") != fp or last.get("study_key") != study_key)
